@@ -63,8 +63,10 @@ def from_position_id(pid: str) -> np.ndarray:
     bits = [(key[i // 8] >> (i % 8)) & 1 for i in range(80)]
     rows: GnubgBoard = [[0] * 25, [0] * 25]
     side, point = 0, 0
-    for bit in bits:
+    for i, bit in enumerate(bits):
         if side > 1:
+            if any(bits[i:]):
+                raise ValueError(f"checkers past the last point in {pid!r}")
             break
         if bit:
             rows[side][point] += 1
@@ -74,4 +76,6 @@ def from_position_id(pid: str) -> np.ndarray:
                 side, point = side + 1, 0
     if any(sum(r) > NUM_CHECKERS for r in rows):
         raise ValueError(f"more than 15 checkers in {pid!r}")
+    if any(rows[0][NUM_POINTS - 1 - i] and rows[1][i] for i in range(NUM_POINTS)):
+        raise ValueError(f"both sides on one point in {pid!r}")
     return from_gnubg(rows)

@@ -67,6 +67,7 @@ class MoveGenConfig(NamedTuple):
     frontier3: int = 192
 
 
+DEFAULT_MOVEGEN = MoveGenConfig()
 EXACT_MOVEGEN = MoveGenConfig(max_plays=1024, frontier2=320, frontier3=1536)
 
 
@@ -76,7 +77,7 @@ class Plays(NamedTuple):
     boards: jax.Array  # [K, 28] int32 afterstates, mover's point of view
     steps: jax.Array  # [K, 4] int32 step indices making each play, NO_STEP padded
     mask: jax.Array  # [K] bool, True for a real play
-    count: jax.Array  # [] int32 number of distinct plays (may exceed K if overflow)
+    num_plays: jax.Array  # [] int32 number of distinct plays (may exceed K if overflow)
     overflow: jax.Array  # [] bool, some plays were dropped for capacity
 
 
@@ -99,38 +100,40 @@ def opening_roll(key: jax.Array) -> jax.Array:
     return jnp.asarray(OPENING_ROLLS)[jax.random.randint(key, (), 0, len(OPENING_ROLLS))]
 
 
-def single_steps(board: jax.Array, die: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Every one-checker step with `die` from each of the 25 sources.
-
-    Returns boards [25, 28] and legal [25]; illegal rows hold garbage.
-    """
+def step_legality(board: jax.Array, die: jax.Array) -> jax.Array:
+    """legal [25]: may a checker step `die` pips from each source (24 = bar)?"""
     src = jnp.arange(NUM_SOURCES)
     dest = src - die  # the bar (24) enters at 24 - die, i.e. idx 23..18
     mine = jnp.maximum(board[:NUM_SOURCES], 0)  # [25]
-    has = mine > 0
     bar_ok = (board[BAR] == 0) | (src == BAR)
     dest_in = dest >= 0
-    dest_val = board[jnp.clip(dest, 0, NUM_POINTS - 1)]
-    land_ok = dest_val >= -1
+    land_ok = board[jnp.clip(dest, 0, NUM_POINTS - 1)] >= -1
     all_home = jnp.sum(mine[6:]) == 0
-    # checkers of mine on points strictly above each source (within the 24 points)
-    above = jnp.cumsum(mine[:NUM_POINTS][::-1])[::-1] - mine[:NUM_POINTS]
-    above = jnp.concatenate([above, jnp.zeros(1, above.dtype)])
+    # my checkers on points strictly above each source: overshooting bear-offs need none
+    above = jnp.cumsum(mine[::-1])[::-1] - mine
     bear_ok = all_home & ((dest == -1) | (above == 0))
-    legal = has & bar_ok & jnp.where(dest_in, land_ok, bear_ok)
-    hit = dest_in & (dest_val == -1)
-    eye = jnp.eye(BOARD_SIZE, dtype=board.dtype)
-    to = jnp.where(dest_in, jnp.clip(dest, 0, NUM_POINTS - 1), OFF)
-    new = (
-        board[None, :]
-        - eye[src]
-        + eye[to] * (1 + hit)[:, None].astype(board.dtype)
-        - eye[OPP_BAR][None, :] * hit[:, None].astype(board.dtype)
-    )
-    return new, legal
+    return (mine > 0) & bar_ok & jnp.where(dest_in, land_ok, bear_ok)
 
 
-_multi_steps = jax.vmap(single_steps, in_axes=(0, None))
+def apply_step(board: jax.Array, src: jax.Array, die: jax.Array) -> jax.Array:
+    """The board after moving one checker from `src` by `die` (legality not checked)."""
+    dest = src - die
+    dest_in = dest >= 0
+    to = jnp.where(dest_in, dest, OFF)
+    hit = (dest_in & (board[jnp.maximum(dest, 0)] == -1)).astype(board.dtype)
+    board = board.at[src].add(-1).at[to].add(1 + hit)
+    return board.at[OPP_BAR].add(-hit)
+
+
+def single_steps(board: jax.Array, die: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Every one-checker step with `die`: boards [25, 28] (garbage where illegal), legal [25]."""
+    src = jnp.arange(NUM_SOURCES)
+    return jax.vmap(apply_step, in_axes=(None, 0, None))(board, src, die), step_legality(board, die)
+
+
+_legality_rows = jax.vmap(step_legality, in_axes=(0, None))
+_apply_rows = jax.vmap(apply_step, in_axes=(0, 0, None))
+_apply_rows_dice = jax.vmap(apply_step, in_axes=(0, 0, 0))
 
 
 def _hash(boards: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -138,25 +141,24 @@ def _hash(boards: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.sum(boards * h[0], axis=-1), jnp.sum(boards * h[1], axis=-1)
 
 
-def _compact_unique(
-    boards: jax.Array, steps: jax.Array, valid: jax.Array, last_src: jax.Array, size: int
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
-    """Keep the distinct valid boards, at most `size` of them.
+def _compact_index(valid: jax.Array, size: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Indices of the first `size` valid rows (no sort: cumsum + a scatter of ints).
 
-    Among duplicates the row with the highest `last_src` wins (a double is
-    generated with non-increasing sources, so that row has most continuations);
-    ties keep the earliest row. Returns boards, steps, last_src, mask, count.
+    Returns (index [size], mask [size], count); count may exceed size.
     """
+    pos = jnp.cumsum(valid) - 1
+    slot = jnp.where(valid & (pos < size), pos, size)  # `size` is out of range: dropped
+    index = jnp.zeros(size, jnp.int32).at[slot].set(jnp.arange(valid.shape[0], dtype=jnp.int32), mode="drop")
+    count = jnp.sum(valid)
+    return index, jnp.arange(size) < count, count
+
+
+def _first_of_duplicates(boards: jax.Array, mask: jax.Array) -> jax.Array:
+    """mask & "no earlier masked row holds the same board" (pairwise on hashes, [M, M])."""
     h1, h2 = _hash(boards)
-    order = jnp.lexsort((-last_src, h2, h1, ~valid))
-    v, a, b = valid[order], h1[order], h2[order]
-    new = jnp.concatenate([jnp.ones(1, bool), (a[1:] != a[:-1]) | (b[1:] != b[:-1])])
-    unique = v & new
-    count = jnp.sum(unique)
-    pos = jnp.nonzero(unique, size=size, fill_value=0)[0]
-    idx = order[pos]
-    mask = jnp.arange(size) < count
-    return boards[idx], steps[idx], last_src[idx], mask, count
+    same = (h1[:, None] == h1[None, :]) & (h2[:, None] == h2[None, :]) & mask[None, :]
+    earlier = jnp.tril(jnp.ones(same.shape, bool), k=-1)
+    return mask & ~jnp.any(same & earlier, axis=1)
 
 
 def _step_ids(die: jax.Array) -> jax.Array:
@@ -164,29 +166,20 @@ def _step_ids(die: jax.Array) -> jax.Array:
 
 
 def _plays_non_double(board: jax.Array, hi: jax.Array, lo: jax.Array, cfg: MoveGenConfig) -> Plays:
+    """Candidates: high die then low, low then high, one die only, or no move.
+
+    Candidate c is described by a parent board (0..24: after the high die from
+    source c, 25..49: after the low die, 50: the position itself) and an
+    optional second step; boards are built only for the valid ones.
+    """
     src = jnp.arange(NUM_SOURCES)
-    b_hi, l_hi = single_steps(board, hi)  # [25, 28], [25]
+    b_hi, l_hi = single_steps(board, hi)
     b_lo, l_lo = single_steps(board, lo)
-    b_hl, l_hl = _multi_steps(b_hi, lo)  # [25, 25, 28]
-    b_lh, l_lh = _multi_steps(b_lo, hi)
-    l_hl = l_hl & l_hi[:, None]
-    l_lh = l_lh & l_lo[:, None]
+    l_hl = _legality_rows(b_hi, lo) & l_hi[:, None]  # [25, 25]
+    l_lh = _legality_rows(b_lo, hi) & l_lo[:, None]
     any2 = jnp.any(l_hl) | jnp.any(l_lh)
     any_hi = jnp.any(l_hi)
     any1 = any_hi | jnp.any(l_lo)
-    s_hi, s_lo = _step_ids(hi), _step_ids(lo)
-    pad = jnp.full((NUM_SOURCES,), NO_STEP)
-    n2 = NUM_SOURCES * NUM_SOURCES
-    steps_hl = jnp.stack([jnp.repeat(s_hi, NUM_SOURCES), jnp.tile(s_lo, NUM_SOURCES)], -1)
-    steps_lh = jnp.stack([jnp.repeat(s_lo, NUM_SOURCES), jnp.tile(s_hi, NUM_SOURCES)], -1)
-    boards = jnp.concatenate(
-        [b_hl.reshape(n2, -1), b_lh.reshape(n2, -1), b_hi, b_lo, board[None]], axis=0
-    )
-    steps2 = jnp.concatenate(
-        [steps_hl, steps_lh, jnp.stack([s_hi, pad], -1), jnp.stack([s_lo, pad], -1),
-         jnp.full((1, 2), NO_STEP)], axis=0
-    )
-    steps = jnp.concatenate([steps2, jnp.full((steps2.shape[0], 2), NO_STEP)], axis=1)
     valid = jnp.concatenate(
         [
             l_hl.reshape(-1),
@@ -196,58 +189,74 @@ def _plays_non_double(board: jax.Array, hi: jax.Array, lo: jax.Array, cfg: MoveG
             (~any1)[None],
         ]
     )
-    last = jnp.zeros(valid.shape[0], jnp.int32)
-    del src
-    out_b, out_s, _, mask, count = _compact_unique(boards, steps, valid, last, cfg.max_plays)
-    return Plays(out_b, out_s, mask, count, count > cfg.max_plays)
-
-
-def _expand_double(
-    boards: jax.Array, steps: jax.Array, last: jax.Array, mask: jax.Array, die: jax.Array, depth: int
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """One more step of a double from each frontier row, sources non-increasing."""
-    n = boards.shape[0]
-    src = jnp.arange(NUM_SOURCES)
-    nb, nl = _multi_steps(boards, die)  # [n, 25, 28], [n, 25]
-    nl = nl & mask[:, None] & (src[None, :] <= last[:, None])
-    new_steps = jnp.repeat(steps, NUM_SOURCES, axis=0).at[:, depth].set(
-        jnp.tile(_step_ids(die), n)
+    n2 = NUM_SOURCES * NUM_SOURCES
+    parent = jnp.concatenate(
+        [
+            jnp.repeat(src, NUM_SOURCES),
+            NUM_SOURCES + jnp.repeat(src, NUM_SOURCES),
+            src,
+            NUM_SOURCES + src,
+            jnp.full(1, 2 * NUM_SOURCES),
+        ]
     )
-    return (
-        nb.reshape(n * NUM_SOURCES, -1),
-        new_steps,
-        jnp.tile(src, n),
-        nl.reshape(-1),
+    second = jnp.concatenate(
+        [jnp.tile(src, NUM_SOURCES), jnp.tile(src, NUM_SOURCES), jnp.full(2 * NUM_SOURCES + 1, -1)]
     )
+    second_die = jnp.concatenate(
+        [jnp.full(n2, lo), jnp.full(n2, hi), jnp.zeros(2 * NUM_SOURCES + 1, jnp.int32)]
+    )
+    first_step = jnp.concatenate([_step_ids(hi), _step_ids(lo), jnp.full(1, NO_STEP)])
+    parents = jnp.concatenate([b_hi, b_lo, board[None]], 0)  # [51, 28]
+
+    cap = 2 * cfg.max_plays  # the two orders reach many positions twice
+    idx, mask, n_valid = _compact_index(valid, cap)
+    p, s2, d2 = parent[idx], second[idx], second_die[idx]
+    has2 = s2 >= 0
+    boards = jnp.where(has2[:, None], _apply_rows_dice(parents[p], jnp.maximum(s2, 0), d2), parents[p])
+    steps = jnp.stack(
+        [first_step[p], jnp.where(has2, jnp.maximum(s2, 0) * 6 + d2 - 1, NO_STEP)]
+        + [jnp.full(cap, NO_STEP)] * 2,
+        axis=-1,
+    )
+    unique = _first_of_duplicates(boards, mask)
+    idx, mask, count = _compact_index(unique, cfg.max_plays)
+    return Plays(boards[idx], steps[idx], mask, count, (n_valid > cap) | (count > cfg.max_plays))
 
 
 def _plays_double(board: jax.Array, die: jax.Array, cfg: MoveGenConfig) -> Plays:
-    steps0 = jnp.full((1, MAX_STEPS_PER_PLAY), NO_STEP)
-    last0 = jnp.full((1,), NUM_SOURCES - 1)
-    levels_b, levels_s, levels_m = [board[None]], [steps0], [jnp.ones(1, bool)]
-    b, s, last, m = board[None], steps0, last0, jnp.ones(1, bool)
+    """All plays of a double, generated with non-increasing sources.
+
+    Every play can be ordered so that sources never increase (higher checkers
+    first also keeps every bear-off legal), and a multiset of sources fixes the
+    resulting position, so each play is generated exactly once: no de-duplication.
+    """
+    src = jnp.arange(NUM_SOURCES)
+    step_ids = _step_ids(die)
+    b = board[None]
+    s = jnp.full((1, MAX_STEPS_PER_PLAY), NO_STEP)
+    last = jnp.full((1,), NUM_SOURCES - 1)
+    m = jnp.ones(1, bool)
+    levels = [(b, s, m)]
     overflow = jnp.zeros((), bool)
     for depth, cap in enumerate((NUM_SOURCES, cfg.frontier2, cfg.frontier3, cfg.max_plays)):
-        b, s, last, m = _expand_double(b, s, last, m, die, depth)
-        if depth > 0:  # a single step from one position needs no de-duplication
-            b, s, last, m, count = _compact_unique(b, s, m, last, cap)
-            overflow = overflow | (count > cap)
-        levels_b.append(b)
-        levels_s.append(s)
-        levels_m.append(m)
+        legal = _legality_rows(b, die) & m[:, None] & (src[None, :] <= last[:, None])  # [n, 25]
+        idx, m, count = _compact_index(legal.reshape(-1), cap)
+        row, last = idx // NUM_SOURCES, idx % NUM_SOURCES
+        b = _apply_rows(b[row], last, die)
+        s = s[row].at[:, depth].set(step_ids[last])
+        overflow = overflow | (count > cap)
+        levels.append((b, s, m))
     # Use as many dice as possible: only the deepest non-empty level is legal.
-    reached = jnp.stack([jnp.any(x) for x in levels_m])  # [5]
+    reached = jnp.stack([jnp.any(lm) for _, _, lm in levels])  # [5]
     deepest = 4 - jnp.argmax(reached[::-1])
-    masks = [x & (i == deepest) for i, x in enumerate(levels_m)]
-    boards = jnp.concatenate(levels_b, 0)
-    steps = jnp.concatenate(levels_s, 0)
-    valid = jnp.concatenate(masks, 0)
-    last = jnp.zeros(valid.shape[0], jnp.int32)
-    out_b, out_s, _, mask, count = _compact_unique(boards, steps, valid, last, cfg.max_plays)
-    return Plays(out_b, out_s, mask, count, overflow | (count > cfg.max_plays))
+    boards = jnp.concatenate([lb for lb, _, _ in levels], 0)
+    steps = jnp.concatenate([ls for _, ls, _ in levels], 0)
+    valid = jnp.concatenate([lm & (i == deepest) for i, (_, _, lm) in enumerate(levels)], 0)
+    idx, mask, count = _compact_index(valid, cfg.max_plays)
+    return Plays(boards[idx], steps[idx], mask, count, overflow | (count > cfg.max_plays))
 
 
-def legal_plays(board: jax.Array, dice_idx: jax.Array, cfg: MoveGenConfig = MoveGenConfig()) -> Plays:
+def legal_plays(board: jax.Array, dice_idx: jax.Array, cfg: MoveGenConfig = DEFAULT_MOVEGEN) -> Plays:
     """All distinct legal plays of `board` (side to move) for roll `dice_idx`."""
     d = jnp.asarray(DICE)[dice_idx]
     board = board.astype(jnp.int32)
@@ -256,6 +265,35 @@ def legal_plays(board: jax.Array, dice_idx: jax.Array, cfg: MoveGenConfig = Move
         lambda: _plays_double(board, d[0], cfg),
         lambda: _plays_non_double(board, d[0], d[1], cfg),
     )
+
+
+def legal_plays_batch(boards: jax.Array, dice_idx: jax.Array, cfg: MoveGenConfig = DEFAULT_MOVEGEN) -> Plays:
+    """`legal_plays` over a batch [B], computing the costly doubles path only where needed.
+
+    Under vmap a `cond` evaluates both branches for every game; here the games
+    that rolled a double (1 in 6) are gathered into a sub-batch of B//3 and only
+    those pay for it (if more rolled doubles, the whole batch takes that path).
+    """
+    batch = boards.shape[0]
+    boards = boards.astype(jnp.int32)
+    d = jnp.asarray(DICE)[dice_idx]  # [B, 2]
+    is_double = d[:, 0] == d[:, 1]
+    plays = jax.vmap(_plays_non_double, in_axes=(0, 0, 0, None))(boards, d[:, 0], d[:, 1], cfg)
+    cap = max(1, batch // 3)
+    idx, _, count = _compact_index(is_double, cap)
+
+    def some() -> Plays:
+        sub = jax.vmap(_plays_double, in_axes=(0, 0, None))(boards[idx], d[idx, 0], cfg)
+        slot = jnp.where(jnp.arange(cap) < count, idx, batch)  # unused slots are dropped
+        return jax.tree.map(lambda full, part: full.at[slot].set(part, mode="drop"), plays, sub)
+
+    def every() -> Plays:
+        dbl = jax.vmap(_plays_double, in_axes=(0, 0, None))(boards, d[:, 0], cfg)
+        return jax.tree.map(
+            lambda a, b: jnp.where(is_double.reshape(-1, *([1] * (a.ndim - 1))), b, a), plays, dbl
+        )
+
+    return jax.lax.cond(count <= cap, some, every)
 
 
 def win_points(board: jax.Array) -> jax.Array:

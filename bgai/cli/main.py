@@ -1,0 +1,152 @@
+"""`bgai`: the command line. Commands only build objects and call them."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from bgai.config import Config, load_config
+from bgai.errors import BgaiError, ConfigError
+
+
+def _load(config: str | None, sets: tuple[str, ...]) -> Config:
+    overrides: dict[str, object] = {}
+    for item in sets:
+        if "=" not in item:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = value
+    try:
+        return load_config(config, overrides=overrides)
+    except ConfigError as exc:
+        raise click.UsageError(f"bad configuration: {exc}") from exc
+
+
+config_option = click.option(
+    "--config",
+    "-c",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML config file (defaults apply to anything it leaves out).",
+)
+set_option = click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="Override one config value (repeatable).",
+)
+
+
+@click.group()
+@click.version_option(package_name="bgai")
+def cli() -> None:
+    """bgai: AlphaZero-style backgammon training (JAX self-play)."""
+
+
+@cli.command("train-local")
+@config_option
+@set_option
+@click.option(
+    "--minutes", type=float, default=None, help="Wall-clock training time (default: local.minutes)."
+)
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where checkpoints go (default: local.checkpoint_dir); an existing run there is resumed.",
+)
+@click.option("--eval-games", type=int, default=None, help="Games per opponent in the final eval.")
+def train_local(
+    config: str | None,
+    sets: tuple[str, ...],
+    minutes: float | None,
+    checkpoint_dir: str | None,
+    eval_games: int | None,
+) -> None:
+    """Train in one process: self-play, train, checkpoint, then eval vs random and pubeval."""
+    from bgai.train.local import LocalRun
+
+    cfg = _load(config, sets)
+    minutes = cfg.local.minutes if minutes is None else minutes
+    eval_games = cfg.local.eval_games if eval_games is None else eval_games
+    run = LocalRun(cfg, Path(checkpoint_dir or cfg.local.checkpoint_dir), log=click.echo)
+    click.echo(
+        f"bgai train-local: {minutes:g} min, mode {cfg.selfplay.mode}, batch {cfg.selfplay.batch_size}, "
+        f"net {list(cfg.model.hidden)}; compiling (first batch takes ~1 min)..."
+    )
+    try:
+        run.setup()
+    except BgaiError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+    def progress(r: object, elapsed: float) -> None:
+        rep = r  # a Report
+        click.echo(
+            f"[{elapsed / 60:5.1f} min] games {run.games:6d}  positions {run.positions:8d}  "
+            f"pos/s {rep.positions / max(rep.selfplay_s, 1e-9):6.0f}  step {int(run.state.step):6d}  "  # type: ignore[attr-defined]
+            f"version {run.model_version:4d}  loss {rep.loss:.4f} (policy {rep.policy_loss:.4f}, "  # type: ignore[attr-defined]
+            f"value {rep.value_loss:.4f})"  # type: ignore[attr-defined]
+        )
+        sys.stdout.flush()
+
+    run.run(minutes, cfg.local.log_every_s, progress)
+    click.echo(f"checkpoint: {run.checkpoint()}")
+    for opponent in cfg.eval.opponents:
+        t0 = time.perf_counter()
+        res = run.evaluate(opponent, eval_games)
+        click.echo(f"eval vs {opponent:8s}: {res.summary()}  ({time.perf_counter() - t0:.0f} s)")
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks: they print figures, the last line is one JSON object."""
+
+
+@bench.command("selfplay")
+@config_option
+@set_option
+@click.option("--mode", type=click.Choice(["afterstate", "mcts"]), default="afterstate")
+@click.option("--batch", type=int, default=64)
+@click.option("--sims", type=int, default=None, help="MCTS simulations per move.")
+@click.option("--repeats", type=int, default=3)
+@click.option("--baseline/--no-baseline", default=True, help="mcts: also run the pgx + mctx baseline.")
+def bench_selfplay(
+    config: str | None,
+    sets: tuple[str, ...],
+    mode: str,
+    batch: int,
+    sims: int | None,
+    repeats: int,
+    baseline: bool,
+) -> None:
+    """Decisions/s and games/s of self-play (median of repeats)."""
+    from bgai.bench.selfplay import bench_selfplay as run_bench
+
+    cfg = _load(config, sets)
+    result = run_bench(
+        cfg, mode=mode, batch=batch, sims=sims, repeats=repeats, baseline=baseline, log=click.echo
+    )
+    click.echo(json.dumps(result))
+
+
+@bench.command("train")
+@config_option
+@set_option
+@click.option("--batch", type=int, default=None)
+@click.option("--repeats", type=int, default=5)
+def bench_train(config: str | None, sets: tuple[str, ...], batch: int | None, repeats: int) -> None:
+    """Samples/s of the jitted train step (median of repeats)."""
+    from bgai.bench.train import bench_train as run_bench
+
+    cfg = _load(config, sets)
+    result = run_bench(cfg, batch=batch, repeats=repeats, log=click.echo)
+    click.echo(json.dumps(result))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()

@@ -1,0 +1,525 @@
+"""Typed, frozen, closed configuration.
+
+One frozen dataclass per section; `Config` holds them all. The defaults form a small local CPU run.
+`load_config` resolves, later layers winning:
+
+    code defaults  ->  YAML file  ->  env BGAI_<SECTION>__<KEY>  ->  overrides {"section.key": value}
+
+- YAML: a mapping of sections to mappings of keys. Values must have the field's type (a bool is not
+  an int; an int is accepted for a float; a list for a tuple). `1e-3` reads as a float (YAML 1.2),
+  duplicate keys are refused.
+- Env: `BGAI_TRAINING__LEARNING_RATE=3e-4`. The text is read as a YAML scalar, except that a str
+  field takes the text verbatim; a tuple field takes a YAML list (`[128, 64]`) or comma separated
+  items (`128,64`). Other `BGAI_*` variables without `__` are not config and are ignored, unless they
+  look like a config key written with one underscore (`BGAI_TRAINING_SEED`), which is refused.
+- Overrides (the CLI's `--set`): dotted keys; a value is either already typed or, for a non-str
+  field, a string read like an env value.
+
+Anything unknown, mistyped or out of range raises `ConfigError` naming the dotted key (or the
+file) and where the value came from. Direct construction (`TrainingConfig(batch_size=0)`) is
+validated the same way. Nothing happens at import; the environment is read only by `load_config`.
+
+`config_hash` fingerprints the whole resolved config; `model_hash` only what fixes the weights'
+shapes, so weights can be checked against the model that will load them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, cast, get_args, get_origin, get_type_hints
+
+import yaml
+
+from bgai.errors import ConfigError
+
+ENV_PREFIX = "BGAI_"
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+class _Section:
+    """Base of every section: normalises and type-checks fields, then runs `_validate`."""
+
+    __slots__ = ()
+    SECTION: ClassVar[str]  # the section's name in YAML, env and dotted keys
+
+    def __post_init__(self) -> None:
+        for name, hint in _field_types(type(self)).items():
+            value = _coerce(f"{self.SECTION}.{name}", getattr(self, name), hint)
+            object.__setattr__(self, name, value)  # frozen: normalise int->float, list->tuple
+        self._validate()
+
+    def _validate(self) -> None:
+        """Range and enum checks; raise ConfigError through the helpers below."""
+
+    def _need(self, name: str, ok: bool, rule: str) -> None:
+        if not ok:
+            raise ConfigError(f"{self.SECTION}.{name}", f"{rule}, got {getattr(self, name)!r}")
+
+    def _positive(self, *names: str) -> None:
+        for name in names:
+            self._need(name, getattr(self, name) > 0, "must be > 0")
+
+    def _non_negative(self, *names: str) -> None:
+        for name in names:
+            self._need(name, getattr(self, name) >= 0, "must be >= 0")
+
+    def _fraction(self, *names: str) -> None:
+        for name in names:
+            self._need(name, 0.0 <= getattr(self, name) <= 1.0, "must be in [0, 1]")
+
+    def _choice(self, name: str, choices: tuple[object, ...]) -> None:
+        self._need(name, getattr(self, name) in choices, f"must be one of {', '.join(map(str, choices))}")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig(_Section):
+    """The value/policy network. Its fields fix the weights' shapes (see `model_hash`)."""
+
+    SECTION: ClassVar[str] = "model"
+    # Widths of the hidden layers of the MLP trunk, input side first.
+    hidden: tuple[int, ...] = (128, 128)
+
+    def _validate(self) -> None:
+        self._need("hidden", len(self.hidden) > 0, "must list at least one layer")
+        self._need("hidden", all(h > 0 for h in self.hidden), "every width must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class MoveGenConfig(_Section):
+    """Static capacities of the legal-move generator (`bgai.core.rules.MoveGenConfig`).
+
+    They fix compiled shapes; a position with more distinct plays than fit sets `overflow`.
+    """
+
+    SECTION: ClassVar[str] = "movegen"
+    # Distinct whole plays kept per decision.
+    max_plays: int = 128
+    # Distinct partial positions kept after 2 steps of a double.
+    frontier2: int = 96
+    # Distinct partial positions kept after 3 steps of a double.
+    frontier3: int = 192
+
+    def _validate(self) -> None:
+        self._positive("max_plays", "frontier2", "frontier3")
+
+
+@dataclass(frozen=True, slots=True)
+class SelfPlayConfig(_Section):
+    """How game workers play against themselves."""
+
+    SECTION: ClassVar[str] = "selfplay"
+    # `afterstate`: score every legal play by the value of its afterstate (fast, CPU default);
+    # `mcts`: stochastic MCTS with chance nodes (see the `search` section).
+    mode: str = "afterstate"
+    # Games played in parallel (one vmapped batch).
+    batch_size: int = 64
+    # A game still running after this many turns is abandoned (not stored).
+    max_turns: int = 512
+    # Afterstate mode exploration: softmax temperature over play equities (0 = greedy).
+    temperature: float = 0.1
+    # Turns of a game played with exploration; later turns play greedily.
+    explore_turns: int = 512
+    # Softmax temperature turning afterstate equities into the stored policy target.
+    policy_temperature: float = 0.2
+    # Afterstate lookahead: 0 = value of the afterstate, 1 = average over the 21 rolls after it.
+    ply: int = 0
+
+    def _validate(self) -> None:
+        self._choice("mode", ("afterstate", "mcts"))
+        self._positive("batch_size", "max_turns", "policy_temperature")
+        self._non_negative("temperature", "explore_turns")
+        self._choice("ply", (0, 1))
+
+
+@dataclass(frozen=True, slots=True)
+class SearchConfig(_Section):
+    """Stochastic MCTS (selfplay.mode = mcts, eval.player = search)."""
+
+    SECTION: ClassVar[str] = "search"
+    # Simulations per decision; exactly this many are run.
+    num_simulations: int = 32
+    # Concentration of the Dirichlet noise mixed into the root priors.
+    dirichlet_alpha: float = 0.3
+    # Weight of that noise in the root priors (0 = no noise).
+    dirichlet_fraction: float = 0.25
+    # Temperature over root visit counts when choosing a move (0 = most visited).
+    temperature: float = 1.0
+    # Turns played at `temperature`; later turns choose the most visited move.
+    temperature_turns: int = 20
+
+    def _validate(self) -> None:
+        self._positive("num_simulations", "dirichlet_alpha")
+        self._fraction("dirichlet_fraction")
+        self._non_negative("temperature", "temperature_turns")
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingConfig(_Section):
+    """The training worker: optimiser, losses, sampling and publishing."""
+
+    SECTION: ClassVar[str] = "training"
+    # Positions per optimiser step.
+    batch_size: int = 256
+    # Peak learning rate (AdamW).
+    learning_rate: float = 1e-3
+    # `constant` or `cosine` (decay to 0 over `decay_steps` after warm-up).
+    lr_schedule: str = "cosine"
+    # Linear warm-up steps from 0 to `learning_rate`.
+    warmup_steps: int = 200
+    # Length of the cosine decay in steps.
+    decay_steps: int = 200_000
+    # AdamW decoupled weight decay.
+    weight_decay: float = 1e-4
+    # Global gradient-norm clip (0 = no clipping).
+    grad_clip: float = 1.0
+    # Weight of the value (outcome) loss.
+    value_weight: float = 1.0
+    # Weight of the policy loss.
+    policy_weight: float = 1.0
+    # Target replay ratio: positions sampled for training per position generated.
+    samples_per_position: float = 1.0
+    # Training waits until the buffer holds this many positions.
+    min_buffer_positions: int = 5_000
+    # Publish the weights every this many steps.
+    publish_every: int = 100
+    # Write a checkpoint (weights + optimiser state) every this many steps.
+    checkpoint_every: int = 1_000
+    # Checkpoints kept on disk; older ones are deleted.
+    keep_checkpoints: int = 3
+    # Seed of the initial weights and of sampling (a uint32).
+    seed: int = 0
+
+    def _validate(self) -> None:
+        self._positive("batch_size", "learning_rate", "decay_steps", "samples_per_position")
+        self._positive("publish_every", "checkpoint_every", "keep_checkpoints")
+        self._choice("lr_schedule", ("constant", "cosine"))
+        self._non_negative("warmup_steps", "weight_decay", "grad_clip", "value_weight", "policy_weight")
+        self._non_negative("min_buffer_positions")
+        self._need("seed", 0 <= self.seed < 2**32, "must be in [0, 2**32)")
+
+
+@dataclass(frozen=True, slots=True)
+class BufferConfig(_Section):
+    """The replay buffer of episodes."""
+
+    SECTION: ClassVar[str] = "buffer"
+    # Positions kept; the oldest episodes are evicted beyond this.
+    capacity_positions: int = 300_000
+    # Share of each training batch drawn by surprise (value error) instead of uniformly.
+    surprise_fraction: float = 0.0
+
+    def _validate(self) -> None:
+        self._positive("capacity_positions")
+        self._fraction("surprise_fraction")
+
+
+@dataclass(frozen=True, slots=True)
+class EvalConfig(_Section):
+    """The eval worker: matches of the current model against fixed opponents."""
+
+    SECTION: ClassVar[str] = "eval"
+    # Games per opponent per evaluation.
+    games: int = 200
+    # Opponents by name (players known to the eval worker, e.g. random, pubeval).
+    opponents: tuple[str, ...] = ("random", "pubeval")
+    # How the model plays: `greedy` (0-ply afterstates) or `search` (MCTS, `search` section).
+    player: str = "greedy"
+
+    def _validate(self) -> None:
+        self._positive("games")
+        self._need("opponents", all(o.strip() for o in self.opponents), "names must be non-empty")
+        self._choice("player", ("greedy", "search"))
+
+
+@dataclass(frozen=True, slots=True)
+class LocalConfig(_Section):
+    """`bgai local`: self-play and training in one process, no Redis."""
+
+    SECTION: ClassVar[str] = "local"
+    # Wall-clock budget of the run in minutes.
+    minutes: float = 30.0
+    # Where checkpoints and the final weights are written.
+    checkpoint_dir: str = "runs/local"
+    # Seconds between progress lines.
+    log_every_s: float = 10.0
+    # Games per opponent in the final evaluation (0 = skip it).
+    eval_games: int = 200
+
+    def _validate(self) -> None:
+        self._positive("minutes", "log_every_s")
+        self._need("checkpoint_dir", bool(self.checkpoint_dir.strip()), "must be non-empty")
+        self._non_negative("eval_games")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole resolved configuration."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    movegen: MoveGenConfig = field(default_factory=MoveGenConfig)
+    selfplay: SelfPlayConfig = field(default_factory=SelfPlayConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    local: LocalConfig = field(default_factory=LocalConfig)
+
+    def __post_init__(self) -> None:
+        for name, cls in SECTIONS.items():
+            if not isinstance(getattr(self, name), cls):
+                got = type(getattr(self, name)).__name__
+                raise ConfigError(name, f"expected a {cls.__name__}, got {got}")
+        if self.training.min_buffer_positions > self.buffer.capacity_positions:
+            raise ConfigError(
+                "training.min_buffer_positions",
+                f"must be <= buffer.capacity_positions ({self.buffer.capacity_positions}), "
+                f"got {self.training.min_buffer_positions}",
+            )
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    cls.SECTION: cls
+    for cls in (
+        ModelConfig,
+        MoveGenConfig,
+        SelfPlayConfig,
+        SearchConfig,
+        TrainingConfig,
+        BufferConfig,
+        EvalConfig,
+        LocalConfig,
+    )
+}
+
+# ---------------------------------------------------------------------------------------------
+# Types
+
+
+_FIELD_TYPES: dict[type, dict[str, Any]] = {}  # filled lazily: resolving hints at import is wasted work
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    """{field name: type} of a section dataclass, in declaration order."""
+    if cls not in _FIELD_TYPES:
+        hints = get_type_hints(cls)
+        _FIELD_TYPES[cls] = {f.name: hints[f.name] for f in dataclasses.fields(cast(Any, cls))}
+    return _FIELD_TYPES[cls]
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _coerce(key: str, value: object, hint: Any) -> object:
+    """`value` as the field type `hint`, or ConfigError. Only int->float and list->tuple convert."""
+    if get_origin(hint) is tuple:
+        item = get_args(hint)[0]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(key, f"expected a list of {item.__name__}, got {_describe(value)}")
+        return tuple(_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value))
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(key, f"expected float, got {_describe(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(key, f"must be finite, got {value!r}")
+        return float(value)
+    if hint is int and isinstance(value, bool):  # bool subclasses int; never accept it as one
+        raise ConfigError(key, f"expected int, got {_describe(value)}")
+    if not isinstance(value, hint):
+        raise ConfigError(key, f"expected {hint.__name__}, got {_describe(value)}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-3` as a float (PyYAML's YAML 1.1 reads it as a string) and refuses
+    duplicate keys (YAML would silently keep the last one)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Hashable] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if isinstance(key, Hashable) and key_node.tag != "tag:yaml.org,2002:merge":
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _read_yaml(path: Path) -> Mapping[Any, Any]:
+    where = str(path)
+    if not path.is_file():
+        raise ConfigError(where, "config file not found")
+    try:
+        with path.open(encoding="utf-8") as stream:  # a stream, so YAML errors name the file
+            # _Loader is a SafeLoader: it builds plain data, never arbitrary objects.
+            data = yaml.load(stream, Loader=_Loader)
+    except OSError as err:
+        raise ConfigError(where, f"cannot read config file: {err}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(where, f"malformed YAML: {err}") from None
+    if data is None:  # an empty file (or only comments)
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(where, f"top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _parse_text(key: str, text: str, hint: Any) -> object:
+    """An env/CLI string as the value for a field of type `hint` (see the module docstring)."""
+    if hint is str:
+        return text
+    if get_origin(hint) is tuple:
+        if text.strip().startswith("["):
+            return _yaml_scalar(key, text)
+        items = [t.strip() for t in text.split(",")] if text.strip() else []
+        item = get_args(hint)[0]
+        return [t if item is str else _yaml_scalar(f"{key}[{i}]", t) for i, t in enumerate(items)]
+    return _yaml_scalar(key, text)
+
+
+def _yaml_scalar(key: str, text: str) -> object:
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as err:
+        raise ConfigError(key, f"cannot parse {text!r}: {err}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+class _Layers:
+    """Raw values merged layer by layer, each checked on arrival and remembered with its source."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, dict[str, object]] = {}
+        self.sources: dict[str, str] = {}
+
+    def set(self, dotted: str, value: object, source: str, *, text: bool = False) -> None:
+        section, dot, name = dotted.partition(".")
+        if not dot or section not in SECTIONS:
+            raise ConfigError(dotted, f"unknown section {section!r} ({source}); known: {', '.join(SECTIONS)}")
+        hints = _field_types(SECTIONS[section])
+        if name not in hints:
+            close = difflib.get_close_matches(name, hints, n=1)
+            hint = f"; did you mean {section}.{close[0]}?" if close else f"; known: {', '.join(hints)}"
+            raise ConfigError(dotted, f"unknown key ({source}){hint}")
+        try:
+            if text and isinstance(value, str):
+                value = _parse_text(dotted, value, hints[name])
+            value = _coerce(dotted, value, hints[name])
+        except ConfigError as err:
+            raise ConfigError(err.key, f"{err.message} ({source})") from None
+        self.values.setdefault(section, {})[name] = value
+        self.sources[dotted] = source
+
+    def add_mapping(self, data: Mapping[Any, Any], source: str) -> None:
+        for section, keys in data.items():
+            if section not in SECTIONS:
+                known = ", ".join(SECTIONS)
+                raise ConfigError(str(section), f"unknown section ({source}); known: {known}")
+            if keys is None:  # `model:` with every key commented out
+                continue
+            if not isinstance(keys, Mapping):
+                got = _describe(keys)
+                raise ConfigError(str(section), f"expected a mapping of keys ({source}), got {got}")
+            for name, value in keys.items():
+                self.set(f"{section}.{name}", value, source)
+
+    def add_env(self, env: Mapping[str, str]) -> None:
+        for var in sorted(env):
+            if not var.startswith(ENV_PREFIX):
+                continue
+            rest = var[len(ENV_PREFIX) :]
+            if "__" in rest:
+                section, _, name = rest.partition("__")
+                self.set(f"{section.lower()}.{name.lower()}", env[var], f"env {var}", text=True)
+            elif any(rest.startswith(s.upper() + "_") for s in SECTIONS):
+                raise ConfigError(var, "write config variables as BGAI_<SECTION>__<KEY> (two underscores)")
+
+    def build(self) -> Config:
+        try:
+            sections = {name: cls(**self.values.get(name, {})) for name, cls in SECTIONS.items()}
+            return Config(**cast(Any, sections))
+        except ConfigError as err:
+            source = self.sources.get(err.key.split("[")[0])
+            raise ConfigError(err.key, f"{err.message} ({source})" if source else err.message) from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Config:
+    """Resolve defaults -> YAML `path` -> `env` (os.environ when None) -> `overrides`."""
+    layers = _Layers()
+    if path is not None:
+        layers.add_mapping(_read_yaml(Path(path)), f"file {path}")
+    layers.add_env(os.environ if env is None else env)
+    for dotted, value in (overrides or {}).items():
+        layers.set(dotted, value, "override", text=True)
+    return layers.build()
+
+
+def config_from_dict(data: Mapping[str, Any], source: str = "dict") -> Config:
+    """The config a `config_to_dict` result describes (missing keys take defaults); strict types."""
+    layers = _Layers()
+    layers.add_mapping(data, source)
+    return layers.build()
+
+
+def config_to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
+    """Plain JSON-able `{section: {key: value}}` (tuples become lists)."""
+    return {
+        name: {
+            key: list(value) if isinstance(value, tuple) else value
+            for key in _field_types(type(section))
+            for value in (getattr(section, key),)
+        }
+        for name in SECTIONS
+        for section in (getattr(cfg, name),)
+    }
+
+
+def _digest(data: object) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+
+
+def config_hash(cfg: Config) -> str:
+    """12 hex chars of sha256 over the canonical JSON of the whole config."""
+    return _digest(config_to_dict(cfg))
+
+
+def model_hash(cfg: Config) -> str:
+    """12 hex chars of sha256 over only what fixes the weights' shapes (the `model` section)."""
+    return _digest({"model": config_to_dict(cfg)["model"]})

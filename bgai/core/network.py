@@ -1,0 +1,80 @@
+"""The policy/value network and what is derived from its outputs.
+
+Action encoding: a play (a whole turn) is the sequence of its single-checker
+steps, each step = (source 0..24, die 1..6) -> index source*6 + die-1 (150).
+The policy head gives one logit per step; a play's logit is the sum of its
+steps' logits. This keeps the head a fixed 150-wide layer evaluated once per
+position (a search needs priors for every play without evaluating every
+afterstate), while the policy is still a distribution over whole plays.
+
+Value head: logits over the six cubeless outcomes of the side to move, before
+it rolls: win single / gammon / backgammon, lose single / gammon / backgammon.
+gnubg's five probabilities and the money equity follow from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bgai.core.encoding import NUM_FEATURES
+from bgai.core.rules import NUM_STEPS
+
+NUM_OUTCOMES = 6
+OUTCOME_POINTS = jnp.array([1.0, 2.0, 3.0, -1.0, -2.0, -3.0])
+NEG_INF = -1e9
+
+
+class BgNet(nn.Module):
+    """MLP trunk -> (step logits [N, 150], outcome logits [N, 6])."""
+
+    hidden: Sequence[int] = (128, 128)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        for width in self.hidden:
+            x = nn.relu(nn.Dense(width)(x))
+        step_logits = nn.Dense(NUM_STEPS)(x)
+        value_logits = nn.Dense(NUM_OUTCOMES)(x)
+        return step_logits, value_logits
+
+
+def init_params(net: BgNet, key: jax.Array) -> Any:
+    """Fresh parameters (consumes `key`)."""
+    return net.init(key, jnp.zeros((1, NUM_FEATURES), jnp.float32))
+
+
+def equity(value_logits: jax.Array) -> jax.Array:
+    """Cubeless money equity [...] of the side the logits belong to."""
+    return jnp.sum(jax.nn.softmax(value_logits, axis=-1) * OUTCOME_POINTS, axis=-1)
+
+
+def gnubg_probabilities(value_logits: jax.Array) -> jax.Array:
+    """[..., 5]: P(win), P(win gammon+), P(win bg), P(lose gammon+), P(lose bg)."""
+    p = jax.nn.softmax(value_logits, axis=-1)
+    return jnp.stack(
+        [
+            p[..., 0] + p[..., 1] + p[..., 2],
+            p[..., 1] + p[..., 2],
+            p[..., 2],
+            p[..., 4] + p[..., 5],
+            p[..., 5],
+        ],
+        axis=-1,
+    )
+
+
+def play_logits(step_logits: jax.Array, steps: jax.Array, mask: jax.Array) -> jax.Array:
+    """Logits over plays [..., K] from step logits [..., 150] and plays' steps [..., K, 4]."""
+    padded = jnp.concatenate([step_logits, jnp.zeros((*step_logits.shape[:-1], 1), step_logits.dtype)], -1)
+    gathered = jnp.take_along_axis(padded[..., None, :], steps.astype(jnp.int32), axis=-1)  # [..., K, 4]
+    return jnp.where(mask, jnp.sum(gathered, axis=-1), NEG_INF)
+
+
+def outcome_class(points: jax.Array) -> jax.Array:
+    """Points won (+1..+3) or lost (-1..-3) by a side -> outcome class 0..5."""
+    return jnp.where(points > 0, points - 1, 2 - points)

@@ -1,0 +1,66 @@
+"""Deciders: self-play exploration and the evaluation players.
+
+Each returns a `Decide` (see selfplay.py): (params, key, states, plays) ->
+(chosen play index [B], policy target [B, K]).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from bgai.core import rules
+from bgai.core.afterstate import ApplyFn, afterstate_values, choose, softmax_policy
+from bgai.core.game import GameState
+from bgai.core.selfplay import Decide
+
+
+def afterstate_decider(
+    apply_fn: ApplyFn, temperature: float, explore_turns: int, policy_temperature: float
+) -> Decide:
+    """Fast self-play: value every play's afterstate, sample with softmax(T) early on.
+
+    The policy target is softmax(values / policy_temperature), so the policy
+    head learns to predict what the value search would choose.
+    """
+
+    def decide(params: Any, key: jax.Array, states: GameState, plays: rules.Plays) -> tuple:
+        values = afterstate_values(apply_fn, params, plays)
+        target = softmax_policy(values, plays.mask, policy_temperature)
+        temp = jnp.where(states.turn < explore_turns, temperature, 0.0)
+        keys = jax.random.split(key, values.shape[0])
+        return jax.vmap(choose)(keys, values, plays.mask, temp), target
+
+    return decide
+
+
+def greedy_decider(apply_fn: ApplyFn) -> Decide:
+    """0-ply: the play whose afterstate has the highest equity."""
+    return afterstate_decider(apply_fn, 0.0, 0, 1.0)
+
+
+def random_decider() -> Decide:
+    """Uniformly random over the distinct legal plays."""
+
+    def decide(params: Any, key: jax.Array, states: GameState, plays: rules.Plays) -> tuple:
+        del params, states
+        uniform = plays.mask / jnp.maximum(jnp.sum(plays.mask, -1, keepdims=True), 1)
+        logits = jnp.where(plays.mask, 0.0, -1e9)
+        return jax.random.categorical(key, logits, axis=-1), uniform
+
+    return decide
+
+
+def pubeval_decider() -> Decide:
+    """Tesauro's pubeval: the play with the best linear score (race weights in races)."""
+    from bgai.core.pubeval import is_race, pubeval_choose
+
+    def decide(params: Any, key: jax.Array, states: GameState, plays: rules.Plays) -> tuple:
+        del params, key
+        race = jax.vmap(is_race)(states.board)
+        action = jax.vmap(pubeval_choose)(plays, race)
+        return action, jax.nn.one_hot(action, plays.mask.shape[-1])
+
+    return decide

@@ -1,0 +1,112 @@
+"""Batched games inside one compiled loop, recorded as whole trajectories.
+
+`play_batch` runs B games from the opening to the end (or `max_turns`) in a
+single `lax.while_loop`; every decision of every game goes through one
+`Decide` function, vmapped move generation included. The same loop serves
+self-play (one decider for both sides) and matches (`two_sided`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from bgai.core import rules
+from bgai.core.game import GameState, advance, new_game
+
+# (params, key, states [B], plays [B, K]) -> (chosen play [B], policy target [B, K])
+Decide = Callable[[Any, jax.Array, GameState, rules.Plays], tuple[jax.Array, jax.Array]]
+
+
+@struct.dataclass
+class Trajectory:
+    """T decisions x B games; rows past a game's end have valid=False."""
+
+    boards: jax.Array  # [T, B, 28] int8 position before the decision, mover's view
+    dice: jax.Array  # [T, B] int8 roll index
+    mask: jax.Array  # [T, B, K] bool legal plays
+    steps: jax.Array  # [T, B, K, 4] uint8 steps making each play (rules.NO_STEP pads)
+    policy: jax.Array  # [T, B, K] float32 policy target over plays
+    player: jax.Array  # [T, B] int8 side to move
+    valid: jax.Array  # [T, B] bool
+    result: jax.Array  # [B] int32 points won by player 0
+    length: jax.Array  # [B] int32 decisions in each game
+    finished: jax.Array  # [B] bool the game ended within max_turns
+    overflow: jax.Array  # [] int32 decisions where move generation dropped plays
+
+
+_advance = jax.vmap(advance)
+_new_game = jax.vmap(new_game)
+
+
+def play_batch(
+    decide: Decide,
+    params: Any,
+    key: jax.Array,
+    batch: int,
+    max_turns: int,
+    movegen: rules.MoveGenConfig,
+) -> Trajectory:
+    """Play `batch` games to the end; consumes `key`. Jit with decide/batch/max_turns/movegen static."""
+    k = movegen.max_plays
+    key, k_new = jax.random.split(key)
+    states = _new_game(jax.random.split(k_new, batch))
+    traj = Trajectory(
+        boards=jnp.zeros((max_turns, batch, rules.BOARD_SIZE), jnp.int8),
+        dice=jnp.zeros((max_turns, batch), jnp.int8),
+        mask=jnp.zeros((max_turns, batch, k), bool),
+        steps=jnp.zeros((max_turns, batch, k, rules.MAX_STEPS_PER_PLAY), jnp.uint8),
+        policy=jnp.zeros((max_turns, batch, k), jnp.float32),
+        player=jnp.zeros((max_turns, batch), jnp.int8),
+        valid=jnp.zeros((max_turns, batch), bool),
+        result=jnp.zeros((batch,), jnp.int32),
+        length=jnp.zeros((batch,), jnp.int32),
+        finished=jnp.zeros((batch,), bool),
+        overflow=jnp.zeros((), jnp.int32),
+    )
+
+    def cond(carry: tuple) -> jax.Array:
+        t, states, _, _ = carry
+        return (t < max_turns) & ~jnp.all(states.done)
+
+    def body(carry: tuple) -> tuple:
+        t, states, traj, key = carry
+        key, k_dec, k_roll = jax.random.split(key, 3)
+        plays = rules.legal_plays_batch(states.board, states.dice, movegen)
+        action, target = decide(params, k_dec, states, plays)
+        chosen = jnp.take_along_axis(plays.boards, action[:, None, None], axis=1)[:, 0]
+        active = ~states.done
+        traj = dataclasses.replace(
+            traj,
+            boards=traj.boards.at[t].set(states.board.astype(jnp.int8)),
+            dice=traj.dice.at[t].set(states.dice.astype(jnp.int8)),
+            mask=traj.mask.at[t].set(plays.mask),
+            steps=traj.steps.at[t].set(plays.steps.astype(jnp.uint8)),
+            policy=traj.policy.at[t].set(target),
+            player=traj.player.at[t].set(states.player.astype(jnp.int8)),
+            valid=traj.valid.at[t].set(active),
+            overflow=traj.overflow + jnp.sum(plays.overflow & active),
+        )
+        states = _advance(states, chosen, jax.random.split(k_roll, batch))
+        return t + 1, states, traj, key
+
+    _, states, traj, _ = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), states, traj, key))
+    return dataclasses.replace(traj, result=states.result, length=states.turn, finished=states.done)
+
+
+def two_sided(decide_a: Decide, decide_b: Decide) -> Decide:
+    """A decider where player 0 is A (params[0]) and player 1 is B (params[1])."""
+
+    def decide(params: Any, key: jax.Array, states: GameState, plays: rules.Plays) -> tuple:
+        ka, kb = jax.random.split(key)
+        a_act, a_pol = decide_a(params[0], ka, states, plays)
+        b_act, b_pol = decide_b(params[1], kb, states, plays)
+        is_a = states.player == 0
+        return jnp.where(is_a, a_act, b_act), jnp.where(is_a[:, None], a_pol, b_pol)
+
+    return decide

@@ -1,0 +1,94 @@
+"""The jitted optimisation step: policy cross-entropy + value loss + weight decay.
+
+A training sample is one decision: the position (for the value head), the
+legal plays' steps and mask (to turn step logits into play logits) and two
+targets: a distribution over plays and the final outcome class of the mover.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from bgai.core.afterstate import ApplyFn
+from bgai.core.encoding import encode
+from bgai.core.network import play_logits
+
+
+@struct.dataclass
+class Batch:
+    boards: jax.Array  # [N, 28] int8 mover's view
+    steps: jax.Array  # [N, K, 4] uint8
+    mask: jax.Array  # [N, K] bool
+    policy: jax.Array  # [N, K] float32 target over plays
+    outcome: jax.Array  # [N] int32 outcome class 0..5 of the mover
+
+
+@struct.dataclass
+class TrainState:
+    params: Any
+    opt_state: Any
+    step: jax.Array  # [] int32
+
+
+def make_optimizer(
+    learning_rate: float,
+    schedule: str = "constant",
+    warmup_steps: int = 0,
+    decay_steps: int = 100_000,
+    weight_decay: float = 1e-4,
+    grad_clip: float = 1.0,
+) -> optax.GradientTransformation:
+    """AdamW with global-norm clipping and a constant or warmup-cosine schedule."""
+    if schedule == "cosine":
+        lr: float | optax.Schedule = optax.warmup_cosine_decay_schedule(
+            0.0, learning_rate, max(warmup_steps, 1), max(decay_steps, warmup_steps + 1), learning_rate * 0.05
+        )
+    elif schedule == "constant":
+        lr = learning_rate
+    else:
+        raise ValueError(f"unknown lr schedule {schedule!r}")
+    return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adamw(lr, weight_decay=weight_decay))
+
+
+def init_train_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
+    return TrainState(params=params, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32))
+
+
+def losses(apply_fn: ApplyFn, params: Any, batch: Batch) -> tuple[jax.Array, jax.Array]:
+    """(policy_loss, value_loss), each a mean over the batch."""
+    step_logits, value_logits = apply_fn(params, encode(batch.boards.astype(jnp.int32)))
+    logits = play_logits(step_logits, batch.steps, batch.mask)  # [N, K]
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    policy_loss = -jnp.mean(jnp.sum(jnp.where(batch.mask, batch.policy * logp, 0.0), axis=-1))
+    value_loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(value_logits, batch.outcome))
+    return policy_loss, value_loss
+
+
+def make_train_step(
+    apply_fn: ApplyFn,
+    optimizer: optax.GradientTransformation,
+    policy_weight: float = 1.0,
+    value_weight: float = 1.0,
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+    """One jitted step -> (new state, {loss, policy_loss, value_loss, grad_norm})."""
+
+    def loss_fn(params: Any, batch: Batch) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        p, v = losses(apply_fn, params, batch)
+        return policy_weight * p + value_weight * v, (p, v)
+
+    @jax.jit
+    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        (loss, (p, v)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new = TrainState(params=params, opt_state=opt_state, step=state.step + 1)
+        metrics = {"loss": loss, "policy_loss": p, "value_loss": v, "grad_norm": optax.global_norm(grads)}
+        return new, metrics
+
+    return step

@@ -1,0 +1,82 @@
+"""Checkpoints: params, optimizer state, step, model version, RNG and config hash.
+
+Stored as msgpack (flax.serialization), never pickle, behind a small JSON
+header; written to a temporary file and renamed, so a crash leaves either the
+old or the new file. Only the newest `keep` are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flax import serialization
+
+from bgai.errors import CorruptDataError, IncompatibleError
+
+MAGIC = b"BGAICKPT1\n"
+_NAME = re.compile(r"^ckpt_(\d{9})\.bgai$")
+
+
+def save_checkpoint(
+    directory: Path, step: int, state: dict[str, Any], meta: dict[str, Any], keep: int = 3
+) -> Path:
+    """Write `state` (a pytree of arrays) and JSON-able `meta`; prune to the newest `keep`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    body = serialization.msgpack_serialize(serialization.to_state_dict(state))
+    header = json.dumps({**meta, "step": step, "sha256": hashlib.sha256(body).hexdigest()}).encode()
+    path = directory / f"ckpt_{step:09d}.bgai"
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(MAGIC + len(header).to_bytes(4, "big") + header + body)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    for old in list_checkpoints(directory)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Checkpoint files, oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if _NAME.match(p.name))
+
+
+def load_checkpoint(path: Path, template: dict[str, Any], model_hash: str | None = None) -> tuple[dict, dict]:
+    """(state restored into `template`'s structure, meta). Refuses corrupt or foreign files."""
+    raw = path.read_bytes()
+    if not raw.startswith(MAGIC):
+        raise CorruptDataError(f"{path}: not a bgai checkpoint")
+    n = int.from_bytes(raw[len(MAGIC) : len(MAGIC) + 4], "big")
+    start = len(MAGIC) + 4
+    try:
+        meta = json.loads(raw[start : start + n])
+    except ValueError as exc:
+        raise CorruptDataError(f"{path}: unreadable header") from exc
+    body = raw[start + n :]
+    if hashlib.sha256(body).hexdigest() != meta.get("sha256"):
+        raise CorruptDataError(f"{path}: checksum mismatch (truncated or corrupt)")
+    if model_hash is not None and meta.get("model_hash") != model_hash:
+        raise IncompatibleError(
+            f"{path}: model hash {meta.get('model_hash')} differs from the configured {model_hash}"
+        )
+    loaded = serialization.msgpack_restore(body)
+    _check_shapes(serialization.to_state_dict(template), loaded, str(path))
+    return serialization.from_state_dict(template, loaded), meta
+
+
+def _check_shapes(want: Any, got: Any, where: str) -> None:
+    if isinstance(want, dict):
+        if not isinstance(got, dict) or set(want) != set(got):
+            raise IncompatibleError(f"{where}: structure differs from the model")
+        for k in want:
+            _check_shapes(want[k], got[k], f"{where}/{k}")
+    elif hasattr(want, "shape") and np.shape(want) != np.shape(got):
+        raise IncompatibleError(f"{where}: shape {np.shape(got)} != {np.shape(want)}")

@@ -1,0 +1,190 @@
+"""The single-process local run: self-play, replay, train, checkpoint, evaluate.
+
+`LocalRun.run_once()` does one unit (a self-play batch, then the train steps
+that the samples-per-position ratio asks for) and returns a report; `run()`
+is the thin timed loop around it. The Redis fleet splits these same pieces
+across processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bgai.config import Config, config_hash, model_hash
+from bgai.core import rules
+from bgai.core.evaluate import MatchResult, play_match
+from bgai.core.network import BgNet, init_params
+from bgai.core.players import afterstate_decider, greedy_decider, pubeval_decider, random_decider
+from bgai.core.selfplay import play_batch
+from bgai.core.train_step import Batch, TrainState, init_train_state, make_optimizer, make_train_step
+from bgai.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from bgai.train.replay import LocalReplay, episodes_from_trajectory
+
+
+@dataclass(frozen=True)
+class Report:
+    games: int
+    positions: int
+    train_steps: int
+    model_version: int
+    loss: float
+    policy_loss: float
+    value_loss: float
+    selfplay_s: float
+    train_s: float
+
+
+def movegen_of(cfg: Config) -> rules.MoveGenConfig:
+    return rules.MoveGenConfig(**dataclasses.asdict(cfg.movegen))
+
+
+class LocalRun:
+    """Owns the model, optimizer, replay buffer and counters of one local run."""
+
+    def __init__(self, cfg: Config, checkpoint_dir: Path, log: Callable[[str], None] = print) -> None:
+        self.cfg = cfg
+        self.dir = checkpoint_dir
+        self.log = log
+        self.net = BgNet(tuple(cfg.model.hidden))
+        self.movegen = movegen_of(cfg)
+        self.games = 0
+        self.positions = 0
+        self._state: TrainState | None = None
+
+    def setup(self) -> None:
+        """Build the compiled functions; resume from the newest checkpoint if any."""
+        t, s = self.cfg.training, self.cfg.selfplay
+        self.optimizer = make_optimizer(
+            t.learning_rate, t.lr_schedule, t.warmup_steps, t.decay_steps, t.weight_decay, t.grad_clip
+        )
+        self.train_step = make_train_step(self.net.apply, self.optimizer, t.policy_weight, t.value_weight)
+        decide = afterstate_decider(self.net.apply, s.temperature, s.explore_turns, s.policy_temperature)
+        self.selfplay = jax.jit(
+            partial(play_batch, decide, batch=s.batch_size, max_turns=s.max_turns, movegen=self.movegen)
+        )
+        self.replay = LocalReplay(self.cfg.buffer.capacity_positions, self.movegen.max_plays)
+        self.rng = np.random.default_rng(t.seed)
+        self.key = jax.random.key(t.seed)
+        params = init_params(self.net, jax.random.fold_in(self.key, 1))
+        self._state = init_train_state(params, self.optimizer)
+        ckpts = list_checkpoints(self.dir)
+        if ckpts:
+            restored, meta = load_checkpoint(ckpts[-1], self._checkpoint_template(), model_hash(self.cfg))
+            self._state = TrainState(restored["params"], restored["opt_state"], jnp.asarray(restored["step"]))
+            self.key = jax.random.wrap_key_data(jnp.asarray(restored["rng"]))
+            self.games, self.positions = int(meta["games"]), int(meta["positions"])
+            self.log(f"resumed from {ckpts[-1]} at step {int(self.state.step)}")
+
+    @property
+    def state(self) -> TrainState:
+        if self._state is None:
+            raise RuntimeError("call setup() first")
+        return self._state
+
+    @property
+    def model_version(self) -> int:
+        return int(self.state.step) // self.cfg.training.publish_every
+
+    def _checkpoint_template(self) -> dict[str, Any]:
+        return {
+            "params": self.state.params,
+            "opt_state": self.state.opt_state,
+            "step": self.state.step,
+            "rng": jax.random.key_data(self.key),
+        }
+
+    def run_once(self) -> Report:
+        """One self-play batch, then the train steps that the configured ratio asks for."""
+        t0 = time.perf_counter()
+        self.key, k_play = jax.random.split(self.key)
+        traj = jax.device_get(self.selfplay(self.state.params, k_play))
+        episodes = episodes_from_trajectory(traj, self.model_version)
+        for ep in episodes:
+            self.replay.add(ep)
+        new_positions = sum(len(ep.dice) for ep in episodes)
+        self.games += len(episodes)
+        self.positions += new_positions
+        t1 = time.perf_counter()
+        tc = self.cfg.training
+        steps = 0
+        metrics: dict[str, float] = {
+            "loss": float("nan"),
+            "policy_loss": float("nan"),
+            "value_loss": float("nan"),
+        }
+        if self.replay.size >= min(tc.min_buffer_positions, self.replay.capacity):
+            steps = max(1, round(new_positions * tc.samples_per_position / tc.batch_size))
+            for _ in range(steps):
+                batch = Batch(
+                    **{k: jnp.asarray(v) for k, v in self.replay.sample(tc.batch_size, self.rng).items()}
+                )
+                self._state, m = self.train_step(self.state, batch)
+            metrics = {k: float(v) for k, v in m.items()}
+            now_step = int(self.state.step)
+            if now_step // tc.checkpoint_every != (now_step - steps) // tc.checkpoint_every:
+                self.checkpoint()
+        t2 = time.perf_counter()
+        return Report(
+            len(episodes),
+            new_positions,
+            steps,
+            self.model_version,
+            metrics["loss"],
+            metrics["policy_loss"],
+            metrics["value_loss"],
+            t1 - t0,
+            t2 - t1,
+        )
+
+    def checkpoint(self) -> Path:
+        meta = {
+            "config_hash": config_hash(self.cfg),
+            "model_hash": model_hash(self.cfg),
+            "model_version": self.model_version,
+            "games": self.games,
+            "positions": self.positions,
+        }
+        return save_checkpoint(
+            self.dir,
+            int(self.state.step),
+            self._checkpoint_template(),
+            meta,
+            self.cfg.training.keep_checkpoints,
+        )
+
+    def evaluate(self, opponent: str, games: int, seed: int = 0) -> MatchResult:
+        """Greedy 0-ply play of the current model against `random` or `pubeval`."""
+        opponents = {"random": random_decider, "pubeval": pubeval_decider}
+        if opponent not in opponents:
+            raise ValueError(f"unknown opponent {opponent!r} (known: {', '.join(opponents)})")
+        return play_match(
+            greedy_decider(self.net.apply),
+            self.state.params,
+            opponents[opponent](),
+            None,
+            jax.random.key(seed),
+            games,
+            batch=min(64, games),
+            movegen=self.movegen,
+        )
+
+    def run(self, minutes: float, log_every_s: float, on_progress: Callable[[Report, float], None]) -> None:
+        """The timed loop: run_once until `minutes` have passed, reporting every `log_every_s`."""
+        start = last = time.perf_counter()
+        while (now := time.perf_counter()) - start < minutes * 60:
+            report = self.run_once()
+            now = time.perf_counter()
+            if now - last >= log_every_s:
+                on_progress(report, now - start)
+                last = now
+        self.checkpoint()

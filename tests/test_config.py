@@ -1,0 +1,292 @@
+"""bgai.config: defaults, layering, strict types, validation, hashes."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from bgai.config import (
+    SECTIONS,
+    Config,
+    ModelConfig,
+    TrainingConfig,
+    config_from_dict,
+    config_hash,
+    config_to_dict,
+    load_config,
+    model_hash,
+)
+from bgai.errors import BgaiError, ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults() -> None:
+    cfg = load_config(None, env={})
+    assert cfg == Config()
+    assert cfg.model.hidden == (128, 128)
+    assert (cfg.movegen.max_plays, cfg.movegen.frontier2, cfg.movegen.frontier3) == (128, 96, 192)
+    assert cfg.selfplay.mode == "afterstate" and cfg.selfplay.ply == 0
+    assert cfg.search.num_simulations == 32
+    assert cfg.training.learning_rate == 1e-3 and cfg.training.lr_schedule == "cosine"
+    assert cfg.buffer.capacity_positions == 300_000
+    assert cfg.eval.opponents == ("random", "pubeval")
+    assert cfg.local.minutes == 30.0 and cfg.local.checkpoint_dir == "runs/local"
+
+
+def test_sections_match_config_fields() -> None:
+    assert list(SECTIONS) == [f.name for f in dataclasses.fields(Config)]
+    for name, cls in SECTIONS.items():
+        assert isinstance(getattr(Config(), name), cls)
+
+
+def test_every_field_is_documented() -> None:
+    source = (REPO / "bgai" / "config.py").read_text(encoding="utf-8")
+    lines = source.splitlines()
+    classes = {node.name: node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ClassDef)}
+    for cls in [*SECTIONS.values(), Config]:
+        names = {f.name for f in dataclasses.fields(cls)}
+        for stmt in classes[cls.__name__].body:
+            if (
+                isinstance(stmt, ast.AnnAssign)
+                and isinstance(stmt.target, ast.Name)
+                and stmt.target.id in names
+            ):
+                names.discard(stmt.target.id)
+                comment = lines[stmt.lineno - 2].strip()  # the line above the field
+                assert comment.startswith("#") or cls is Config, (
+                    f"{cls.__name__}.{stmt.target.id}: no comment"
+                )
+        assert not names
+
+
+def test_local_yaml_loads() -> None:
+    cfg = load_config(REPO / "configs" / "local.yaml", env={})
+    assert cfg.selfplay.mode == "afterstate"
+    assert cfg.local.minutes == 30.0
+
+
+def test_yaml_overrides(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+model:
+  hidden: [64, 32, 16]
+training:
+  learning_rate: 3e-4     # YAML 1.1 would read this as a string
+  warmup_steps: 10
+  grad_clip: 2            # an int is fine for a float
+eval:
+  opponents: [pubeval]
+search:                   # an empty section keeps the defaults
+""",
+    )
+    cfg = load_config(path, env={})
+    assert cfg.model.hidden == (64, 32, 16)
+    assert cfg.training.learning_rate == 3e-4
+    assert cfg.training.warmup_steps == 10
+    assert cfg.training.grad_clip == 2.0 and isinstance(cfg.training.grad_clip, float)
+    assert cfg.eval.opponents == ("pubeval",)
+    assert cfg.search == Config().search
+    assert cfg.training.batch_size == 256  # untouched keys keep their defaults
+
+
+def test_empty_yaml_is_defaults(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "# nothing\n"), env={}) == Config()
+
+
+def test_env_overrides() -> None:
+    env = {
+        "BGAI_TRAINING__LEARNING_RATE": "3e-4",
+        "BGAI_TRAINING__BATCH_SIZE": "512",
+        "BGAI_MODEL__HIDDEN": "256, 64",
+        "BGAI_EVAL__OPPONENTS": "random",
+        "BGAI_LOCAL__CHECKPOINT_DIR": "123",  # str fields take the text verbatim
+        "BGAI_SELFPLAY__MODE": "mcts",
+        "BGAI_REDIS_PASSWORD": "x",  # other BGAI_ variables are not config
+        "HOME": "/root",
+    }
+    cfg = load_config(None, env=env)
+    assert cfg.training.learning_rate == 3e-4
+    assert cfg.training.batch_size == 512
+    assert cfg.model.hidden == (256, 64)
+    assert cfg.eval.opponents == ("random",)
+    assert cfg.local.checkpoint_dir == "123"
+    assert cfg.selfplay.mode == "mcts"
+    assert load_config(None, env={"BGAI_MODEL__HIDDEN": "[32, 16]"}).model.hidden == (32, 16)
+
+
+def test_os_environ_used_only_when_env_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BGAI_TRAINING__SEED", "7")
+    assert load_config(None).training.seed == 7
+    assert load_config(None, env={}).training.seed == 0
+
+
+def test_overrides() -> None:
+    cfg = load_config(
+        None,
+        env={},
+        overrides={
+            "training.seed": 5,
+            "model.hidden": [8],
+            "search.temperature": "0.5",  # strings are read like env values for non-str fields
+        },
+    )
+    assert cfg.training.seed == 5 and cfg.model.hidden == (8,) and cfg.search.temperature == 0.5
+
+
+def test_precedence(tmp_path: Path) -> None:
+    path = write(tmp_path, "training:\n  seed: 1\n  batch_size: 32\n  warmup_steps: 3\n")
+    env = {"BGAI_TRAINING__SEED": "2", "BGAI_TRAINING__BATCH_SIZE": "64"}
+    cfg = load_config(path, env=env, overrides={"training.seed": 3})
+    assert cfg.training.seed == 3  # override > env > file
+    assert cfg.training.batch_size == 64  # env > file
+    assert cfg.training.warmup_steps == 3  # file > default
+    assert cfg.training.publish_every == 100  # default
+
+
+ERROR_CASES = [
+    # (yaml text or None, env, overrides, key expected in the message)
+    ("nosuch:\n  x: 1\n", {}, {}, "nosuch"),
+    ("nosuch:\n", {}, {}, "nosuch"),
+    ("training:\n  learnin_rate: 1.0\n", {}, {}, "training.learnin_rate"),
+    ("training:\n  batch_size: true\n", {}, {}, "training.batch_size"),  # bool is not an int
+    ("training:\n  batch_size: 2.0\n", {}, {}, "training.batch_size"),
+    ("training:\n  learning_rate: fast\n", {}, {}, "training.learning_rate"),
+    ("training:\n  learning_rate: .nan\n", {}, {}, "training.learning_rate"),
+    ("model:\n  hidden: 128\n", {}, {}, "model.hidden"),
+    ("model:\n  hidden: [128, x]\n", {}, {}, "model.hidden"),
+    ("model:\n  hidden: []\n", {}, {}, "model.hidden"),
+    ("model:\n  hidden: [128, 0]\n", {}, {}, "model.hidden"),
+    ("selfplay: 3\n", {}, {}, "selfplay"),
+    ("selfplay:\n  mode: alphabeta\n", {}, {}, "selfplay.mode"),
+    ("selfplay:\n  mode: no\n", {}, {}, "selfplay.mode"),  # YAML 1.1 bool
+    ("selfplay:\n  ply: 2\n", {}, {}, "selfplay.ply"),
+    ("training:\n  lr_schedule: linear\n", {}, {}, "training.lr_schedule"),
+    ("eval:\n  player: human\n", {}, {}, "eval.player"),
+    ("movegen:\n  max_plays: 0\n", {}, {}, "movegen.max_plays"),
+    ("search:\n  dirichlet_fraction: 1.5\n", {}, {}, "search.dirichlet_fraction"),
+    ("buffer:\n  surprise_fraction: -0.1\n", {}, {}, "buffer.surprise_fraction"),
+    ("training:\n  batch_size: -1\n", {}, {}, "training.batch_size"),
+    ("training:\n  seed: -1\n", {}, {}, "training.seed"),
+    ("buffer:\n  capacity_positions: 100\n", {}, {}, "training.min_buffer_positions"),
+    ("training:\n  seed: 1\n  seed: 2\n", {}, {}, "cfg.yaml"),  # duplicate key, refused with the file
+    (None, {"BGAI_TRAINING__NOPE": "1"}, {}, "training.nope"),
+    (None, {"BGAI_NOPE__SEED": "1"}, {}, "nope.seed"),
+    (None, {"BGAI_TRAINING__BATCH_SIZE": "many"}, {}, "training.batch_size"),
+    (None, {"BGAI_TRAINING__BATCH_SIZE": "true"}, {}, "training.batch_size"),
+    (None, {"BGAI_MODEL__HIDDEN": "128,x"}, {}, "model.hidden"),
+    (None, {"BGAI_TRAINING__LEARNING_RATE": "[1"}, {}, "training.learning_rate"),
+    (None, {"BGAI_TRAINING_SEED": "1"}, {}, "BGAI_TRAINING_SEED"),  # one underscore
+    (None, {}, {"training.nope": 1}, "training.nope"),
+    (None, {}, {"nope": 1}, "nope"),
+    (None, {}, {"training.batch_size": True}, "training.batch_size"),
+    (None, {}, {"training.batch_size": 1.5}, "training.batch_size"),
+    (None, {}, {"eval.opponents": [1]}, "eval.opponents"),
+    (None, {}, {"local.checkpoint_dir": 5}, "local.checkpoint_dir"),
+]
+
+
+@pytest.mark.parametrize(("text", "env", "overrides", "key"), ERROR_CASES)
+def test_errors_name_the_key(
+    tmp_path: Path, text: str | None, env: dict[str, str], overrides: dict[str, object], key: str
+) -> None:
+    path = write(tmp_path, text) if text is not None else None
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env=env, overrides=overrides)
+    assert key in str(info.value)
+    assert info.value.key.startswith(key) or key in info.value.key
+    assert isinstance(info.value, BgaiError)
+
+
+def test_error_says_where_the_value_came_from(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="env BGAI_TRAINING__BATCH_SIZE"):
+        load_config(None, env={"BGAI_TRAINING__BATCH_SIZE": "0"})
+    path = write(tmp_path, "training:\n  batch_size: 0\n")
+    with pytest.raises(ConfigError, match="cfg.yaml"):
+        load_config(path, env={})
+
+
+@pytest.mark.parametrize("text", ["training: [1, 2\n", "- a\n- b\n", "just a string\n", "\tx: 1\n"])
+def test_bad_files(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert info.value.key == str(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "absent.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config(missing, env={})
+    assert str(missing) in str(info.value)
+
+
+def test_direct_construction_is_validated() -> None:
+    with pytest.raises(ConfigError, match=r"training\.batch_size"):
+        TrainingConfig(batch_size=0)
+    with pytest.raises(ConfigError, match=r"model\.hidden"):
+        ModelConfig(hidden=(1, True))
+    assert TrainingConfig(learning_rate=1).learning_rate == 1.0
+    assert ModelConfig(hidden=[4, 4]).hidden == (4, 4)  # type: ignore[arg-type]
+
+
+def test_frozen() -> None:
+    cfg = Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.training.batch_size = 1  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.model = ModelConfig()  # type: ignore[misc]
+    with pytest.raises((AttributeError, TypeError)):
+        cfg.training.new_field = 1  # type: ignore[attr-defined]  # slots: no new attributes
+
+
+def test_dict_round_trip_and_json() -> None:
+    cfg = load_config(None, env={}, overrides={"model.hidden": [16], "training.seed": 9})
+    data = config_to_dict(cfg)
+    assert json.loads(json.dumps(data)) == data
+    assert data["model"]["hidden"] == [16]
+    assert config_from_dict(data) == cfg
+    with pytest.raises(ConfigError, match=r"training\.nope"):
+        config_from_dict({"training": {"nope": 1}})
+
+
+def test_hashes() -> None:
+    base = Config()
+    h, m = config_hash(base), model_hash(base)
+    assert len(h) == 12 and len(m) == 12 and int(h, 16) >= 0
+    assert config_hash(load_config(None, env={})) == h  # stable across instances
+    assert config_hash(config_from_dict(config_to_dict(base))) == h
+    # int vs float spelling of the same value does not change the hash
+    assert config_hash(load_config(None, env={}, overrides={"training.grad_clip": 1})) == h
+
+    other = load_config(None, env={}, overrides={"training.learning_rate": 2e-3})
+    assert config_hash(other) != h and model_hash(other) == m
+    wider = load_config(None, env={}, overrides={"model.hidden": [256, 128]})
+    assert config_hash(wider) != h and model_hash(wider) != m
+
+
+def test_hash_is_pinned() -> None:
+    # Weights and checkpoints carry these: a change to defaults or canonicalisation must be deliberate.
+    assert model_hash(Config()) == model_hash(Config(model=ModelConfig(hidden=(128, 128))))
+    assert model_hash(Config()) == PINNED_MODEL_HASH
+
+
+PINNED_MODEL_HASH = "cc64e486c60d"
+
+
+def test_config_error_copies() -> None:
+    # copy goes through __reduce__, as carrying the error across processes would.
+    err = copy.deepcopy(ConfigError("training.seed", "bad"))
+    assert (err.key, err.message) == ("training.seed", "bad")

@@ -1,0 +1,163 @@
+"""Architecture checks read from the source: the pure core stays pure, and nothing uses pickle.
+
+`bgai/core/` is pure JAX: no Redis, MLflow, Prometheus or click, no other bgai layer above it
+(store, roles, obs, cli, config), and no environment reads. Weights and episodes cross machines,
+so pickle (code execution on load) is banned everywhere.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CORE = REPO / "bgai" / "core"
+
+THIRD_PARTY_BANNED = ("redis", "mlflow", "prometheus_client", "click")
+CORE_BANNED = (*THIRD_PARTY_BANNED, "bgai.store", "bgai.roles", "bgai.obs", "bgai.cli", "bgai.config")
+ENV_NAMES = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
+PICKLE_BANNED = ("pickle", "cPickle", "_pickle", "dill", "cloudpickle", "shelve", "jsonpickle")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def core_files() -> list[Path]:
+    return sorted(CORE.rglob("*.py"))
+
+
+def imported_names(path: Path, module: str | None = None) -> Iterator[tuple[int, str]]:
+    """(line, absolute module name) for every import in `path`, relative ones resolved.
+
+    `module` is the file's dotted name (default: from its place in the repo). `from a import b`
+    yields both `a` and `a.b` (b may be a submodule). Calls of `__import__` and
+    `importlib.import_module` with a constant name count as imports too.
+    """
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = (module or module_name(path)).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = ".".join(package[: len(package) - node.level + 1])
+                base = f"{anchor}.{base}" if base else anchor
+            if base:
+                yield node.lineno, base
+            for alias in node.names:
+                yield node.lineno, f"{base}.{alias.name}" if base else alias.name
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = node.func
+            name = (
+                func.id
+                if isinstance(func, ast.Name)
+                else func.attr
+                if isinstance(func, ast.Attribute)
+                else ""
+            )
+            if name in {"__import__", "import_module"} and isinstance(node.args[0].value, str):
+                yield node.lineno, node.args[0].value
+
+
+def matches(name: str, banned: tuple[str, ...]) -> bool:
+    return any(name == b or name.startswith(b + ".") for b in banned)
+
+
+def test_core_exists() -> None:
+    assert (CORE / "rules.py").is_file()
+
+
+@pytest.mark.parametrize("path", core_files(), ids=lambda p: str(p.relative_to(REPO)))
+def test_core_imports_stay_inside_the_boundary(path: Path) -> None:
+    bad = [
+        f"{path.name}:{line} imports {name}"
+        for line, name in imported_names(path)
+        if matches(name, CORE_BANNED)
+    ]
+    assert not bad
+
+
+@pytest.mark.parametrize("path", core_files(), ids=lambda p: str(p.relative_to(REPO)))
+def test_core_reads_no_environment(path: Path) -> None:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    bad = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in ENV_NAMES:
+            bad.append(f"{path.name}:{node.lineno} uses .{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module == "os":
+            bad += [
+                f"{path.name}:{node.lineno} imports os.{a.name}" for a in node.names if a.name in ENV_NAMES
+            ]
+    assert not bad
+
+
+def test_importing_core_loads_no_service_client() -> None:
+    modules = [module_name(p) for p in core_files()]
+    code = (
+        f"import {', '.join(modules)}\n"
+        "import sys\n"
+        f"banned = {THIRD_PARTY_BANNED!r}\n"
+        f"layers = {CORE_BANNED[len(THIRD_PARTY_BANNED) :]!r}\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in banned\n"
+        "             or any(m == b or m.startswith(b + '.') for b in layers))\n"
+        "assert not bad, bad\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def python_files() -> list[Path]:
+    return sorted(p for root in ("bgai", "tests") for p in (REPO / root).rglob("*.py"))
+
+
+def test_no_pickle_anywhere() -> None:
+    bad = []
+    for path in python_files():
+        where = path.relative_to(REPO)
+        bad += [
+            f"{where}:{line} imports {name}"
+            for line, name in imported_names(path)
+            if matches(name, PICKLE_BANNED)
+        ]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if isinstance(node, ast.Name | ast.Attribute):
+                ident = node.id if isinstance(node, ast.Name) else node.attr
+                if ident in PICKLE_BANNED:
+                    bad.append(f"{where}:{node.lineno} uses {ident}")
+            elif (
+                isinstance(node, ast.keyword)
+                and node.arg == "allow_pickle"
+                and not (isinstance(node.value, ast.Constant) and node.value.value is False)
+            ):
+                bad.append(f"{where}:{node.value.lineno} passes allow_pickle")
+    assert not bad
+
+
+def test_the_scans_catch_what_they_look_for(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import " + "pickle\nfrom dill import loads\nimport numpy\n"
+        "from .. import config\nfrom ..store import keys\nfrom . import rules\n",
+        encoding="utf-8",
+    )
+    names = [name for _, name in imported_names(sample, module="bgai.core.sample")]
+    assert matches(names[0], PICKLE_BANNED) and matches(names[1], PICKLE_BANNED)
+    assert not any(matches(n, PICKLE_BANNED) for n in names[3:])
+    # relative imports resolve: `from .. import config` inside bgai/core is bgai.config
+    assert {"bgai.config", "bgai.store", "bgai.store.keys", "bgai.core.rules"} <= set(names)
+    assert matches("bgai.store.keys", CORE_BANNED) and not matches("bgai.core.rules", CORE_BANNED)
