@@ -123,7 +123,7 @@ class SelfPlayConfig(_Section):
     # `mcts`: stochastic MCTS with chance nodes (see the `search` section).
     mode: str = "afterstate"
     # Games played in parallel (one vmapped batch).
-    batch_size: int = 64
+    batch_size: int = 128
     # A game still running after this many turns is abandoned (not stored).
     max_turns: int = 512
     # Afterstate mode exploration: softmax temperature over play equities (0 = greedy).
@@ -132,14 +132,20 @@ class SelfPlayConfig(_Section):
     explore_turns: int = 512
     # Softmax temperature turning afterstate equities into the stored policy target.
     policy_temperature: float = 0.2
-    # Afterstate lookahead: 0 = value of the afterstate, 1 = average over the 21 rolls after it.
+    # Afterstate lookahead: 0 = value of the afterstate (the only one implemented so far).
     ply: int = 0
+    # Decisions each game slot plays per compiled call (finished games restart in their slot).
+    chunk_turns: int = 64
+    # Afterstate mode: network rows per game for legal afterstates (packed; a batch with more
+    # legal plays than batch_size * eval_slots falls back to evaluating every slot).
+    eval_slots: int = 32
 
     def _validate(self) -> None:
         self._choice("mode", ("afterstate", "mcts"))
         self._positive("batch_size", "max_turns", "policy_temperature")
         self._non_negative("temperature", "explore_turns")
-        self._choice("ply", (0, 1))
+        self._choice("ply", (0,))
+        self._positive("eval_slots", "chunk_turns")
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,19 +21,41 @@ from bgai.core.network import NEG_INF, equity
 ApplyFn = Callable[..., Any]  # flax apply: (params, features [N, F]) -> (step logits, value logits)
 
 
-def afterstate_values(apply_fn: ApplyFn, params: dict, plays: rules.Plays) -> jax.Array:
+def _values_of(apply_fn: ApplyFn, params: Any, flat: jax.Array) -> jax.Array:
+    """Mover's equity after each afterstate [N] (flat [N, 28], mover's view)."""
+    _, value_logits = apply_fn(params, encode(rules.flip(flat)))
+    won = jax.vmap(rules.win_points)(flat).astype(jnp.float32)
+    return jnp.where(won > 0, won, -equity(value_logits))
+
+
+def afterstate_values(
+    apply_fn: ApplyFn, params: Any, plays: rules.Plays, slots_per_position: int | None = None
+) -> jax.Array:
     """Mover's equity after each play [..., K]; -inf-like for masked slots.
 
-    `plays` may carry any leading batch axes; the network runs once on all
-    afterstates flattened into one batch.
+    `plays` may carry leading batch axes; the network runs once on all
+    afterstates flattened into one batch. With `slots_per_position` (S) only the
+    legal afterstates are evaluated, packed into N*S rows (N positions): a
+    position has ~20 plays on average but K slots, so this saves most of the
+    network's work. If a batch holds more than N*S plays, all K*N are evaluated.
     """
     boards = plays.boards  # [..., K, 28]
     flat = boards.reshape(-1, rules.BOARD_SIZE)
-    _, value_logits = apply_fn(params, encode(rules.flip(flat)))
-    opp_equity = equity(value_logits).reshape(boards.shape[:-1])
-    won = jax.vmap(rules.win_points)(flat).reshape(boards.shape[:-1]).astype(jnp.float32)
-    value = jnp.where(won > 0, won, -opp_equity)
-    return jnp.where(plays.mask, value, NEG_INF)
+    mask = plays.mask.reshape(-1)
+    if slots_per_position is None or slots_per_position >= boards.shape[-2]:
+        value = _values_of(apply_fn, params, flat)
+    else:
+        cap = (flat.shape[0] // boards.shape[-2]) * slots_per_position
+        idx, used, count = rules.compact_index(mask, cap)
+
+        def packed() -> jax.Array:
+            v = _values_of(apply_fn, params, flat[idx])
+            return (
+                jnp.zeros(flat.shape[0], v.dtype).at[jnp.where(used, idx, flat.shape[0])].set(v, mode="drop")
+            )
+
+        value = jax.lax.cond(count <= cap, packed, lambda: _values_of(apply_fn, params, flat))
+    return jnp.where(plays.mask, value.reshape(boards.shape[:-1]), NEG_INF)
 
 
 def softmax_policy(values: jax.Array, mask: jax.Array, temperature: float) -> jax.Array:

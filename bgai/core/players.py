@@ -18,7 +18,11 @@ from bgai.core.selfplay import Decide
 
 
 def afterstate_decider(
-    apply_fn: ApplyFn, temperature: float, explore_turns: int, policy_temperature: float
+    apply_fn: ApplyFn,
+    temperature: float,
+    explore_turns: int,
+    policy_temperature: float,
+    eval_slots: int | None = None,
 ) -> Decide:
     """Fast self-play: value every play's afterstate, sample with softmax(T) early on.
 
@@ -27,7 +31,7 @@ def afterstate_decider(
     """
 
     def decide(params: Any, key: jax.Array, states: GameState, plays: rules.Plays) -> tuple:
-        values = afterstate_values(apply_fn, params, plays)
+        values = afterstate_values(apply_fn, params, plays, eval_slots)
         target = softmax_policy(values, plays.mask, policy_temperature)
         temp = jnp.where(states.turn < explore_turns, temperature, 0.0)
         keys = jax.random.split(key, values.shape[0])
@@ -36,9 +40,9 @@ def afterstate_decider(
     return decide
 
 
-def greedy_decider(apply_fn: ApplyFn) -> Decide:
+def greedy_decider(apply_fn: ApplyFn, eval_slots: int | None = None) -> Decide:
     """0-ply: the play whose afterstate has the highest equity."""
-    return afterstate_decider(apply_fn, 0.0, 0, 1.0)
+    return afterstate_decider(apply_fn, 0.0, 0, 1.0, eval_slots)
 
 
 def random_decider() -> Decide:
@@ -62,5 +66,48 @@ def pubeval_decider() -> Decide:
         race = jax.vmap(is_race)(states.board)
         action = jax.vmap(pubeval_choose)(plays, race)
         return action, jax.nn.one_hot(action, plays.mask.shape[-1])
+
+    return decide
+
+
+def search_decider(
+    apply_fn: ApplyFn,
+    num_simulations: int,
+    dirichlet_alpha: float,
+    dirichlet_fraction: float,
+    temperature: float,
+    temperature_turns: int,
+    movegen: rules.MoveGenConfig,
+    chance_samples: int = 0,
+) -> Decide:
+    """Stochastic MCTS (search.py) with exactly `num_simulations` simulations per decision.
+
+    The play is sampled from visits^(1/temperature) during a game's first
+    `temperature_turns` turns, the most visited one after. The policy target
+    is the root visit distribution (0 on masked plays). `plays` must come from
+    the same `movegen`. `chance_samples` > 0 draws that many rolls per
+    afterstate instead of branching on all 21 (search.py, `_chance_logits`).
+    """
+    from bgai.core.search import run_search, select_play
+
+    def decide(params: Any, key: jax.Array, states: GameState, plays: rules.Plays) -> tuple:
+        k_search, k_select = jax.random.split(key)
+        out = run_search(
+            apply_fn,
+            params,
+            k_search,
+            states.board,
+            plays,
+            num_simulations,
+            movegen,
+            dirichlet_alpha=dirichlet_alpha,
+            dirichlet_fraction=dirichlet_fraction,
+            chance_samples=chance_samples,
+        )
+        summary = out.search_tree.summary()
+        temp = jnp.where(states.turn < temperature_turns, temperature, 0.0)
+        action = select_play(k_select, summary.visit_counts, summary.qvalues, plays.mask, temp)
+        target = out.action_weights * plays.mask
+        return action, target
 
     return decide

@@ -141,7 +141,7 @@ def _hash(boards: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.sum(boards * h[0], axis=-1), jnp.sum(boards * h[1], axis=-1)
 
 
-def _compact_index(valid: jax.Array, size: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+def compact_index(valid: jax.Array, size: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Indices of the first `size` valid rows (no sort: cumsum + a scatter of ints).
 
     Returns (index [size], mask [size], count); count may exceed size.
@@ -209,7 +209,7 @@ def _plays_non_double(board: jax.Array, hi: jax.Array, lo: jax.Array, cfg: MoveG
     parents = jnp.concatenate([b_hi, b_lo, board[None]], 0)  # [51, 28]
 
     cap = 2 * cfg.max_plays  # the two orders reach many positions twice
-    idx, mask, n_valid = _compact_index(valid, cap)
+    idx, mask, n_valid = compact_index(valid, cap)
     p, s2, d2 = parent[idx], second[idx], second_die[idx]
     has2 = s2 >= 0
     boards = jnp.where(has2[:, None], _apply_rows_dice(parents[p], jnp.maximum(s2, 0), d2), parents[p])
@@ -219,7 +219,7 @@ def _plays_non_double(board: jax.Array, hi: jax.Array, lo: jax.Array, cfg: MoveG
         axis=-1,
     )
     unique = _first_of_duplicates(boards, mask)
-    idx, mask, count = _compact_index(unique, cfg.max_plays)
+    idx, mask, count = compact_index(unique, cfg.max_plays)
     return Plays(boards[idx], steps[idx], mask, count, (n_valid > cap) | (count > cfg.max_plays))
 
 
@@ -240,7 +240,7 @@ def _plays_double(board: jax.Array, die: jax.Array, cfg: MoveGenConfig) -> Plays
     overflow = jnp.zeros((), bool)
     for depth, cap in enumerate((NUM_SOURCES, cfg.frontier2, cfg.frontier3, cfg.max_plays)):
         legal = _legality_rows(b, die) & m[:, None] & (src[None, :] <= last[:, None])  # [n, 25]
-        idx, m, count = _compact_index(legal.reshape(-1), cap)
+        idx, m, count = compact_index(legal.reshape(-1), cap)
         row, last = idx // NUM_SOURCES, idx % NUM_SOURCES
         b = _apply_rows(b[row], last, die)
         s = s[row].at[:, depth].set(step_ids[last])
@@ -252,7 +252,7 @@ def _plays_double(board: jax.Array, die: jax.Array, cfg: MoveGenConfig) -> Plays
     boards = jnp.concatenate([lb for lb, _, _ in levels], 0)
     steps = jnp.concatenate([ls for _, ls, _ in levels], 0)
     valid = jnp.concatenate([lm & (i == deepest) for i, (_, _, lm) in enumerate(levels)], 0)
-    idx, mask, count = _compact_index(valid, cfg.max_plays)
+    idx, mask, count = compact_index(valid, cfg.max_plays)
     return Plays(boards[idx], steps[idx], mask, count, overflow | (count > cfg.max_plays))
 
 
@@ -280,7 +280,7 @@ def legal_plays_batch(boards: jax.Array, dice_idx: jax.Array, cfg: MoveGenConfig
     is_double = d[:, 0] == d[:, 1]
     plays = jax.vmap(_plays_non_double, in_axes=(0, 0, 0, None))(boards, d[:, 0], d[:, 1], cfg)
     cap = max(1, batch // 3)
-    idx, _, count = _compact_index(is_double, cap)
+    idx, _, count = compact_index(is_double, cap)
 
     def some() -> Plays:
         sub = jax.vmap(_plays_double, in_axes=(0, 0, None))(boards[idx], d[idx, 0], cfg)

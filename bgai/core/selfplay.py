@@ -110,3 +110,77 @@ def two_sided(decide_a: Decide, decide_b: Decide) -> Decide:
         return jnp.where(is_a, a_act, b_act), jnp.where(is_a[:, None], a_pol, b_pol)
 
     return decide
+
+
+@struct.dataclass
+class Chunk:
+    """T consecutive decisions of B game slots; a slot starts a new game when one ends."""
+
+    boards: jax.Array  # [T, B, 28] int8
+    dice: jax.Array  # [T, B] int8
+    mask: jax.Array  # [T, B, K] bool
+    steps: jax.Array  # [T, B, K, 4] uint8
+    policy: jax.Array  # [T, B, K] float32
+    player: jax.Array  # [T, B] int8
+    ended: jax.Array  # [T, B] bool: this decision ended the slot's game
+    abandoned: jax.Array  # [T, B] bool: the game hit max_turns here and was dropped
+    result: jax.Array  # [T, B] int32 points won by player 0, where ended
+    overflow: jax.Array  # [] int32 decisions where move generation dropped plays
+
+
+def start_games(key: jax.Array, batch: int) -> GameState:
+    """`batch` fresh games (consumes `key`)."""
+    return _new_game(jax.random.split(key, batch))
+
+
+def play_chunk(
+    decide: Decide,
+    params: Any,
+    states: GameState,
+    key: jax.Array,
+    length: int,
+    max_turns: int,
+    movegen: rules.MoveGenConfig,
+) -> tuple[GameState, Chunk]:
+    """`length` decisions in every slot, restarting finished games; consumes `key`.
+
+    Unlike `play_batch`, no slot idles while the longest game finishes, so every
+    decision computed is a recorded one. Games span chunks: the caller carries
+    `states` over and stitches episodes (see `bgai.core.episodes`).
+    """
+    batch = states.board.shape[0]
+
+    def body(carry: tuple, key: jax.Array) -> tuple:
+        states, overflow = carry
+        k_dec, k_roll, k_new = jax.random.split(key, 3)
+        plays = rules.legal_plays_batch(states.board, states.dice, movegen)
+        action, target = decide(params, k_dec, states, plays)
+        chosen = jnp.take_along_axis(plays.boards, action[:, None, None], axis=1)[:, 0]
+        nxt = _advance(states, chosen, jax.random.split(k_roll, batch))
+        abandoned = ~nxt.done & (nxt.turn >= max_turns)
+        restart = nxt.done | abandoned
+        fresh = start_games(k_new, batch)
+        row = (
+            states.board.astype(jnp.int8),
+            states.dice.astype(jnp.int8),
+            plays.mask,
+            plays.steps.astype(jnp.uint8),
+            target,
+            states.player.astype(jnp.int8),
+            nxt.done,
+            abandoned,
+            nxt.result,
+        )
+        nxt = jax.tree.map(lambda f, n: jnp.where(_expand(restart, n), f, n), fresh, nxt)
+        return (nxt, overflow + jnp.sum(plays.overflow)), row
+
+    carry: tuple[GameState, jax.Array] = (states, jnp.zeros((), jnp.int32))
+    rows: tuple[jax.Array, ...]  # each [T, B, ...]
+    (states, overflow), rows = jax.lax.scan(body, carry, jax.random.split(key, length))
+    boards, dice, mask, steps, policy, player, ended, abandoned, result = rows
+    chunk = Chunk(boards, dice, mask, steps, policy, player, ended, abandoned, result, overflow)
+    return states, chunk
+
+
+def _expand(flag: jax.Array, like: jax.Array) -> jax.Array:
+    return flag.reshape(flag.shape + (1,) * (like.ndim - flag.ndim))

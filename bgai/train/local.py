@@ -22,13 +22,14 @@ import numpy as np
 
 from bgai.config import Config, config_hash, model_hash
 from bgai.core import rules
+from bgai.core.episodes import EpisodeAssembler
 from bgai.core.evaluate import MatchResult, play_match
 from bgai.core.network import BgNet, init_params
 from bgai.core.players import afterstate_decider, greedy_decider, pubeval_decider, random_decider
-from bgai.core.selfplay import play_batch
+from bgai.core.selfplay import play_chunk, start_games
 from bgai.core.train_step import Batch, TrainState, init_train_state, make_optimizer, make_train_step
 from bgai.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from bgai.train.replay import LocalReplay, episodes_from_trajectory
+from bgai.train.replay import LocalReplay
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class LocalRun:
         self.games = 0
         self.positions = 0
         self._state: TrainState | None = None
+        self.elapsed_s = 0.0  # wall-clock training time, carried across resumes
 
     def setup(self) -> None:
         """Build the compiled functions; resume from the newest checkpoint if any."""
@@ -68,21 +70,26 @@ class LocalRun:
             t.learning_rate, t.lr_schedule, t.warmup_steps, t.decay_steps, t.weight_decay, t.grad_clip
         )
         self.train_step = make_train_step(self.net.apply, self.optimizer, t.policy_weight, t.value_weight)
-        decide = afterstate_decider(self.net.apply, s.temperature, s.explore_turns, s.policy_temperature)
-        self.selfplay = jax.jit(
-            partial(play_batch, decide, batch=s.batch_size, max_turns=s.max_turns, movegen=self.movegen)
+        decide = afterstate_decider(
+            self.net.apply, s.temperature, s.explore_turns, s.policy_temperature, s.eval_slots
         )
+        self.selfplay = jax.jit(
+            partial(play_chunk, decide, length=s.chunk_turns, max_turns=s.max_turns, movegen=self.movegen)
+        )
+        self.assembler = EpisodeAssembler()
         self.replay = LocalReplay(self.cfg.buffer.capacity_positions, self.movegen.max_plays)
         self.rng = np.random.default_rng(t.seed)
         self.key = jax.random.key(t.seed)
         params = init_params(self.net, jax.random.fold_in(self.key, 1))
         self._state = init_train_state(params, self.optimizer)
+        self.games_state = start_games(jax.random.fold_in(self.key, 2), s.batch_size)
         ckpts = list_checkpoints(self.dir)
         if ckpts:
             restored, meta = load_checkpoint(ckpts[-1], self._checkpoint_template(), model_hash(self.cfg))
             self._state = TrainState(restored["params"], restored["opt_state"], jnp.asarray(restored["step"]))
             self.key = jax.random.wrap_key_data(jnp.asarray(restored["rng"]))
             self.games, self.positions = int(meta["games"]), int(meta["positions"])
+            self.elapsed_s = float(meta.get("elapsed_s", 0.0))
             self.log(f"resumed from {ckpts[-1]} at step {int(self.state.step)}")
 
     @property
@@ -104,11 +111,11 @@ class LocalRun:
         }
 
     def run_once(self) -> Report:
-        """One self-play batch, then the train steps that the configured ratio asks for."""
+        """One self-play chunk, then the train steps that the configured ratio asks for."""
         t0 = time.perf_counter()
         self.key, k_play = jax.random.split(self.key)
-        traj = jax.device_get(self.selfplay(self.state.params, k_play))
-        episodes = episodes_from_trajectory(traj, self.model_version)
+        self.games_state, chunk = self.selfplay(self.state.params, self.games_state, k_play)
+        episodes = self.assembler.add(jax.device_get(chunk), self.model_version)
         for ep in episodes:
             self.replay.add(ep)
         new_positions = sum(len(ep.dice) for ep in episodes)
@@ -152,6 +159,7 @@ class LocalRun:
             "model_hash": model_hash(self.cfg),
             "model_version": self.model_version,
             "games": self.games,
+            "elapsed_s": self.elapsed_s,
             "positions": self.positions,
         }
         return save_checkpoint(
@@ -181,9 +189,11 @@ class LocalRun:
     def run(self, minutes: float, log_every_s: float, on_progress: Callable[[Report, float], None]) -> None:
         """The timed loop: run_once until `minutes` have passed, reporting every `log_every_s`."""
         start = last = time.perf_counter()
-        while (now := time.perf_counter()) - start < minutes * 60:
+        base = self.elapsed_s
+        while time.perf_counter() - start < minutes * 60:
             report = self.run_once()
             now = time.perf_counter()
+            self.elapsed_s = base + now - start
             if now - last >= log_every_s:
                 on_progress(report, now - start)
                 last = now
