@@ -5,6 +5,7 @@ after one compile run; the last line printed by the CLI is the JSON result.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -16,9 +17,8 @@ import jax
 from bgai.config import Config
 from bgai.core.episodes import EpisodeAssembler
 from bgai.core.network import BgNet, init_params
-from bgai.core.players import afterstate_decider
 from bgai.core.selfplay import play_chunk, start_games
-from bgai.train.local import movegen_of
+from bgai.train.local import movegen_of, self_play_decider
 
 
 def _median_rate(fn: Callable[[int], tuple[float, float]], repeats: int) -> dict[str, float]:
@@ -33,26 +33,6 @@ def _median_rate(fn: Callable[[int], tuple[float, float]], repeats: int) -> dict
     return {"decisions_per_s": statistics.median(dec_rates), "games_per_s": statistics.median(game_rates)}
 
 
-def _our_decider(cfg: Config, net: BgNet, mode: str, sims: int) -> Any:
-    s = cfg.selfplay
-    if mode == "afterstate":
-        return afterstate_decider(
-            net.apply, s.temperature, s.explore_turns, s.policy_temperature, s.eval_slots
-        )
-    from bgai.core.players import search_decider
-
-    q = cfg.search
-    return search_decider(
-        net.apply,
-        sims,
-        q.dirichlet_alpha,
-        q.dirichlet_fraction,
-        q.temperature,
-        q.temperature_turns,
-        movegen_of(cfg),
-    )
-
-
 def bench_selfplay(
     cfg: Config,
     mode: str,
@@ -65,7 +45,8 @@ def bench_selfplay(
     sims = cfg.search.num_simulations if sims is None else sims
     net = BgNet(tuple(cfg.model.hidden))
     params = init_params(net, jax.random.key(0))
-    decide = _our_decider(cfg, net, mode, sims)
+    cfg = dataclasses.replace(cfg, selfplay=dataclasses.replace(cfg.selfplay, mode=mode))
+    decide = self_play_decider(cfg, net, sims)
     s = cfg.selfplay
     run = jax.jit(
         partial(play_chunk, decide, length=s.chunk_turns, max_turns=s.max_turns, movegen=movegen_of(cfg))

@@ -60,7 +60,7 @@ def cli() -> None:
     default=None,
     help="Where checkpoints go (default: local.checkpoint_dir); an existing run there is resumed.",
 )
-@click.option("--eval-games", type=int, default=None, help="Games per opponent in the final eval.")
+@click.option("--eval-games", type=int, default=None, help="Games per opponent in the final eval (0: none).")
 def train_local(
     config: str | None,
     sets: tuple[str, ...],
@@ -96,10 +96,53 @@ def train_local(
 
     run.run(minutes, cfg.local.log_every_s, progress)
     click.echo(f"checkpoint: {run.checkpoint()}")
-    for opponent in cfg.eval.opponents:
+    for opponent in cfg.eval.opponents if eval_games > 0 else ():
         t0 = time.perf_counter()
         res = run.evaluate(opponent, eval_games)
         click.echo(f"eval vs {opponent:8s}: {res.summary()}  ({time.perf_counter() - t0:.0f} s)")
+
+
+@cli.command("eval")
+@config_option
+@set_option
+@click.option(
+    "--checkpoint",
+    "checkpoints",
+    multiple=True,
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Checkpoint file (repeatable: one table row each, e.g. for a learning curve).",
+)
+@click.option("--opponent", type=click.Choice(["random", "pubeval"]), default="pubeval")
+@click.option("--games", type=int, default=None, help="Games per checkpoint (default: eval.games).")
+@click.option("--seed", type=int, default=0)
+def evaluate(
+    config: str | None,
+    sets: tuple[str, ...],
+    checkpoints: tuple[str, ...],
+    opponent: str,
+    games: int | None,
+    seed: int,
+) -> None:
+    """Play checkpoints against an opponent; a table with 95% confidence intervals."""
+    from bgai.train.local import LocalRun
+
+    cfg = _load(config, sets)
+    games = cfg.eval.games if games is None else games
+    if games < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--games")
+    run = LocalRun(cfg, Path("/nonexistent"), log=click.echo)
+    run.setup()
+    click.echo(f"{'checkpoint':40s} {'minutes':>7s} {'step':>7s}  vs {opponent}")
+    for path in checkpoints:
+        try:
+            meta = run.restore(Path(path))
+        except (BgaiError, OSError) as exc:
+            raise click.UsageError(f"cannot use {path}: {exc}") from exc
+        res = run.evaluate(opponent, games, seed)
+        click.echo(
+            f"{Path(path).name:40s} {meta.get('elapsed_s', 0.0) / 60:7.1f} {meta['step']:7d}  {res.summary()}"
+        )
 
 
 @cli.group()

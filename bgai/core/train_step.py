@@ -88,7 +88,7 @@ def make_train_step(
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new = TrainState(params=params, opt_state=opt_state, step=state.step + 1)
-        metrics = {"loss": loss, "policy_loss": p, "value_loss": v, "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": loss, "policy_loss": p, "value_loss": v, "grad_norm": optax.tree.norm(grads)}
         return new, metrics
 
     return step

@@ -25,8 +25,14 @@ from bgai.core import rules
 from bgai.core.episodes import EpisodeAssembler
 from bgai.core.evaluate import MatchResult, play_match
 from bgai.core.network import BgNet, init_params
-from bgai.core.players import afterstate_decider, greedy_decider, pubeval_decider, random_decider
-from bgai.core.selfplay import play_chunk, start_games
+from bgai.core.players import (
+    afterstate_decider,
+    greedy_decider,
+    pubeval_decider,
+    random_decider,
+    search_decider,
+)
+from bgai.core.selfplay import Decide, play_chunk, start_games
 from bgai.core.train_step import Batch, TrainState, init_train_state, make_optimizer, make_train_step
 from bgai.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from bgai.train.replay import LocalReplay
@@ -47,6 +53,34 @@ class Report:
 
 def movegen_of(cfg: Config) -> rules.MoveGenConfig:
     return rules.MoveGenConfig(**dataclasses.asdict(cfg.movegen))
+
+
+def self_play_decider(cfg: Config, net: BgNet, simulations: int | None = None) -> Decide:
+    """The configured self-play mode: `afterstate` (fast) or `mcts` (stochastic search)."""
+    s, q = cfg.selfplay, cfg.search
+    if s.mode == "afterstate":
+        return afterstate_decider(
+            net.apply, s.temperature, s.explore_turns, s.policy_temperature, s.eval_slots
+        )
+    sims = q.num_simulations if simulations is None else simulations
+    return search_decider(
+        net.apply,
+        sims,
+        q.dirichlet_alpha,
+        q.dirichlet_fraction,
+        q.temperature,
+        q.temperature_turns,
+        movegen_of(cfg),
+    )
+
+
+def eval_decider(cfg: Config, net: BgNet) -> Decide:
+    """Our agent in evaluation: greedy 0-ply, or search without noise or temperature."""
+    if cfg.eval.player == "greedy":
+        return greedy_decider(net.apply, cfg.selfplay.eval_slots)
+    return search_decider(
+        net.apply, cfg.search.num_simulations, cfg.search.dirichlet_alpha, 0.0, 0.0, 0, movegen_of(cfg)
+    )
 
 
 class LocalRun:
@@ -70,9 +104,7 @@ class LocalRun:
             t.learning_rate, t.lr_schedule, t.warmup_steps, t.decay_steps, t.weight_decay, t.grad_clip
         )
         self.train_step = make_train_step(self.net.apply, self.optimizer, t.policy_weight, t.value_weight)
-        decide = afterstate_decider(
-            self.net.apply, s.temperature, s.explore_turns, s.policy_temperature, s.eval_slots
-        )
+        decide = self_play_decider(self.cfg, self.net)
         self.selfplay = jax.jit(
             partial(play_chunk, decide, length=s.chunk_turns, max_turns=s.max_turns, movegen=self.movegen)
         )
@@ -85,12 +117,17 @@ class LocalRun:
         self.games_state = start_games(jax.random.fold_in(self.key, 2), s.batch_size)
         ckpts = list_checkpoints(self.dir)
         if ckpts:
-            restored, meta = load_checkpoint(ckpts[-1], self._checkpoint_template(), model_hash(self.cfg))
-            self._state = TrainState(restored["params"], restored["opt_state"], jnp.asarray(restored["step"]))
-            self.key = jax.random.wrap_key_data(jnp.asarray(restored["rng"]))
-            self.games, self.positions = int(meta["games"]), int(meta["positions"])
-            self.elapsed_s = float(meta.get("elapsed_s", 0.0))
+            self.restore(ckpts[-1])
             self.log(f"resumed from {ckpts[-1]} at step {int(self.state.step)}")
+
+    def restore(self, path: Path) -> dict[str, Any]:
+        """Load a checkpoint of this model (refused if its model hash differs); returns its meta."""
+        restored, meta = load_checkpoint(path, self._checkpoint_template(), model_hash(self.cfg))
+        self._state = TrainState(restored["params"], restored["opt_state"], jnp.asarray(restored["step"]))
+        self.key = jax.random.wrap_key_data(jnp.asarray(restored["rng"]))
+        self.games, self.positions = int(meta["games"]), int(meta["positions"])
+        self.elapsed_s = float(meta.get("elapsed_s", 0.0))
+        return meta
 
     @property
     def state(self) -> TrainState:
@@ -171,12 +208,12 @@ class LocalRun:
         )
 
     def evaluate(self, opponent: str, games: int, seed: int = 0) -> MatchResult:
-        """Greedy 0-ply play of the current model against `random` or `pubeval`."""
+        """The current model (eval.player) against `random` or `pubeval`."""
         opponents = {"random": random_decider, "pubeval": pubeval_decider}
         if opponent not in opponents:
             raise ValueError(f"unknown opponent {opponent!r} (known: {', '.join(opponents)})")
         return play_match(
-            greedy_decider(self.net.apply),
+            eval_decider(self.cfg, self.net),
             self.state.params,
             opponents[opponent](),
             None,

@@ -1,0 +1,238 @@
+"""Stochastic MCTS (bgai.core.search) on hand-built positions with a tiny analytic network.
+
+The fake network has no parameters: its equity is tanh(pip lead / 20), read
+back from the input features, and its step logits are zero (or a given
+vector), so what the search does is predictable from the position alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import mctx
+import numpy as np
+
+from bgai.core import rules
+from bgai.core.afterstate import afterstate_values
+from bgai.core.game import GameState, new_game
+from bgai.core.network import BgNet, init_params
+from bgai.core.players import search_decider
+from bgai.core.search import DecisionNode, make_recurrent_fns, run_search, safe_action
+from bgai.core.selfplay import play_batch
+
+MOVEGEN = rules.MoveGenConfig(max_plays=32, frontier2=32, frontier3=64)
+K = MOVEGEN.max_plays
+
+
+def _pips_from_features(f: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(mover, opponent) pip counts [N] from encoding.encode features [N, 196]."""
+
+    def counts(units: jax.Array) -> jax.Array:  # [N, 96] -> [N, 24]
+        u = units.reshape(-1, rules.NUM_POINTS, 4)
+        return u[..., 0] + u[..., 1] + u[..., 2] + 2.0 * u[..., 3]
+
+    pts = jnp.arange(1, rules.NUM_POINTS + 1, dtype=jnp.float32)
+    mine = jnp.sum(counts(f[:, :96]) * pts, -1) + 25.0 * 2.0 * f[:, 192]
+    theirs = jnp.sum(counts(f[:, 96:192]) * (25.0 - pts), -1) + 25.0 * 2.0 * f[:, 193]
+    return mine, theirs
+
+
+def fake_apply(step_bias: jax.Array | None = None) -> Any:
+    """apply_fn(params, features) -> (step logits [N, 150], value logits [N, 6]); params unused.
+
+    Value logits (x, -30, -30, -x, -30, -30) with x = pip lead / 20 give equity
+    tanh(x), strictly inside (-1, 1).
+    """
+
+    def apply(params: Any, features: jax.Array) -> tuple[jax.Array, jax.Array]:
+        del params
+        mine, theirs = _pips_from_features(features)
+        x = (theirs - mine) / 20.0
+        low = jnp.full_like(x, -30.0)
+        value_logits = jnp.stack([x, low, low, -x, low, low], axis=-1)
+        bias = jnp.zeros(rules.NUM_STEPS) if step_bias is None else step_bias
+        return jnp.broadcast_to(bias, (features.shape[0], rules.NUM_STEPS)), value_logits
+
+    return apply
+
+
+def roll(hi: int, lo: int) -> int:
+    return int(np.flatnonzero((rules.DICE[:, 0] == hi) & (rules.DICE[:, 1] == lo))[0])
+
+
+def board(mine: dict[int, int], theirs: dict[int, int], bar: int = 0) -> jax.Array:
+    """A board from {idx: count} for each side; the rest of each side's 15 is borne off."""
+    b = np.zeros(rules.BOARD_SIZE, np.int32)
+    for i, n in mine.items():
+        b[i] = n
+    for i, n in theirs.items():
+        b[i] = -n
+    b[rules.BAR] = bar
+    b[rules.OFF] = rules.NUM_CHECKERS - sum(mine.values()) - bar
+    b[rules.OPP_OFF] = -(rules.NUM_CHECKERS - sum(theirs.values()))
+    return jnp.asarray(b)
+
+
+def states_of(boards: jax.Array, dice: list[int], turn: int = 0) -> GameState:
+    n = boards.shape[0]
+    return GameState(
+        board=boards,
+        dice=jnp.asarray(dice, jnp.int32),
+        player=jnp.zeros(n, jnp.int32),
+        done=jnp.zeros(n, bool),
+        result=jnp.zeros(n, jnp.int32),
+        turn=jnp.full(n, turn, jnp.int32),
+    )
+
+
+def plays_of(boards: jax.Array, dice: list[int]) -> rules.Plays:
+    return rules.legal_plays_batch(boards, jnp.asarray(dice, jnp.int32), MOVEGEN)
+
+
+# Compiled once per batch size and shared by the tests (compiling the search dominates their time).
+FAKE = fake_apply()
+SEARCH = jax.jit(
+    run_search,
+    static_argnames=("apply_fn", "num_simulations", "movegen", "dirichlet_alpha", "dirichlet_fraction"),
+)
+# samples visits during turn 0, the most visited play afterwards
+DECIDE = jax.jit(search_decider(FAKE, 16, 0.3, 0.25, 1.0, 1, MOVEGEN))
+
+
+def search(apply_fn: Any, params: Any, boards: jax.Array, dice: list[int], sims: int) -> Any:
+    plays = plays_of(boards, dice)
+    out = SEARCH(apply_fn, params, jax.random.key(0), boards, plays, sims, MOVEGEN, dirichlet_fraction=0.0)
+    return plays, out
+
+
+# Mover two checkers from home (points 4 and 3), the opponent none off: 4-3 wins a gammon.
+GAMMON_WIN = board({3: 1, 2: 1}, {18: 5, 19: 5, 20: 5})
+# Mover two on the bar, the opponent's points 19..23 closed: 6-1 enters one checker, nothing else.
+FORCED = board({5: 13}, {18: 2, 19: 2, 20: 2, 21: 2, 22: 2, 10: 5}, bar=2)
+
+
+def test_runs_exactly_the_configured_simulations() -> None:
+    net = BgNet(hidden=(16,))
+    params = init_params(net, jax.random.key(1))
+    boards = jnp.stack([rules.start_board(), rules.start_board()])
+    sims = 12
+    _, out = search(net.apply, params, boards, [roll(3, 1), roll(6, 5)], sims)
+    tree = out.search_tree
+    # mctx counts the root's own evaluation as a visit, then one per simulation
+    assert np.all(np.asarray(tree.node_visits[:, 0]) == sims + 1)
+    assert np.all(np.asarray(tree.children_visits[:, 0].sum(-1)) == sims)
+    # every simulation expanded exactly one new node
+    assert np.all(np.asarray(tree.parents[:, 1:]) >= 0)
+
+
+def test_search_finds_the_winning_play_and_values_it_exactly() -> None:
+    plays, out = search(FAKE, None, GAMMON_WIN[None], [roll(4, 3)], 16)
+    points = np.asarray(jax.vmap(rules.win_points)(plays.boards[0]))
+    mask = np.asarray(plays.mask[0])
+    assert mask.sum() == 2 and points[mask].tolist().count(2) == 1  # one winning play, one not
+    win = int(np.argmax(points))
+    visits = np.asarray(out.search_tree.summary().visit_counts[0])
+    assert int(np.argmax(visits)) == win
+    q = np.asarray(out.search_tree.summary().qvalues[0])
+    # the winning play's Q is the gammon, exactly, however often it was visited
+    assert q[win] == 2.0
+    # Signs: the other play was searched below its rolls, whose decision nodes back up
+    # the opponent's equity through discount -1, i.e. the afterstate value again.
+    other = int(np.flatnonzero(mask & (points == 0))[0])
+    assert visits[other] >= 2
+    expected = np.asarray(afterstate_values(FAKE, None, plays))[0, other]
+    assert 0.9 < expected < 1.0
+    np.testing.assert_allclose(q[other], expected, rtol=1e-6)
+    action, _ = DECIDE(None, jax.random.key(3), states_of(GAMMON_WIN[None], [roll(4, 3)], turn=5), plays)
+    assert int(action[0]) == win
+
+
+def test_single_legal_play_is_chosen() -> None:
+    plays = plays_of(FORCED[None], [roll(6, 1)])
+    assert int(plays.mask[0].sum()) == 1
+    action, target = DECIDE(None, jax.random.key(0), states_of(FORCED[None], [roll(6, 1)]), plays)
+    assert int(action[0]) == 0
+    np.testing.assert_array_equal(np.asarray(target[0]), np.eye(K)[0])
+
+
+def test_policy_target_is_a_distribution_over_legal_plays() -> None:
+    states = jax.vmap(new_game)(jax.random.split(jax.random.key(5), 3))
+    boards = jnp.stack([states.board[0], GAMMON_WIN, FORCED])
+    states = states.replace(board=boards, dice=jnp.asarray([int(states.dice[0]), roll(4, 3), roll(6, 1)]))
+    plays = rules.legal_plays_batch(states.board, states.dice, MOVEGEN)
+    action, target = DECIDE(None, jax.random.key(1), states, plays)
+    target, mask = np.asarray(target), np.asarray(plays.mask)
+    np.testing.assert_allclose(target.sum(-1), 1.0, rtol=1e-6)
+    assert np.all(target[~mask] == 0) and np.all(target >= 0)
+    assert np.all(mask[np.arange(3), np.asarray(action)])
+
+
+def test_self_play_with_search_finishes_games() -> None:
+    decide = search_decider(FAKE, 4, 0.3, 0.25, 1.0, 4, MOVEGEN)
+    run = jax.jit(play_batch, static_argnums=(0, 3, 4, 5))
+    traj = run(decide, None, jax.random.key(2), 2, 400, MOVEGEN)
+    assert bool(np.all(np.asarray(traj.finished)))
+    result = np.asarray(traj.result)
+    assert np.all((np.abs(result) >= 1) & (np.abs(result) <= 3))
+    valid = np.asarray(traj.valid)
+    policy, mask = np.asarray(traj.policy)[valid], np.asarray(traj.mask)[valid]
+    np.testing.assert_allclose(policy.sum(-1), 1.0, rtol=1e-6)
+    assert np.all(policy[~mask] == 0)
+
+
+def test_safe_action_maps_invalid_indices_to_play_zero() -> None:
+    mask = jnp.asarray([[True, True, False, False]] * 4)
+    got = safe_action(jnp.asarray([1, 2, -3, 25]), mask)
+    assert got.tolist() == [1, 0, 0, 0]
+
+
+def test_interior_actions_on_masked_slots_stay_legal() -> None:
+    """Priors below the root that favour masked slots: every afterstate in the tree is still a legal play."""
+    # one drawn roll per afterstate, so 16 simulations reach decisions below the root's children
+    decision_fn, chance_fn = make_recurrent_fns(FAKE, MOVEGEN, chance_samples=1)
+
+    def perverse_chance_fn(params: Any, key: jax.Array, outcome: jax.Array, node: Any) -> tuple:
+        out, nxt = chance_fn(params, key, outcome, node)
+        return out.replace(action_logits=jnp.where(nxt.mask, -1e9, 0.0)), nxt
+
+    boards = jnp.stack([rules.start_board(), GAMMON_WIN])
+    dice = [roll(2, 1), roll(4, 3)]
+    plays = plays_of(boards, dice)
+    root = mctx.RootFnOutput(
+        prior_logits=jnp.where(plays.mask, 0.0, -1e9),
+        value=jnp.zeros(2),
+        embedding=DecisionNode(
+            board=boards.astype(jnp.int8),
+            plays=plays.boards.astype(jnp.int8),
+            mask=plays.mask,
+            terminal=jnp.zeros(2, bool),
+        ),
+    )
+    policy = jax.jit(
+        lambda key: mctx.stochastic_muzero_policy(
+            None, key, root, decision_fn, perverse_chance_fn, 16, invalid_actions=~plays.mask
+        )
+    )
+    tree = policy(jax.random.key(0)).search_tree
+    emb = tree.embeddings
+    is_decision = np.asarray(emb.is_decision_node)
+    parents = np.asarray(tree.parents)
+    actions = np.asarray(tree.action_from_parent)
+    parent_masks = np.asarray(emb.state_embedding.mask)
+    parent_plays = np.asarray(emb.state_embedding.plays)
+    after = np.asarray(emb.afterstate_embedding.board)
+    masked_taken = 0
+    for b in range(2):
+        for i in range(1, 17):
+            if is_decision[b, i]:
+                continue
+            p = parents[b, i]
+            legal = parent_plays[b, p][parent_masks[b, p]]
+            assert any(np.array_equal(after[b, i], row) for row in legal), (b, i)
+            assert np.abs(after[b, i]).sum() == 30  # 15 checkers a side, wherever they are
+            masked_taken += int(not parent_masks[b, p][actions[b, i]])
+    assert masked_taken > 0  # the guard was exercised
+    root_visits = np.asarray(tree.children_visits[:, 0])
+    assert np.all(root_visits[~np.asarray(plays.mask)] == 0)  # mctx masks the root itself
