@@ -48,12 +48,12 @@ def bench_selfplay(
     cfg = dataclasses.replace(cfg, selfplay=dataclasses.replace(cfg.selfplay, mode=mode))
     decide = self_play_decider(cfg, net, sims)
     s = cfg.selfplay
-    run = jax.jit(
-        partial(play_chunk, decide, length=s.chunk_turns, max_turns=s.max_turns, movegen=movegen_of(cfg))
-    )
+    # A search decision costs ~sims network calls: time fewer turns per call in mcts mode.
+    length = s.chunk_turns if mode == "afterstate" else min(s.chunk_turns, 4)
+    run = jax.jit(partial(play_chunk, decide, length=length, max_turns=s.max_turns, movegen=movegen_of(cfg)))
     states = start_games(jax.random.key(1), batch)
     assembler = EpisodeAssembler()
-    chunks = 4
+    chunks = 4 if mode == "afterstate" else 1
 
     def once(i: int) -> tuple[float, float]:
         """`chunks` self-play calls exactly as the trainer makes them; games = episodes finished."""
@@ -102,7 +102,7 @@ def _baseline(cfg: Config, batch: int, sims: int, repeats: int, log: Callable[[s
 
     params, init_fn, step_fn = make_baseline(cfg.model.hidden, batch, sims)
     states = init_fn(jax.random.key(1))
-    steps = 32
+    steps = 8
     t = time.perf_counter()
     states, _ = step_fn(params, states, jax.random.key(2))
     jax.block_until_ready(states)
