@@ -158,7 +158,7 @@ def test_legal_plays_match_gnubg(capsys):
             return
         assert not p["overflow"].any()
         m, inp = p["mask"], boards[idx]
-        assert (p["count"] == m.sum(1)).all()
+        assert (p["num_plays"] == m.sum(1)).all()
         keys = gnubg_keys(p["boards"][m])
         ends = np.cumsum(m.sum(1))
         for i, lo, hi in zip(idx, np.r_[0, ends[:-1]], ends, strict=True):
@@ -169,7 +169,7 @@ def test_legal_plays_match_gnubg(capsys):
         counts["bearoff"] += int((m & (p["boards"][..., OFF] > inp[:, None, OFF])).any(1).sum())
         counts["hit"] += int((m & (p["boards"][..., OPP_BAR] < inp[:, None, OPP_BAR])).any(1).sum())
         counts["doubles"] += int((rules.DICE[dice[idx], 0] == rules.DICE[dice[idx], 1]).sum())
-        max_plays = max(max_plays, int(p["count"].max()))
+        max_plays = max(max_plays, int(p["num_plays"].max()))
 
     # the vectorised keys are gnubg's own
     first = run(gen, np.arange(CHUNK), CHUNK)
