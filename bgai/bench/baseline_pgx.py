@@ -88,8 +88,7 @@ def make_baseline(hidden: Sequence[int], batch: int, num_simulations: int) -> tu
     def step_fn(params: Any, states: Any, key: jax.Array) -> tuple[Any, jax.Array]:
         k_search, k_step, k_reset = jax.random.split(key, 3)
         logits, value = evaluate(params, states)
-        root = mctx.RootFnOutput(prior_logits=logits, value=value, embedding=(states, jnp.zeros(batch, bool)))
-        root = root.replace(embedding=states)
+        root = mctx.RootFnOutput(prior_logits=logits, value=value, embedding=states)
         out = mctx.stochastic_muzero_policy(
             params,
             k_search,
