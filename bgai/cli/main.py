@@ -69,7 +69,7 @@ def train_local(
     eval_games: int | None,
 ) -> None:
     """Train in one process: self-play, train, checkpoint, then eval vs random and pubeval."""
-    from bgai.train.local import LocalRun
+    from bgai.train.local import LocalRun, Report
 
     cfg = _load(config, sets)
     minutes = cfg.local.minutes if minutes is None else minutes
@@ -84,13 +84,16 @@ def train_local(
     except BgaiError as exc:
         raise click.UsageError(str(exc)) from exc
 
-    def progress(r: object, elapsed: float) -> None:
-        rep = r  # a Report
+    def progress(rep: Report, elapsed: float) -> None:
+        losses = (
+            f"loss {rep.loss:.4f} (policy {rep.policy_loss:.4f}, value {rep.value_loss:.4f})"
+            if rep.train_steps
+            else f"filling the buffer ({run.replay.size}/{cfg.training.min_buffer_positions} positions)"
+        )
         click.echo(
             f"[{elapsed / 60:5.1f} min] games {run.games:6d}  positions {run.positions:8d}  "
-            f"pos/s {rep.positions / max(rep.selfplay_s, 1e-9):6.0f}  step {int(run.state.step):6d}  "  # type: ignore[attr-defined]
-            f"version {run.model_version:4d}  loss {rep.loss:.4f} (policy {rep.policy_loss:.4f}, "  # type: ignore[attr-defined]
-            f"value {rep.value_loss:.4f})"  # type: ignore[attr-defined]
+            f"pos/s {rep.positions / max(rep.selfplay_s, 1e-9):6.0f}  step {int(run.state.step):6d}  "
+            f"version {run.model_version:4d}  {losses}"
         )
         sys.stdout.flush()
 
