@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bgai.core import rules
+from bgai.core.network import mlp_trunk
 
 _PGX_DICE = jnp.asarray(rules.DICE - 1)  # [21, 2] 0-based faces
 _LOG_PROBS = jnp.log(jnp.asarray(rules.DICE_PROBS))
@@ -30,8 +31,7 @@ class PgxNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        for width in self.hidden:
-            x = nn.relu(nn.Dense(width)(x))
+        x = mlp_trunk(x, self.hidden)  # the same trunk as ours
         return nn.Dense(156)(x), jnp.tanh(nn.Dense(1)(x))[..., 0]
 
 

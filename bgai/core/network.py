@@ -29,6 +29,13 @@ OUTCOME_POINTS = jnp.array([1.0, 2.0, 3.0, -1.0, -2.0, -3.0])
 NEG_INF = -1e9
 
 
+def mlp_trunk(x: jax.Array, hidden: Sequence[int]) -> jax.Array:
+    """ReLU MLP layers; call inside an `nn.compact` method (the layers belong to that module)."""
+    for width in hidden:
+        x = nn.relu(nn.Dense(width)(x))
+    return x
+
+
 class BgNet(nn.Module):
     """MLP trunk -> (step logits [N, 150], outcome logits [N, 6])."""
 
@@ -36,8 +43,7 @@ class BgNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        for width in self.hidden:
-            x = nn.relu(nn.Dense(width)(x))
+        x = mlp_trunk(x, self.hidden)
         step_logits = nn.Dense(NUM_STEPS)(x)
         value_logits = nn.Dense(NUM_OUTCOMES)(x)
         return step_logits, value_logits
