@@ -205,6 +205,10 @@ class TrainingConfig(_Section):
     keep_checkpoints: int = 3
     # Seed of the initial weights and of sampling (a uint32).
     seed: int = 0
+    # Fleet: where the training worker writes its checkpoints.
+    checkpoint_dir: str = "runs/fleet/checkpoints"
+    # Fleet: positions fetched from the replay buffer per round trip (split into batches).
+    sample_block: int = 4096
 
     def _validate(self) -> None:
         self._positive("batch_size", "learning_rate", "decay_steps", "samples_per_position")
@@ -212,6 +216,7 @@ class TrainingConfig(_Section):
         self._choice("lr_schedule", ("constant", "cosine"))
         self._non_negative("warmup_steps", "weight_decay", "grad_clip", "value_weight", "policy_weight")
         self._non_negative("min_buffer_positions")
+        self._positive("sample_block")
         self._need("seed", 0 <= self.seed < 2**32, "must be in [0, 2**32)")
 
 
@@ -241,11 +246,78 @@ class EvalConfig(_Section):
     opponents: tuple[str, ...] = ("random", "pubeval")
     # How the model plays: `greedy` (0-ply afterstates) or `search` (MCTS, `search` section).
     player: str = "greedy"
+    # Fleet: evaluate a new version once it is this many versions past the last evaluated one.
+    every_versions: int = 1
+    # Fleet: games per claimed slice (eval workers split a version's games into slices).
+    slice_games: int = 50
 
     def _validate(self) -> None:
-        self._positive("games")
+        self._positive("games", "every_versions", "slice_games")
         self._need("opponents", all(o.strip() for o in self.opponents), "names must be non-empty")
         self._choice("player", ("greedy", "search"))
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig(_Section):
+    """How every role reaches the head's Redis. Put the password in env BGAI_REDIS__PASSWORD or an
+    untracked config file, never in a committed one."""
+
+    SECTION: ClassVar[str] = "redis"
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+    # Every key starts with this (two runs can share one Redis with two prefixes).
+    prefix: str = "bgai"
+    # ACL user ("" = the default user).
+    username: str = ""
+    password: str = ""
+    # Seconds a command may take before the connection counts as lost.
+    socket_timeout_s: float = 5.0
+    # Reconnect backoff: first wait, doubled per failure (with jitter) up to the cap.
+    backoff_base_s: float = 0.2
+    backoff_max_s: float = 5.0
+
+    def _validate(self) -> None:
+        self._need("host", bool(self.host.strip()), "must be non-empty")
+        self._need("port", 0 < self.port < 65536, "must be a TCP port (1..65535)")
+        self._non_negative("db")
+        ok = bool(re.fullmatch(r"[A-Za-z0-9_.-]+", self.prefix))
+        self._need("prefix", ok, "must match [A-Za-z0-9_.-]+")
+        self._positive("socket_timeout_s", "backoff_base_s", "backoff_max_s")
+        self._need("backoff_max_s", self.backoff_max_s >= self.backoff_base_s, "must be >= backoff_base_s")
+
+
+@dataclass(frozen=True, slots=True)
+class HeadConfig(_Section):
+    """The coordinator and the liveness rules every role follows."""
+
+    SECTION: ClassVar[str] = "head"
+    # A worker whose last heartbeat is older than this is dead (also its registry key's TTL).
+    heartbeat_ttl_s: float = 60.0
+    # Seconds between heartbeats (each refreshes the TTL in one round trip).
+    heartbeat_every_s: float = 5.0
+    # Seconds between coordinator passes (reaping, targets).
+    coordinator_every_s: float = 2.0
+    # Prometheus file_sd JSON the coordinator writes (atomic replace).
+    targets_file: str = "runs/fleet/targets.json"
+    # TTL of the single-trainer lock; the holder refreshes it every unit of work.
+    trainer_lock_ttl_s: float = 30.0
+
+    def _validate(self) -> None:
+        self._positive("heartbeat_ttl_s", "heartbeat_every_s", "coordinator_every_s", "trainer_lock_ttl_s")
+        ok = self.heartbeat_every_s < self.heartbeat_ttl_s
+        self._need("heartbeat_every_s", ok, "must be < heartbeat_ttl_s")
+        self._need("targets_file", bool(self.targets_file.strip()), "must be non-empty")
+
+
+@dataclass(frozen=True, slots=True)
+class MlflowConfig(_Section):
+    """Experiment tracking (used from the MLflow issue on)."""
+
+    SECTION: ClassVar[str] = "mlflow"
+    # Tracking server URI ("" = no tracking).
+    tracking_uri: str = ""
+    experiment: str = "bgai"
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +352,9 @@ class Config:
     buffer: BufferConfig = field(default_factory=BufferConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
     def __post_init__(self) -> None:
         for name, cls in SECTIONS.items():
@@ -305,8 +380,15 @@ SECTIONS: dict[str, type[_Section]] = {
         BufferConfig,
         EvalConfig,
         LocalConfig,
+        RedisConfig,
+        HeadConfig,
+        MlflowConfig,
     )
 }
+
+# Where and how processes run, not what is learned: left out of `config_hash`, so workers that
+# reach the same Redis by different addresses agree on the run's fingerprint.
+DEPLOYMENT_SECTIONS = ("local", "redis", "head", "mlflow")
 
 # ---------------------------------------------------------------------------------------------
 # Types
@@ -522,8 +604,9 @@ def _digest(data: object) -> str:
 
 
 def config_hash(cfg: Config) -> str:
-    """12 hex chars of sha256 over the canonical JSON of the whole config."""
-    return _digest(config_to_dict(cfg))
+    """12 hex chars of sha256 over the canonical JSON of the config's learning sections."""
+    data = config_to_dict(cfg)
+    return _digest({k: v for k, v in data.items() if k not in DEPLOYMENT_SECTIONS})
 
 
 def model_hash(cfg: Config) -> str:

@@ -9,37 +9,9 @@ from pathlib import Path
 
 import click
 
-from bgai.config import Config, load_config
-from bgai.errors import BgaiError, ConfigError
-
-
-def _load(config: str | None, sets: tuple[str, ...]) -> Config:
-    overrides: dict[str, object] = {}
-    for item in sets:
-        if "=" not in item:
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = value
-    try:
-        return load_config(config, overrides=overrides)
-    except ConfigError as exc:
-        raise click.UsageError(f"bad configuration: {exc}") from exc
-
-
-config_option = click.option(
-    "--config",
-    "-c",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="YAML config file (defaults apply to anything it leaves out).",
-)
-set_option = click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="SECTION.KEY=VALUE",
-    help="Override one config value (repeatable).",
-)
+from bgai.cli.common import config_option, load_or_exit, set_option
+from bgai.cli.fleet import ROLE_COMMANDS, status
+from bgai.errors import BgaiError
 
 
 @click.group()
@@ -71,7 +43,7 @@ def train_local(
     """Train in one process: self-play, train, checkpoint, then eval vs random and pubeval."""
     from bgai.train.local import LocalRun, Report
 
-    cfg = _load(config, sets)
+    cfg = load_or_exit(config, sets)
     minutes = cfg.local.minutes if minutes is None else minutes
     eval_games = cfg.local.eval_games if eval_games is None else eval_games
     run = LocalRun(cfg, Path(checkpoint_dir or cfg.local.checkpoint_dir), log=click.echo)
@@ -130,7 +102,7 @@ def evaluate(
     """Play checkpoints against an opponent; a table with 95% confidence intervals."""
     from bgai.train.local import LocalRun
 
-    cfg = _load(config, sets)
+    cfg = load_or_exit(config, sets)
     games = cfg.eval.games if games is None else games
     if games < 1:
         raise click.BadParameter("must be at least 1", param_hint="--games")
@@ -173,7 +145,7 @@ def bench_selfplay(
     """Decisions/s and games/s of self-play (median of repeats)."""
     from bgai.bench.selfplay import bench_selfplay as run_bench
 
-    cfg = _load(config, sets)
+    cfg = load_or_exit(config, sets)
     result = run_bench(
         cfg, mode=mode, batch=batch, sims=sims, repeats=repeats, baseline=baseline, log=click.echo
     )
@@ -189,9 +161,13 @@ def bench_train(config: str | None, sets: tuple[str, ...], batch: int | None, re
     """Samples/s of the jitted train step (median of repeats)."""
     from bgai.bench.train import bench_train as run_bench
 
-    cfg = _load(config, sets)
+    cfg = load_or_exit(config, sets)
     result = run_bench(cfg, batch=batch, repeats=repeats, log=click.echo)
     click.echo(json.dumps(result))
+
+
+for _command in (*ROLE_COMMANDS, status):
+    cli.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,6 +18,16 @@ from bgai.core import rules
 from bgai.core.selfplay import Decide, play_batch, two_sided
 
 
+def wilson_interval(wins: int, games: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson 95% interval of a win rate (0..1 when there are no games)."""
+    if games <= 0:
+        return (0.0, 1.0)
+    n, p = games, wins / games
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (centre - half, centre + half)
+
+
 @dataclass(frozen=True)
 class MatchResult:
     games: int
@@ -34,12 +44,7 @@ class MatchResult:
 
     def win_rate_ci(self) -> tuple[float, float]:
         """Wilson 95% interval of the win rate."""
-        n, p, z = self.games, self.win_rate, 1.96
-        if n == 0:
-            return (0.0, 1.0)
-        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        return (centre - half, centre + half)
+        return wilson_interval(self.wins, self.games)
 
     def ppg_ci(self) -> tuple[float, float]:
         """Normal 95% interval of the points per game."""

@@ -1,0 +1,38 @@
+"""Options and config loading shared by every `bgai` command."""
+
+from __future__ import annotations
+
+import click
+
+from bgai.config import Config, load_config
+from bgai.errors import ConfigError
+
+
+def load_or_exit(config: str | None, sets: tuple[str, ...]) -> Config:
+    """The resolved config, or a UsageError (exit 2) naming the bad key."""
+    overrides: dict[str, object] = {}
+    for item in sets:
+        if "=" not in item:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = value
+    try:
+        return load_config(config, overrides=overrides)
+    except ConfigError as exc:
+        raise click.UsageError(f"bad configuration: {exc}") from exc
+
+
+config_option = click.option(
+    "--config",
+    "-c",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML config file (defaults apply to anything it leaves out).",
+)
+set_option = click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="Override one config value (repeatable).",
+)

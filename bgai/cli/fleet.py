@@ -1,0 +1,168 @@
+"""`bgai coordinator | game-worker | training-worker | eval-worker | status`: the fleet's processes.
+
+Each command only builds the role and hands it to the role loop (`bgai.roles.base`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import zlib
+from typing import Any
+
+import click
+
+from bgai.cli.common import config_option, load_or_exit, set_option
+
+worker_id_option = click.option("--worker-id", default=None, help="Registry id (default: host:role:pid).")
+metrics_port_option = click.option(
+    "--metrics-port",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Port of this process's /metrics (0: none).",
+)
+
+
+def _serve(
+    kind: str, config: str | None, sets: tuple[str, ...], worker_id: str | None, metrics_port: int
+) -> None:
+    from bgai.clock import SystemClock
+    from bgai.roles.base import RoleRunner
+    from bgai.roles.identity import make_identity
+    from bgai.store.client import connect, keys_for
+
+    cfg = load_or_exit(config, sets)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stdout,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    r, keys, clock = connect(cfg.redis), keys_for(cfg.redis), SystemClock()
+    identity = make_identity(kind, worker_id, metrics_port)
+    role: Any
+    if kind == "coordinator":
+        from bgai.roles.coordinator import Coordinator
+
+        role = Coordinator(cfg, r, keys, identity, clock)
+    elif kind == "game":
+        from bgai.roles.game_worker import GameWorker
+
+        role = GameWorker(
+            cfg, r, keys, identity, seed=zlib.crc32(identity.worker_id.encode()) ^ cfg.training.seed
+        )
+    elif kind == "training":
+        from bgai.roles.training_worker import TrainingWorker
+
+        role = TrainingWorker(cfg, r, keys, identity)
+    else:
+        from bgai.roles.eval_worker import EvalWorker
+
+        role = EvalWorker(cfg, r, keys, identity)
+    logging.getLogger("bgai").info(
+        "%s %s on %s (%s) -> redis %s:%d prefix %s",
+        kind,
+        identity.worker_id,
+        identity.device_type,
+        identity.device_name,
+        cfg.redis.host,
+        cfg.redis.port,
+        cfg.redis.prefix,
+    )
+    sys.exit(RoleRunner(role, identity.worker_id, cfg, r, keys, clock).run())
+
+
+def _role_command(name: str, kind: str, doc: str) -> click.Command:
+    @click.command(name, help=doc)
+    @config_option
+    @set_option
+    @worker_id_option
+    @metrics_port_option
+    def command(config: str | None, sets: tuple[str, ...], worker_id: str | None, metrics_port: int) -> None:
+        _serve(kind, config, sets, worker_id, metrics_port)
+
+    return command
+
+
+ROLE_COMMANDS = [
+    _role_command(
+        "coordinator", "coordinator", "Run lifecycle, reaping of dead workers, Prometheus targets."
+    ),
+    _role_command("game-worker", "game", "Batched self-play with the newest weights; pushes whole episodes."),
+    _role_command("training-worker", "training", "Train from the Redis buffer; publish weights; checkpoint."),
+    _role_command("eval-worker", "eval", "Evaluate model versions against fixed opponents."),
+]
+
+
+@click.command("status")
+@config_option
+@set_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of tables.")
+def status(config: str | None, sets: tuple[str, ...], as_json: bool) -> None:
+    """Run, model version, buffer, live workers and the latest eval results."""
+    from bgai.store import evals, registry, runstate, weights
+    from bgai.store.client import connect, is_unavailable, keys_for
+    from bgai.store.replay import ReplayStore
+
+    cfg = load_or_exit(config, sets)
+    r, keys = connect(cfg.redis), keys_for(cfg.redis)
+    try:
+        run_id, run_status = runstate.get_run(r, keys)
+        version = weights.current_version(r, keys)
+        buffer = ReplayStore(r, keys, cfg.buffer.capacity_positions, cfg.movegen.max_plays).stats()
+        now = time.time()
+        workers = registry.live_workers(r, keys, now, cfg.head.heartbeat_ttl_s)
+        results = evals.results(r, keys, limit=5)
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise click.ClickException(
+                f"Redis at {cfg.redis.host}:{cfg.redis.port} is unreachable: {exc}"
+            ) from exc
+        raise
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "run_id": run_id,
+                    "status": run_status,
+                    "model_version": version,
+                    "buffer": buffer,
+                    "workers": workers,
+                    "eval": {str(k): v for k, v in results.items()},
+                },
+                sort_keys=True,
+            )
+        )
+        return
+    shown = "-" if version is None else version
+    click.echo(f"run {run_id or '-'}  status {run_status or '-'}  model version {shown}")
+    capacity = buffer.get("capacity", cfg.buffer.capacity_positions)
+    click.echo(
+        f"buffer {buffer.get('size', 0)} positions in {buffer.get('episodes', 0)} games "
+        f"(capacity {capacity}, pushed {buffer.get('pushed_positions', 0)})"
+    )
+    click.echo(
+        f"{'worker':36s} {'type':11s} {'device':8s} {'status':10s} {'games':>7s} {'version':>7s} {'age':>5s}"
+    )
+    for worker_id, rec in sorted(workers.items()):
+        click.echo(
+            f"{worker_id:36s} {rec.get('type', ''):11s} {rec.get('device_type', ''):8s} "
+            f"{rec.get('status', ''):10s} "
+            f"{rec.get('games_generated', 0):7d} {str(rec.get('model_version')):>7s} "
+            f"{now - float(rec.get('last_heartbeat', now)):4.0f}s"
+        )
+    for v, table in results.items():
+        for opp, s in sorted(table.items()):
+            click.echo(f"eval version {v} vs {opp}: {format_eval(s)}")
+
+
+def format_eval(s: dict[str, int]) -> str:
+    from bgai.core.evaluate import wilson_interval
+
+    n, w = s.get("games", 0), s.get("wins", 0)
+    lo, hi = wilson_interval(w, n)
+    ppg = s.get("points", 0) / max(n, 1)
+    return f"{n} games, win {w / max(n, 1):.1%} [{lo:.1%}, {hi:.1%}], ppg {ppg:+.3f}"

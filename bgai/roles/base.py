@@ -1,0 +1,158 @@
+"""The one role loop: signals, heartbeats, backoff. Roles only implement one unit of work.
+
+Failure policy, in one place:
+- Redis unreachable (`store.client.is_unavailable`): wait with capped, jittered exponential
+  backoff and try again, forever: the process never exits for it, so supervisord never marks
+  it FATAL.
+- SIGTERM / SIGINT: finish the unit in progress, run `teardown`, deregister, exit 0.
+- A `BgaiError` refusal (bad config, incompatible data at startup): log it, exit 2.
+- Anything else is a bug: log the traceback, exit 1, and supervisord restarts the process.
+
+Heartbeats run on their own thread, so a long unit (or the first JIT compile) never lets the
+registry key expire while the process is alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+from dataclasses import dataclass
+from types import FrameType
+from typing import Protocol
+
+from bgai.clock import Clock
+from bgai.config import Config
+from bgai.errors import BgaiError
+from bgai.store import registry
+from bgai.store.client import Redis, is_unavailable
+from bgai.store.keys import Keys
+from bgai.store.registry import WorkerInfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What one `run_once` did."""
+
+    summary: str = ""
+    idle_s: float = 0.0  # wait this long before the next unit (nothing to do now)
+    done: bool = False  # the run is over for this role: exit 0
+
+
+class Role(Protocol):
+    def setup(self) -> None:
+        """Build what the role needs (may touch Redis; retried while it is unreachable)."""
+
+    def run_once(self) -> Unit: ...
+
+    def info(self, now: float) -> WorkerInfo:
+        """The registry record as of `now`."""
+        ...
+
+    def teardown(self) -> None:
+        """Last words on a warm stop (checkpoint, release a lock); Redis may be away."""
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter (`rng` injectable for tests)."""
+
+    def __init__(self, base_s: float, cap_s: float, rng: random.Random | None = None) -> None:
+        self.base, self.cap = base_s, cap_s
+        self.failures = 0
+        self.rng = rng or random.Random()
+
+    def next(self) -> float:
+        ceiling = min(self.cap, self.base * 2**self.failures)
+        self.failures += 1
+        return ceiling * (0.5 + 0.5 * self.rng.random())
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class RoleRunner:
+    """Runs a role until the run stops or a signal arrives; returns the exit code."""
+
+    def __init__(self, role: Role, worker_id: str, cfg: Config, r: Redis, keys: Keys, clock: Clock) -> None:
+        self.role, self.worker_id, self.cfg = role, worker_id, cfg
+        self.r, self.keys, self.clock = r, keys, clock
+        self.stop = threading.Event()
+        self.backoff = Backoff(cfg.redis.backoff_base_s, cfg.redis.backoff_max_s)
+        self._beat_failing = False
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("%s: signal %d, stopping after this unit", self.worker_id, signum)
+        self.stop.set()
+
+    def heartbeat(self) -> None:
+        try:
+            registry.heartbeat(
+                self.r, self.keys, self.role.info(self.clock.now()), self.cfg.head.heartbeat_ttl_s
+            )
+            if self._beat_failing:
+                log.info("%s: heartbeat restored", self.worker_id)
+            self._beat_failing = False
+        except Exception as exc:
+            if not self._beat_failing:
+                log.warning("%s: heartbeat failed (%s); retrying", self.worker_id, exc)
+            self._beat_failing = True
+
+    def _beat_loop(self) -> None:
+        while not self.stop.wait(self.cfg.head.heartbeat_every_s):
+            self.heartbeat()
+
+    def run(self, install_signals: bool = True) -> int:
+        if install_signals:
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        beat = threading.Thread(target=self._beat_loop, name="heartbeat", daemon=True)
+        beat.start()
+        code = 0
+        ready = False
+        try:
+            while not self.stop.is_set():
+                try:
+                    if not ready:
+                        self.role.setup()
+                        ready = True
+                        self.heartbeat()
+                    unit = self.role.run_once()
+                except BgaiError as exc:
+                    log.error("%s: refused: %s", self.worker_id, exc)
+                    return 2
+                except Exception as exc:
+                    if not is_unavailable(exc):
+                        raise
+                    wait = self.backoff.next()
+                    log.warning("%s: Redis unavailable (%s); retry in %.1f s", self.worker_id, exc, wait)
+                    self.stop.wait(wait)
+                    continue
+                self.backoff.reset()
+                if unit.summary:
+                    log.info("%s: %s", self.worker_id, unit.summary)
+                if unit.done:
+                    break
+                if unit.idle_s > 0:
+                    self.stop.wait(unit.idle_s)
+        except Exception:
+            log.exception("%s: crashed", self.worker_id)
+            code = 1
+        finally:
+            self.stop.set()
+            beat.join(timeout=5)
+            self._finish(ready)
+        return code
+
+    def _finish(self, ready: bool) -> None:
+        try:
+            if ready:
+                self.role.teardown()
+        except Exception as exc:
+            log.warning("%s: teardown incomplete: %s", self.worker_id, exc)
+        try:
+            registry.deregister(self.r, self.keys, self.worker_id)
+        except Exception as exc:
+            log.warning("%s: could not deregister (%s); the registry TTL will", self.worker_id, exc)

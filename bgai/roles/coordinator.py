@@ -1,0 +1,85 @@
+"""`bgai coordinator`: the run's lifecycle, reaping dead workers, and Prometheus targets.
+
+One unit: make sure a run exists (a new id, `running`, if Redis has none), remove workers whose
+heartbeat is older than `head.heartbeat_ttl_s` by the injected clock, then publish the live
+workers' metrics endpoints to `metrics:targets` and to a Prometheus file_sd file (written to a
+temporary file and renamed, so Prometheus never reads half a file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bgai.clock import Clock
+from bgai.config import Config
+from bgai.roles.base import Unit
+from bgai.roles.identity import Identity
+from bgai.store import registry, runstate
+from bgai.store.client import Redis
+from bgai.store.keys import Keys
+from bgai.store.registry import WorkerInfo
+
+
+def targets_of(workers: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """[{host, port, labels}] of live workers serving /metrics, sorted for stable output."""
+    out = []
+    for worker_id, rec in sorted(workers.items()):
+        port = int(rec.get("metrics_port") or 0)
+        if port > 0:
+            labels = {
+                "worker_id": worker_id,
+                "role": str(rec.get("type", "")),
+                "device": str(rec.get("device_type", "")),
+            }
+            out.append({"host": str(rec.get("hostname", "")), "port": port, "labels": labels})
+    return out
+
+
+def file_sd(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Prometheus file_sd groups: one per target (its labels are per worker)."""
+    return [{"targets": [f"{t['host']}:{t['port']}"], "labels": t["labels"]} for t in targets]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Coordinator:
+    def __init__(self, cfg: Config, r: Redis, keys: Keys, identity: Identity, clock: Clock) -> None:
+        self.cfg, self.r, self.keys, self.identity, self.clock = cfg, r, keys, identity, clock
+        self.status = "starting"
+        self.reaped: list[str] = []
+        self._last_targets: str | None = None
+
+    def setup(self) -> None:
+        self.targets_path = Path(self.cfg.head.targets_file)
+
+    def run_once(self) -> Unit:
+        h = self.cfg.head
+        run_id, status = runstate.ensure_run(self.r, self.keys, uuid.uuid4().hex)
+        self.status = "running"
+        now = self.clock.now()
+        dead = registry.reap(self.r, self.keys, now, h.heartbeat_ttl_s)
+        self.reaped.extend(dead)
+        live = registry.live_workers(self.r, self.keys, now, h.heartbeat_ttl_s)
+        targets = targets_of(live)
+        text = json.dumps(targets, sort_keys=True)
+        self.r.set(self.keys.metrics_targets, text)
+        if text != self._last_targets or not self.targets_path.exists():
+            write_atomic(self.targets_path, json.dumps(file_sd(targets), indent=1, sort_keys=True) + "\n")
+            self._last_targets = text
+        summary = f"reaped {', '.join(dead)}" if dead else ""
+        return Unit(summary, idle_s=h.coordinator_every_s)
+
+    def info(self, now: float) -> WorkerInfo:
+        return self.identity.info(now, self.status)
+
+    def teardown(self) -> None:
+        """Nothing to hand over: the next coordinator rebuilds everything from Redis."""

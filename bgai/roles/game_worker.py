@@ -1,0 +1,131 @@
+"""`bgai game-worker`: batched self-play with the newest good weights; pushes whole episodes.
+
+One unit = one self-play chunk (`selfplay.chunk_turns` decisions in each of `batch_size` game
+slots). Between chunks the worker checks the run status (paused: idle; stopped: exit 0) and
+swaps to newer weights if they pass the codec's checks.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, cast
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bgai.config import Config, config_hash, model_hash
+from bgai.core import rules
+from bgai.core.encoding import encode
+from bgai.core.episodes import Episode, EpisodeAssembler
+from bgai.core.network import BgNet, equity, init_params
+from bgai.core.selfplay import play_chunk, start_games
+from bgai.roles.base import Unit
+from bgai.roles.identity import Identity
+from bgai.store import runstate
+from bgai.store.client import Redis
+from bgai.store.codec import encode_episode
+from bgai.store.keys import Keys
+from bgai.store.registry import WorkerInfo
+from bgai.store.replay import ReplayStore
+from bgai.store.weights import WeightsFollower
+from bgai.train.local import movegen_of, self_play_decider
+
+_SURPRISE_ROWS = 4096  # forward-pass bucket for surprise (one compiled shape per multiple)
+
+
+def _surprise_fn(net: BgNet) -> Any:
+    @jax.jit
+    def mover_equity(params: Any, boards: jax.Array) -> jax.Array:
+        _, value_logits = net.apply(params, jax.vmap(encode)(boards))
+        return equity(cast(jax.Array, value_logits))
+
+    return mover_equity
+
+
+def episode_surprise(eq_fn: Any, params: Any, episodes: list[Episode]) -> list[float]:
+    """Per episode: mean |predicted cubeless equity - points the mover actually won| / 3."""
+    if not episodes:
+        return []
+    boards = np.concatenate([ep.boards for ep in episodes])
+    n = len(boards)
+    padded = np.zeros((-(-n // _SURPRISE_ROWS) * _SURPRISE_ROWS, rules.BOARD_SIZE), np.int8)
+    padded[:n] = boards
+    eq = np.asarray(eq_fn(params, jnp.asarray(padded)))[:n]
+    out, at = [], 0
+    for ep in episodes:
+        pts = np.where(ep.player == 0, ep.result, -ep.result)
+        out.append(float(np.mean(np.abs(eq[at : at + len(ep)] - pts)) / 3.0))
+        at += len(ep)
+    return out
+
+
+class GameWorker:
+    def __init__(self, cfg: Config, r: Redis, keys: Keys, identity: Identity, seed: int = 0) -> None:
+        self.cfg, self.r, self.keys, self.identity = cfg, r, keys, identity
+        self.seed = seed
+        self.games = 0
+        self.positions = 0
+        self.status = "starting"
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.net = BgNet(tuple(cfg.model.hidden))
+        template = init_params(self.net, jax.random.key(0))
+        self.follower = WeightsFollower(self.keys, template, model_hash(cfg))
+        movegen = movegen_of(cfg)
+        s = cfg.selfplay
+        self.play = jax.jit(
+            partial(
+                play_chunk,
+                self_play_decider(cfg, self.net),
+                length=s.chunk_turns,
+                max_turns=s.max_turns,
+                movegen=movegen,
+            )
+        )
+        self.eq_fn = _surprise_fn(self.net)
+        self.replay = ReplayStore(self.r, self.keys, cfg.buffer.capacity_positions, movegen.max_plays)
+        self.assembler = EpisodeAssembler()
+        self.key = jax.random.key(self.seed)
+        self.key, k = jax.random.split(self.key)
+        self.slots = start_games(k, s.batch_size)
+        self.config_hash = config_hash(cfg)
+
+    def run_once(self) -> Unit:
+        _, status = runstate.get_run(self.r, self.keys)
+        if status == "stopped":
+            self.status = "stopping"
+            return Unit("run stopped: exiting", done=True)
+        if status != "running":
+            self.status = "paused" if status == "paused" else "idle"
+            return Unit(idle_s=1.0)
+        swapped = self.follower.update(self.r)
+        if self.follower.params is None:
+            self.status = "idle"
+            return Unit(idle_s=1.0)
+        self.status = "running"
+        version = self.follower.version
+        assert version is not None
+        self.key, k = jax.random.split(self.key)
+        self.slots, chunk = self.play(self.follower.params, self.slots, k)
+        episodes = self.assembler.add(jax.device_get(chunk), version)
+        surprise = episode_surprise(self.eq_fn, self.follower.params, episodes)
+        blobs = [encode_episode(ep, s) for ep, s in zip(episodes, surprise, strict=True)]
+        if blobs:
+            self.replay.push_many(blobs)
+        self.games += len(episodes)
+        n = sum(len(ep) for ep in episodes)
+        self.positions += n
+        note = f" (now version {version})" if swapped else ""
+        return Unit(f"pushed {len(episodes)} games, {n} positions{note}")
+
+    def info(self, now: float) -> WorkerInfo:
+        return self.identity.info(now, self.status, self.games, self.follower_version())
+
+    def follower_version(self) -> int | None:
+        follower = getattr(self, "follower", None)
+        return None if follower is None else follower.version
+
+    def teardown(self) -> None:
+        """Unfinished games are dropped: an episode is pushed whole or not at all."""

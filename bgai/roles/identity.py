@@ -1,0 +1,54 @@
+"""Who a role process is, for the registry."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+from bgai.store.registry import WorkerInfo
+
+
+@dataclass(frozen=True)
+class Identity:
+    worker_id: str
+    type: str  # coordinator | game | training | eval
+    hostname: str
+    device_type: str
+    device_name: str
+    metrics_port: int = 0  # 0: serves no /metrics
+
+    def info(self, now: float, status: str, games: int = 0, version: int | None = None) -> WorkerInfo:
+        return WorkerInfo(
+            worker_id=self.worker_id,
+            type=self.type,
+            device_type=self.device_type,
+            device_name=self.device_name,
+            hostname=self.hostname,
+            metrics_port=self.metrics_port,
+            status=status,
+            games_generated=games,
+            model_version=version,
+            last_heartbeat=now,
+        )
+
+
+def default_worker_id(kind: str) -> str:
+    """`host:kind:pid`, unique on a host and readable in `bgai status`."""
+    return f"{socket.gethostname()}:{kind}:{os.getpid()}"
+
+
+def make_identity(
+    kind: str, worker_id: str | None, metrics_port: int = 0, detect_device: bool = True
+) -> Identity:
+    from bgai.devices import detect
+
+    device_type, device_name = detect() if detect_device else ("cpu", "")
+    return Identity(
+        worker_id or default_worker_id(kind),
+        kind,
+        socket.gethostname(),
+        device_type,
+        device_name,
+        metrics_port,
+    )

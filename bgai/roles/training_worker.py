@@ -1,0 +1,168 @@
+"""`bgai training-worker`: samples the Redis buffer, trains, publishes weights, checkpoints.
+
+Exactly one trains (the trainer lock); a second one waits as a standby. A unit is the train steps
+the replay ratio allows right now, at most up to the next publish: steps are owed at
+`training.samples_per_position` sampled positions per position pushed since this worker started
+(the positions already in the buffer count as new), and training starts once the buffer holds
+`training.min_buffer_positions`. Every `publish_every` steps a new version is published; every
+`checkpoint_every` steps, and on a warm stop, a local checkpoint is written (resumed on start).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bgai.config import Config, config_hash, model_hash
+from bgai.core.network import BgNet, init_params
+from bgai.core.train_step import Batch, TrainState, init_train_state, make_optimizer, make_train_step
+from bgai.roles.base import Unit
+from bgai.roles.identity import Identity
+from bgai.store import runstate, weights
+from bgai.store.client import Redis
+from bgai.store.codec import encode_weights
+from bgai.store.keys import Keys
+from bgai.store.lock import TrainerLock
+from bgai.store.registry import WorkerInfo
+from bgai.store.replay import ReplayStore
+from bgai.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from bgai.train.local import movegen_of
+
+log = logging.getLogger(__name__)
+
+
+class TrainingWorker:
+    def __init__(self, cfg: Config, r: Redis, keys: Keys, identity: Identity) -> None:
+        self.cfg, self.r, self.keys, self.identity = cfg, r, keys, identity
+        self.status = "starting"
+        self.version: int | None = None  # the version this trainer last published
+        self.base_pushed: int | None = None
+        self.base_step = 0
+        self.last_loss = float("nan")
+
+    def setup(self) -> None:
+        cfg, t = self.cfg, self.cfg.training
+        self.net = BgNet(tuple(cfg.model.hidden))
+        self.optimizer = make_optimizer(
+            t.learning_rate, t.lr_schedule, t.warmup_steps, t.decay_steps, t.weight_decay, t.grad_clip
+        )
+        self.train_step = make_train_step(self.net.apply, self.optimizer, t.policy_weight, t.value_weight)
+        self.state = init_train_state(init_params(self.net, jax.random.key(t.seed)), self.optimizer)
+        self.rng = np.random.default_rng(t.seed)
+        self.dir = Path(t.checkpoint_dir)
+        self.lock = TrainerLock(self.keys, self.identity.worker_id, cfg.head.trainer_lock_ttl_s)
+        self.replay = ReplayStore(self.r, self.keys, cfg.buffer.capacity_positions, movegen_of(cfg).max_plays)
+        self.model_hash, self.config_hash = model_hash(cfg), config_hash(cfg)
+        ckpts = list_checkpoints(self.dir)
+        if ckpts:
+            restored, meta = load_checkpoint(ckpts[-1], self._template(), self.model_hash)
+            self.state = TrainState(restored["params"], restored["opt_state"], jnp.asarray(restored["step"]))
+            self.rng = np.random.default_rng([t.seed, int(meta["step"])])
+            self.version = int(meta.get("model_version", 0))
+            log.info("resumed from %s at step %d, version %d", ckpts[-1], meta["step"], self.version)
+        self.base_step = self.step
+
+    @property
+    def step(self) -> int:
+        return int(self.state.step)
+
+    def _template(self) -> dict[str, Any]:
+        return {"params": self.state.params, "opt_state": self.state.opt_state, "step": self.state.step}
+
+    def publish(self) -> int:
+        """Publish the current params as the next version (above whatever Redis holds)."""
+        current = weights.current_version(self.r, self.keys)
+        version = (
+            max(current if current is not None else -1, self.version if self.version is not None else -1) + 1
+        )
+        blob = encode_weights(
+            self.state.params,
+            version=version,
+            step=self.step,
+            model_hash=self.model_hash,
+            config_hash=self.config_hash,
+        )
+        weights.publish(self.r, self.keys, version, blob)
+        self.version = version
+        return version
+
+    def checkpoint(self) -> Path:
+        meta = {
+            "model_hash": self.model_hash,
+            "config_hash": self.config_hash,
+            "model_version": self.version or 0,
+        }
+        return save_checkpoint(
+            self.dir, self.step, self._template(), meta, self.cfg.training.keep_checkpoints
+        )
+
+    def run_once(self) -> Unit:
+        t = self.cfg.training
+        _, status = runstate.get_run(self.r, self.keys)
+        if status == "stopped":
+            self.status = "stopping"
+            return Unit("run stopped: exiting", done=True)
+        if not self.lock.acquire(self.r):
+            self.status = "standby"
+            return Unit(idle_s=min(5.0, self.cfg.head.trainer_lock_ttl_s / 3))
+        if status != "running":
+            self.status = "paused" if status == "paused" else "idle"
+            return Unit(idle_s=1.0)
+        if self.version is None or weights.current_version(self.r, self.keys) is None:
+            return Unit(f"published initial weights as version {self.publish()}")
+        stats = self.replay.stats()
+        size, pushed = int(stats.get("size", 0)), int(stats.get("pushed_positions", 0))
+        if self.base_pushed is None:
+            self.base_pushed = pushed - size
+        if size < t.min_buffer_positions:
+            self.status = "waiting"
+            return Unit(idle_s=1.0)
+        owed = int((pushed - self.base_pushed) * t.samples_per_position / t.batch_size) - (
+            self.step - self.base_step
+        )
+        to_publish = t.publish_every - self.step % t.publish_every
+        steps = min(owed, to_publish)
+        if steps < 1:
+            self.status = "waiting"
+            return Unit(idle_s=0.2)
+        self.status = "training"
+        metrics = self._train(steps)
+        note = ""
+        if self.step % t.publish_every == 0:
+            note = f", published version {self.publish()}"
+        if self.step // t.checkpoint_every != (self.step - steps) // t.checkpoint_every:
+            note += f", checkpoint {self.checkpoint().name}"
+        self.last_loss = metrics["loss"]
+        return Unit(
+            f"step {self.step} loss {metrics['loss']:.4f} (policy {metrics['policy_loss']:.4f}, "
+            f"value {metrics['value_loss']:.4f}){note}"
+        )
+
+    def _train(self, steps: int) -> dict[str, float]:
+        t = self.cfg.training
+        per_block = max(1, t.sample_block // t.batch_size)
+        m: dict[str, Any] = {}
+        done = 0
+        while done < steps:
+            n = min(per_block, steps - done)
+            block = self.replay.sample(n * t.batch_size, self.rng, self.cfg.buffer.surprise_fraction)
+            for i in range(n):
+                part = {
+                    k: jnp.asarray(v[i * t.batch_size : (i + 1) * t.batch_size]) for k, v in block.items()
+                }
+                self.state, m = self.train_step(self.state, Batch(**part))
+            done += n
+        return {k: float(v) for k, v in m.items()}
+
+    def info(self, now: float) -> WorkerInfo:
+        return self.identity.info(now, self.status, 0, self.version)
+
+    def teardown(self) -> None:
+        if self.step > self.base_step:
+            log.info("warm stop: checkpoint %s", self.checkpoint())
+        self.lock.release(self.r)

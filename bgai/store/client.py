@@ -1,0 +1,45 @@
+"""The Redis connection and the errors that mean "the server is away, try again later".
+
+Roles never import redis: they catch `UNAVAILABLE` (re-exported here) and back off.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from bgai.config import RedisConfig
+from bgai.store.keys import Keys
+
+Redis = redis.Redis
+
+# A lost, refused or timed-out connection, or a server still loading its data: worth retrying.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.BusyLoadingError,
+)
+# The server answered, but refused us (wrong password, ACL): retrying will not help.
+REFUSED: tuple[type[BaseException], ...] = (redis.AuthenticationError, redis.exceptions.NoPermissionError)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True for errors worth a retry (AuthenticationError subclasses ConnectionError: not one)."""
+    return isinstance(exc, UNAVAILABLE) and not isinstance(exc, REFUSED)
+
+
+def connect(cfg: RedisConfig) -> redis.Redis:
+    """A client for `cfg` (lazy: no I/O until the first command)."""
+    return redis.Redis(
+        host=cfg.host,
+        port=cfg.port,
+        db=cfg.db,
+        username=cfg.username or None,
+        password=cfg.password or None,
+        socket_timeout=cfg.socket_timeout_s,
+        socket_connect_timeout=cfg.socket_timeout_s,
+        health_check_interval=30,
+    )
+
+
+def keys_for(cfg: RedisConfig) -> Keys:
+    return Keys(cfg.prefix)

@@ -1,0 +1,228 @@
+"""The store on fakeredis and on a real redis-server: weights, replay, registry, run state, lock."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import jax
+import numpy as np
+import pytest
+import redis
+
+from bgai.clock import FakeClock
+from bgai.core import rules
+from bgai.core.episodes import Episode
+from bgai.core.network import BgNet, init_params
+from bgai.errors import CorruptDataError, IncompatibleError
+from bgai.store import registry, runstate, weights
+from bgai.store.codec import decode_rows, decode_weights, encode_episode, encode_weights, episode_rows
+from bgai.store.keys import Keys
+from bgai.store.lock import TrainerLock
+from bgai.store.registry import WorkerInfo
+from bgai.store.replay import ReplayStore
+
+K = 16  # max plays in these tests
+KEYS = Keys("t1")
+
+
+def make_episode(length: int, seed: int, version: int = 0) -> Episode:
+    """A synthetic episode: random boards, a random number of legal plays per row."""
+    rng = np.random.default_rng(seed)
+    n = rng.integers(1, K + 1, length)
+    mask = np.arange(K)[None, :] < n[:, None]
+    policy = rng.random((length, K)).astype(np.float32) * mask
+    policy /= policy.sum(1, keepdims=True)
+    steps = rng.integers(0, rules.NUM_STEPS, (length, K, 4)).astype(np.uint8)
+    steps[~mask] = rules.NO_STEP
+    return Episode(
+        boards=rng.integers(-15, 16, (length, 28)).astype(np.int8),
+        dice=rng.integers(0, 21, length).astype(np.int8),
+        mask=mask,
+        steps=steps,
+        policy=policy,
+        player=(np.arange(length) % 2).astype(np.int8),
+        result=int(rng.choice([-3, -2, -1, 1, 2, 3])),
+        model_version=version,
+    )
+
+
+def small_params(hidden: tuple[int, ...] = (8,)) -> dict:
+    return init_params(BgNet(hidden), jax.random.key(0))
+
+
+# --- codec -----------------------------------------------------------------------------------
+
+
+def test_episode_codec_round_trip() -> None:
+    ep = make_episode(40, 1)
+    blob = encode_episode(ep, surprise=0.25)
+    rows = episode_rows(blob)
+    starts = np.cumsum([0] + [len(x) for x in rows[:-1]])
+    got = decode_rows(b"".join(rows), starts, K)
+    np.testing.assert_array_equal(got["boards"], ep.boards)
+    np.testing.assert_array_equal(got["mask"], ep.mask)
+    np.testing.assert_array_equal(got["outcome"], ep.outcome)
+    np.testing.assert_array_equal(got["steps"], ep.steps)
+    np.testing.assert_allclose(got["policy"], ep.policy, atol=3 / 255)
+    assert len(blob) / len(ep) < 32 + 5 * K + 8
+
+
+def test_weights_codec_refuses_corrupt_and_foreign_blobs() -> None:
+    params = small_params()
+    blob = encode_weights(params, version=3, step=30, model_hash="m1", config_hash="c1")
+    restored, header = decode_weights(blob, params, "m1")
+    assert header["version"] == 3
+    jax.tree.map(np.testing.assert_array_equal, restored, params)
+    flipped = bytearray(blob)
+    flipped[-10] ^= 0xFF
+    with pytest.raises(CorruptDataError, match="checksum"):
+        decode_weights(bytes(flipped), params, "m1")
+    with pytest.raises(CorruptDataError, match="magic"):
+        decode_weights(b"\x80\x04pickle", params, "m1")
+    with pytest.raises(IncompatibleError, match="model"):
+        decode_weights(blob, params, "other")
+    with pytest.raises(IncompatibleError, match="shapes"):
+        decode_weights(blob, small_params((9,)), "m1")
+
+
+# --- weights in Redis ------------------------------------------------------------------------
+
+
+def test_publish_is_atomic_and_only_grows(r: redis.Redis) -> None:
+    params = small_params()
+    blob = encode_weights(params, version=1, step=10, model_hash="m", config_hash="c")
+    assert weights.publish(r, KEYS, 1, blob) == 1
+    assert weights.fetch(r, KEYS) == (1, blob)
+    assert weights.model_meta(r, KEYS) == {"version": 1, "step": 10, "model_hash": "m", "config_hash": "c"}
+    with pytest.raises(weights.StaleVersionError):
+        weights.publish(r, KEYS, 1, blob)
+    with pytest.raises(ValueError, match="stamped"):
+        weights.publish(r, KEYS, 2, blob)
+
+
+def test_follower_keeps_last_good_model(r: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    params = small_params()
+    follower = weights.WeightsFollower(KEYS, params, "m")
+    assert not follower.update(r)  # nothing published yet
+    good = encode_weights(params, version=1, step=1, model_hash="m", config_hash="c")
+    weights.publish(r, KEYS, 1, good)
+    assert follower.update(r) and follower.version == 1
+    # a corrupt blob of version 2, written behind the codec's back
+    bad = bytearray(encode_weights(params, version=2, step=2, model_hash="m", config_hash="c"))
+    bad[-1] ^= 1
+    r.set(KEYS.model_version, 2)
+    r.set(KEYS.model_weights, bytes(bad))
+    with caplog.at_level(logging.ERROR):
+        assert not follower.update(r)
+    assert follower.version == 1 and follower.params is not None
+    assert "refused weights version 2" in caplog.text and "checksum" in caplog.text
+    # a foreign model's blob
+    weights.publish(r, KEYS, 3, encode_weights(small_params((9,)), version=3, step=3, model_hash="m", config_hash="c"))
+    assert not follower.update(r) and follower.version == 1
+    assert "IncompatibleError" in follower.refused[3]
+    weights.publish(r, KEYS, 4, encode_weights(params, version=4, step=4, model_hash="m", config_hash="c"))
+    assert follower.update(r) and follower.version == 4
+
+
+# --- replay buffer ---------------------------------------------------------------------------
+
+
+def test_capacity_is_enforced_on_every_push(r: redis.Redis) -> None:
+    store = ReplayStore(r, KEYS, capacity=500, max_plays=K)
+    lengths = [37, 80, 12, 120, 64, 99, 41, 73, 58, 90, 33, 77]
+    for i, n in enumerate(lengths):
+        store.push(encode_episode(make_episode(n, i)))
+        st = store.stats()
+        assert st["size"] <= 500 or st["episodes"] == 1
+        live = lengths[st["oldest"] - 1 : st["newest"]]
+        assert st["size"] == sum(live) and st["episodes"] == len(live)
+        assert r.llen(KEYS.buffer_episodes) == len(live)
+        assert int(r.lindex(KEYS.buffer_episodes, 0)) == st["oldest"]
+    assert not r.exists(KEYS.buffer_episode(1))  # evicted whole
+    assert st["pushed_positions"] == sum(lengths)
+    assert st["evicted_positions"] == sum(lengths) - st["size"]
+
+
+def test_uniform_sampling_covers_the_whole_buffer(r: redis.Redis) -> None:
+    store = ReplayStore(r, KEYS, capacity=10_000, max_plays=K)
+    eps = [make_episode(n, i) for i, n in enumerate([10, 200, 30])]
+    store.push_many([encode_episode(ep) for ep in eps])
+    ids, rows = store.draw(24_000, np.random.default_rng(0))
+    share = np.bincount(ids, minlength=4)[1:] / len(ids)
+    np.testing.assert_allclose(share, [10 / 240, 200 / 240, 30 / 240], atol=0.01)  # by positions
+    assert np.all(rows < np.array([0, 10, 200, 30])[ids])
+    got = store.sample(300, np.random.default_rng(1))
+    boards = np.concatenate([ep.boards for ep in eps])
+    matches = (got["boards"][:, None, :] == boards[None]).all(-1).any(-1)
+    assert matches.all()  # every sampled row is a stored position, decoded intact
+
+
+def test_surprise_weighted_sampling(r: redis.Redis) -> None:
+    store = ReplayStore(r, KEYS, capacity=10_000, max_plays=K)
+    store.push(encode_episode(make_episode(100, 1), surprise=0.01))
+    store.push(encode_episode(make_episode(100, 2), surprise=0.99))
+    ids, _ = store.draw(10_000, np.random.default_rng(0), surprise_fraction=1.0)
+    assert np.mean(ids == 2) > 0.97
+    ids, _ = store.draw(10_000, np.random.default_rng(0), surprise_fraction=0.5)
+    assert 0.7 < np.mean(ids == 2) < 0.8  # half uniform (0.5 each), half by surprise (~0.99)
+
+
+def test_sampler_mirror_follows_eviction(r: redis.Redis) -> None:
+    writer = ReplayStore(r, KEYS, capacity=300, max_plays=K)
+    reader = ReplayStore(r, KEYS, capacity=300, max_plays=K)
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        writer.push(encode_episode(make_episode(50, i)))
+        ids, _ = reader.draw(200, rng)
+        st = writer.stats()
+        assert ids.min() >= st["oldest"] and ids.max() <= st["newest"]
+    assert reader.sample(64, rng)["boards"].shape == (64, 28)
+
+
+# --- registry, run state, lock ---------------------------------------------------------------
+
+
+def info(worker_id: str, now: float) -> WorkerInfo:
+    return WorkerInfo(worker_id, "game", "cpu", "test cpu", "h1", 9100, "running", 5, 2, now)
+
+
+def test_registry_liveness_by_injected_clock(r: redis.Redis) -> None:
+    clock = FakeClock()
+    registry.heartbeat(r, KEYS, info("a", clock.now()), ttl_s=60)
+    registry.heartbeat(r, KEYS, info("b", clock.now()), ttl_s=60)
+    rec = json.loads(r.get(KEYS.worker("a")))
+    assert set(rec) >= {"type", "device_type", "device_name", "hostname", "metrics_port", "status",
+                        "games_generated", "model_version", "last_heartbeat"}
+    assert 0 < r.pttl(KEYS.worker("a")) <= 60_000
+    clock.advance(45)
+    registry.heartbeat(r, KEYS, info("b", clock.now()), ttl_s=60)
+    clock.advance(20)  # a: 65 s since its heartbeat, b: 20 s
+    assert set(registry.live_workers(r, KEYS, clock.now(), 60)) == {"b"}
+    assert registry.reap(r, KEYS, clock.now(), 60) == ["a"]
+    assert set(registry.list_workers(r, KEYS)) == {"b"} and not r.exists(KEYS.worker("a"))
+    registry.deregister(r, KEYS, "b")
+    assert registry.list_workers(r, KEYS) == {}
+
+
+def test_run_state(r: redis.Redis) -> None:
+    assert runstate.get_run(r, KEYS) == (None, None)
+    assert runstate.ensure_run(r, KEYS, "run1") == ("run1", "running")
+    runstate.set_status(r, KEYS, "paused")
+    assert runstate.ensure_run(r, KEYS, "run2") == ("run1", "paused")  # never overwrites
+    with pytest.raises(ValueError):
+        runstate.set_status(r, KEYS, "sleeping")
+
+
+def test_trainer_lock_is_exclusive_and_released_safely(r: redis.Redis) -> None:
+    a, b = TrainerLock(KEYS, "a", 30), TrainerLock(KEYS, "b", 30)
+    assert a.acquire(r) and not b.acquire(r)
+    assert a.acquire(r)  # refresh
+    assert not b.release(r) and a.holder(r) == "a"  # b cannot release a's lock
+    assert a.release(r) and b.acquire(r) and b.holder(r) == "b"
+
+
+def test_keys_use_the_prefix() -> None:
+    assert Keys("x").worker("w") == "x:workers:w" and Keys().model_weights == "bgai:model:weights"
+    with pytest.raises(ValueError):
+        Keys("bad prefix")
