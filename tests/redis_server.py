@@ -22,7 +22,7 @@ def free_port() -> int:
 def redis_binary() -> str:
     path = shutil.which("redis-server")
     if path is None:
-        raise RuntimeError("redis-server is not installed (apt-get install redis-server); .ci/run installs it")
+        raise RuntimeError("redis-server is missing (apt-get install redis-server; .ci/run installs it)")
     return path
 
 

@@ -97,6 +97,17 @@ ROLE_COMMANDS = [
 ]
 
 
+@click.command("check-config")
+@config_option
+@set_option
+def check_config(config: str | None, sets: tuple[str, ...]) -> None:
+    """Validate the config (file, BGAI_* env, --set) and print its fingerprints; exit 2 if bad."""
+    from bgai.config import config_hash, model_hash
+
+    cfg = load_or_exit(config, sets)
+    click.echo(f"config ok: config hash {config_hash(cfg)}, model hash {model_hash(cfg)}")
+
+
 @click.command("status")
 @config_option
 @set_option

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from bgai.cli.common import config_option, load_or_exit, set_option
-from bgai.cli.fleet import ROLE_COMMANDS, status
+from bgai.cli.fleet import ROLE_COMMANDS, check_config, status
 from bgai.errors import BgaiError
 
 
@@ -166,7 +166,7 @@ def bench_train(config: str | None, sets: tuple[str, ...], batch: int | None, re
     click.echo(json.dumps(result))
 
 
-for _command in (*ROLE_COMMANDS, status):
+for _command in (*ROLE_COMMANDS, check_config, status):
     cli.add_command(_command)
 
 

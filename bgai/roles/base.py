@@ -18,6 +18,7 @@ import logging
 import random
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from types import FrameType
 from typing import Protocol
@@ -82,6 +83,7 @@ class RoleRunner:
         self.stop = threading.Event()
         self.backoff = Backoff(cfg.redis.backoff_base_s, cfg.redis.backoff_max_s)
         self._beat_failing = False
+        self.log_every_s = 5.0  # unit summaries are logged at most this often
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("%s: signal %d, stopping after this unit", self.worker_id, signum)
@@ -112,6 +114,7 @@ class RoleRunner:
         beat.start()
         code = 0
         ready = False
+        last_log = -float("inf")
         try:
             while not self.stop.is_set():
                 try:
@@ -131,8 +134,9 @@ class RoleRunner:
                     self.stop.wait(wait)
                     continue
                 self.backoff.reset()
-                if unit.summary:
+                if unit.summary and (unit.done or time.monotonic() - last_log >= self.log_every_s):
                     log.info("%s: %s", self.worker_id, unit.summary)
+                    last_log = time.monotonic()
                 if unit.done:
                     break
                 if unit.idle_s > 0:

@@ -8,7 +8,6 @@ from pathlib import Path
 import fakeredis
 import pytest
 import redis
-
 from redis_server import redis_server
 
 

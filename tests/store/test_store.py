@@ -118,7 +118,9 @@ def test_follower_keeps_last_good_model(r: redis.Redis, caplog: pytest.LogCaptur
     assert follower.version == 1 and follower.params is not None
     assert "refused weights version 2" in caplog.text and "checksum" in caplog.text
     # a foreign model's blob
-    weights.publish(r, KEYS, 3, encode_weights(small_params((9,)), version=3, step=3, model_hash="m", config_hash="c"))
+    weights.publish(
+        r, KEYS, 3, encode_weights(small_params((9,)), version=3, step=3, model_hash="m", config_hash="c")
+    )
     assert not follower.update(r) and follower.version == 1
     assert "IncompatibleError" in follower.refused[3]
     weights.publish(r, KEYS, 4, encode_weights(params, version=4, step=4, model_hash="m", config_hash="c"))
@@ -192,8 +194,17 @@ def test_registry_liveness_by_injected_clock(r: redis.Redis) -> None:
     registry.heartbeat(r, KEYS, info("a", clock.now()), ttl_s=60)
     registry.heartbeat(r, KEYS, info("b", clock.now()), ttl_s=60)
     rec = json.loads(r.get(KEYS.worker("a")))
-    assert set(rec) >= {"type", "device_type", "device_name", "hostname", "metrics_port", "status",
-                        "games_generated", "model_version", "last_heartbeat"}
+    assert set(rec) >= {
+        "type",
+        "device_type",
+        "device_name",
+        "hostname",
+        "metrics_port",
+        "status",
+        "games_generated",
+        "model_version",
+        "last_heartbeat",
+    }
     assert 0 < r.pttl(KEYS.worker("a")) <= 60_000
     clock.advance(45)
     registry.heartbeat(r, KEYS, info("b", clock.now()), ttl_s=60)

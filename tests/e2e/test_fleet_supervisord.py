@@ -1,0 +1,125 @@
+"""The whole fleet on one host under a real supervisord, with a real redis-server.
+
+Starts `supervisor/local.conf` (the programs scripts/fleet-local runs) with the tiny test config,
+then waits, bounded and on conditions, until the model version is >= 3, an eval result exists and
+every program is in the registry; then stops the workers warmly and checks they deregistered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis_server import free_port, redis_binary
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+CONF = REPO / "supervisor" / "local.conf"
+PROGRAMS = {"redis", "coordinator", "training-worker", "game-worker-0", "game-worker-1", "eval-worker"}
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout_s: float, poll_s: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(poll_s)  # polling interval of a condition wait, not a fixed delay
+
+
+@pytest.fixture()
+def fleet(tmp_path: Path) -> Iterator[tuple[dict[str, str], redis.Redis]]:
+    redis_binary()  # fail clearly if redis-server is missing
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    port = free_port()
+    env = {
+        **os.environ,
+        "BGAI_BIN": str(BIN),
+        "BGAI_RUN_DIR": str(run_dir),
+        "BGAI_CONFIG": str(REPO / "tests" / "fleet.yaml"),
+        "BGAI_GAME_WORKERS": "2",
+        "BGAI_REDIS__PORT": str(port),
+        "BGAI_TRAINING__CHECKPOINT_DIR": str(run_dir / "checkpoints"),
+        "BGAI_HEAD__TARGETS_FILE": str(run_dir / "targets.json"),
+    }
+    subprocess.run([BIN / "supervisord", "-c", CONF], env=env, check=True)
+    r = redis.Redis(port=port)
+    try:
+        yield env, r
+    finally:
+        r.close()
+        subprocess.run([BIN / "supervisorctl", "-c", CONF, "shutdown"], env=env, capture_output=True)
+        pid_file = run_dir / "supervisord.pid"
+        wait_for("supervisord to exit", lambda: not pid_file.exists(), 180)
+
+
+def ctl_status(env: dict[str, str]) -> dict[str, str]:
+    out = subprocess.run(
+        [BIN / "supervisorctl", "-c", CONF, "status"], env=env, capture_output=True, text=True
+    ).stdout
+    return {line.split()[0].split(":")[-1]: line.split()[1] for line in out.splitlines() if line.strip()}
+
+
+def registry_types(r: redis.Redis) -> set[str]:
+    try:
+        ids = [m.decode() for m in r.smembers("bgai:workers:index")]
+        raws = [r.get(f"bgai:workers:{i}") for i in ids]
+    except redis.ConnectionError:
+        return set()
+    return {i for i, raw in zip(ids, raws, strict=True) if raw is not None}
+
+
+def version(r: redis.Redis) -> int:
+    try:
+        raw = r.get("bgai:model:version")
+    except redis.ConnectionError:
+        return -1
+    return -1 if raw is None else int(raw)
+
+
+def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, str], redis.Redis]) -> None:
+    env, r = fleet
+    host = os.uname().nodename
+    expected = {f"{host}:{k}" for k in ("coordinator", "training", "game:0", "game:1", "eval")}
+    wait_for("every program RUNNING", lambda: set(ctl_status(env).values()) == {"RUNNING"}, 120)
+    assert set(ctl_status(env)) == PROGRAMS
+    wait_for("model version >= 3", lambda: version(r) >= 3, 600)
+    wait_for(
+        "an eval result",
+        lambda: (
+            bool(r.zrange("bgai:eval:versions", 0, -1))
+            and any(r.hgetall(f"bgai:eval:results:{int(v)}") for v in r.zrange("bgai:eval:versions", 0, -1))
+        ),
+        600,
+    )
+    wait_for("every program in the registry", lambda: registry_types(r) >= expected, 120)
+    out = subprocess.run(
+        [BIN / "bgai", "status", "--config", env["BGAI_CONFIG"], "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert status["status"] == "running" and status["model_version"] >= 3
+    assert status["buffer"]["size"] <= 5000 and set(status["workers"]) >= expected
+    # warm stop: TERM, finish the unit, checkpoint, deregister, exit 0 (not restarted: STOPPED)
+    subprocess.run(
+        [BIN / "supervisorctl", "-c", CONF, "stop", "game-worker:*", "eval-worker", "training-worker"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    states = ctl_status(env)
+    assert {states[p] for p in PROGRAMS - {"redis", "coordinator"}} == {"STOPPED"}
+    assert registry_types(r) & expected == {f"{host}:coordinator"}
+    log = (Path(env["BGAI_RUN_DIR"]) / "training-worker.log").read_text()
+    assert "warm stop: checkpoint" in log
+    assert list((Path(env["BGAI_RUN_DIR"]) / "checkpoints").glob("ckpt_*.bgai"))
