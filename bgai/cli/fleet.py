@@ -123,7 +123,7 @@ def status(config: str | None, sets: tuple[str, ...], as_json: bool) -> None:
     try:
         run_id, run_status = runstate.get_run(r, keys)
         version = weights.current_version(r, keys)
-        buffer = ReplayStore(r, keys, cfg.buffer.capacity_positions, cfg.movegen.max_plays).stats()
+        buffer = ReplayStore(r, keys, cfg.buffer.capacity_positions).stats()
         now = time.time()
         workers = registry.live_workers(r, keys, now, cfg.head.heartbeat_ttl_s)
         results = evals.results(r, keys, limit=5)

@@ -170,5 +170,30 @@ for _command in (*ROLE_COMMANDS, check_config, status):
     cli.add_command(_command)
 
 
+@bench.command("buffer")
+@config_option
+@set_option
+@click.option("--positions", type=int, default=1_000_000, show_default=True, help="Buffer capacity to fill.")
+@click.option("--sample", type=int, default=4096, show_default=True, help="Positions per sample.")
+@click.option("--pushes", type=int, default=2000, show_default=True, help="Timed pushes at capacity.")
+@click.option("--repeats", type=int, default=20, show_default=True, help="Timed samples.")
+@click.option("--port", type=int, default=None, help="Use the Redis on this loopback port (flushed!).")
+def bench_buffer(
+    config: str | None,
+    sets: tuple[str, ...],
+    positions: int,
+    sample: int,
+    pushes: int,
+    repeats: int,
+    port: int | None,
+) -> None:
+    """The Redis replay buffer: push+evict per episode, sample latency, bytes per position."""
+    from bgai.bench.buffer import bench_buffer as run_bench
+
+    cfg = load_or_exit(config, sets)
+    result = run_bench(cfg, positions, sample, pushes, repeats, port, log=click.echo)
+    click.echo(json.dumps(result))
+
+
 if __name__ == "__main__":  # pragma: no cover
     cli()

@@ -85,7 +85,7 @@ class GameWorker:
             )
         )
         self.eq_fn = _surprise_fn(self.net)
-        self.replay = ReplayStore(self.r, self.keys, cfg.buffer.capacity_positions, movegen.max_plays)
+        self.replay = ReplayStore(self.r, self.keys, cfg.buffer.capacity_positions)
         self.assembler = EpisodeAssembler()
         self.key = jax.random.key(self.seed)
         self.key, k = jax.random.split(self.key)

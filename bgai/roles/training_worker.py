@@ -30,6 +30,7 @@ from bgai.store.keys import Keys
 from bgai.store.lock import TrainerLock
 from bgai.store.registry import WorkerInfo
 from bgai.store.replay import ReplayStore
+from bgai.store.sampler import ReplayMirror
 from bgai.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from bgai.train.local import movegen_of
 
@@ -56,7 +57,8 @@ class TrainingWorker:
         self.rng = np.random.default_rng(t.seed)
         self.dir = Path(t.checkpoint_dir)
         self.lock = TrainerLock(self.keys, self.identity.worker_id, cfg.head.trainer_lock_ttl_s)
-        self.replay = ReplayStore(self.r, self.keys, cfg.buffer.capacity_positions, movegen_of(cfg).max_plays)
+        self.replay = ReplayStore(self.r, self.keys, cfg.buffer.capacity_positions)
+        self.mirror = ReplayMirror(self.replay, movegen_of(cfg).max_plays)
         self.model_hash, self.config_hash = model_hash(cfg), config_hash(cfg)
         ckpts = list_checkpoints(self.dir)
         if ckpts:
@@ -150,7 +152,7 @@ class TrainingWorker:
         done = 0
         while done < steps:
             n = min(per_block, steps - done)
-            block = self.replay.sample(n * t.batch_size, self.rng, self.cfg.buffer.surprise_fraction)
+            block = self.mirror.sample(n * t.batch_size, self.rng, self.cfg.buffer.surprise_fraction)
             for i in range(n):
                 part = {
                     k: jnp.asarray(v[i * t.batch_size : (i + 1) * t.batch_size]) for k, v in block.items()

@@ -192,39 +192,41 @@ def episode_rows(blob: bytes) -> list[bytes]:
     return [blob[int(a) : int(b)] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
 
 
-def decode_rows(data: bytes, starts: np.ndarray, max_plays: int) -> dict[str, np.ndarray]:
+def decode_rows(data: bytes | np.ndarray, starts: np.ndarray, max_plays: int) -> dict[str, np.ndarray]:
     """Training arrays from rows laid end to end in `data`, row i beginning at `starts[i]`.
 
     Returns boards [N, 28] int8, steps [N, K, 4] uint8, mask [N, K] bool, policy [N, K] float32,
-    outcome [N] int32 with K = max_plays (plays beyond K are dropped). Vectorised: no per-row loop.
+    outcome [N] int32 with K = max_plays (plays beyond K are dropped). Vectorised over the
+    stored plays only (no per-row loop, no gather over the padding).
     """
     buf = np.frombuffer(data, np.uint8)
     starts = np.asarray(starts, np.int64)
-    n_rows = len(starts)
-    if n_rows and (starts.max() + ROW_FIXED > len(buf)):
+    rows = len(starts)
+    if rows and (starts.min() < 0 or starts.max() + ROW_FIXED > len(buf)):
         raise CorruptDataError("episode rows: truncated")
-    boards = buf[starts[:, None] + np.arange(28)].view(np.int8)
-    outcome = buf[starts + 28].astype(np.int32)
-    n = buf[starts + 30].astype(np.int64) | (buf[starts + 31].astype(np.int64) << 8)
-    k = np.arange(max_plays)
-    mask = k[None, :] < np.minimum(n, max_plays)[:, None]
-    step_at = starts[:, None, None] + ROW_FIXED + k[None, :, None] * _STEPS + np.arange(_STEPS)
-    pol_at = starts[:, None] + ROW_FIXED + n[:, None] * _STEPS + k[None, :]
-    end = starts + ROW_FIXED + n * (_STEPS + 1)
-    if n_rows and end.max() > len(buf):
-        raise CorruptDataError("episode rows: play data past the end")
-    steps = np.where(mask[:, :, None], buf[np.where(mask[:, :, None], step_at, 0)], rules.NO_STEP)
-    quant = np.where(mask, buf[np.where(mask, pol_at, 0)], 0).astype(np.float32)
-    total = quant.sum(axis=1, keepdims=True)
-    policy = np.where(
-        total > 0, quant / np.maximum(total, 1), mask / np.maximum(mask.sum(1, keepdims=True), 1)
-    )
+    windows = np.lib.stride_tricks.sliding_window_view(buf, ROW_FIXED)  # [len, 32] no copy
+    fixed = windows[starts]  # [N, 32] board 28 | outcome | pad | n (u16)
+    boards = fixed[:, :28].view(np.int8)
+    outcome = fixed[:, 28].astype(np.int32)
     if np.any(outcome > 5):
         raise CorruptDataError("episode rows: outcome class out of range")
-    return {
-        "boards": boards,
-        "steps": steps.astype(np.uint8),
-        "mask": mask,
-        "policy": policy.astype(np.float32),
-        "outcome": outcome,
-    }
+    n_stored = fixed[:, 30].astype(np.int64) | (fixed[:, 31].astype(np.int64) << 8)
+    if rows and (starts + ROW_FIXED + n_stored * (_STEPS + 1)).max() > len(buf):
+        raise CorruptDataError("episode rows: play data past the end")
+    n = np.minimum(n_stored, max_plays)
+    row = np.repeat(np.arange(rows), n)  # [P] the row of each kept play
+    j = np.arange(len(row)) - np.repeat(np.cumsum(n) - n, n)  # [P] its index within the row
+    flat = row * max_plays + j  # [P] its cell in the [N, K] outputs
+    base = starts[row] + ROW_FIXED
+    # a play's 4 step bytes move as one uint32 (gathered through a 4-byte window view)
+    steps = np.full(rows * max_plays, int.from_bytes(bytes([rules.NO_STEP] * _STEPS), "little"), "<u4")
+    steps[flat] = np.lib.stride_tricks.sliding_window_view(buf, _STEPS)[base + j * _STEPS].view("<u4")[:, 0]
+    quant = buf[base + n_stored[row] * _STEPS + j].astype(np.float32)  # [P]
+    total = np.bincount(row, weights=quant, minlength=rows)[row]  # [P] the row's sum
+    uniform = (1.0 / np.maximum(n, 1))[row]  # an all-zero row (quantised away) becomes uniform
+    policy = np.zeros(rows * max_plays, np.float32)
+    policy[flat] = np.where(total > 0, quant / np.maximum(total, 1e-9), uniform)
+    mask = np.arange(max_plays)[None, :] < n[:, None]
+    steps = steps.view(np.uint8).reshape(rows, max_plays, _STEPS)
+    policy = policy.reshape(rows, max_plays)
+    return {"boards": boards, "steps": steps, "mask": mask, "policy": policy, "outcome": outcome}

@@ -21,6 +21,7 @@ from bgai.store.keys import Keys
 from bgai.store.lock import TrainerLock
 from bgai.store.registry import WorkerInfo
 from bgai.store.replay import ReplayStore
+from bgai.store.sampler import ReplayMirror
 
 K = 16  # max plays in these tests
 KEYS = Keys("t1")
@@ -131,7 +132,7 @@ def test_follower_keeps_last_good_model(r: redis.Redis, caplog: pytest.LogCaptur
 
 
 def test_capacity_is_enforced_on_every_push(r: redis.Redis) -> None:
-    store = ReplayStore(r, KEYS, capacity=500, max_plays=K)
+    store = ReplayStore(r, KEYS, capacity=500)
     lengths = [37, 80, 12, 120, 64, 99, 41, 73, 58, 90, 33, 77]
     for i, n in enumerate(lengths):
         store.push(encode_episode(make_episode(n, i)))
@@ -147,39 +148,50 @@ def test_capacity_is_enforced_on_every_push(r: redis.Redis) -> None:
 
 
 def test_uniform_sampling_covers_the_whole_buffer(r: redis.Redis) -> None:
-    store = ReplayStore(r, KEYS, capacity=10_000, max_plays=K)
+    store = ReplayStore(r, KEYS, capacity=10_000)
+    mirror = ReplayMirror(store, K)
     eps = [make_episode(n, i) for i, n in enumerate([10, 200, 30])]
     store.push_many([encode_episode(ep) for ep in eps])
-    ids, rows = store.draw(24_000, np.random.default_rng(0))
+    mirror.refresh()
+    ids = mirror.episode_of(mirror.draw(24_000, np.random.default_rng(0)))
     share = np.bincount(ids, minlength=4)[1:] / len(ids)
     np.testing.assert_allclose(share, [10 / 240, 200 / 240, 30 / 240], atol=0.01)  # by positions
-    assert np.all(rows < np.array([0, 10, 200, 30])[ids])
-    got = store.sample(300, np.random.default_rng(1))
+    got = mirror.sample(300, np.random.default_rng(1))
     boards = np.concatenate([ep.boards for ep in eps])
     matches = (got["boards"][:, None, :] == boards[None]).all(-1).any(-1)
     assert matches.all()  # every sampled row is a stored position, decoded intact
+    assert len({b.tobytes() for b in got["boards"]}) > 150  # and they are spread out
 
 
 def test_surprise_weighted_sampling(r: redis.Redis) -> None:
-    store = ReplayStore(r, KEYS, capacity=10_000, max_plays=K)
+    store = ReplayStore(r, KEYS, capacity=10_000)
+    mirror = ReplayMirror(store, K)
     store.push(encode_episode(make_episode(100, 1), surprise=0.01))
     store.push(encode_episode(make_episode(100, 2), surprise=0.99))
-    ids, _ = store.draw(10_000, np.random.default_rng(0), surprise_fraction=1.0)
+    mirror.refresh()
+    ids = mirror.episode_of(mirror.draw(10_000, np.random.default_rng(0), surprise_fraction=1.0))
     assert np.mean(ids == 2) > 0.97
-    ids, _ = store.draw(10_000, np.random.default_rng(0), surprise_fraction=0.5)
+    ids = mirror.episode_of(mirror.draw(10_000, np.random.default_rng(0), surprise_fraction=0.5))
     assert 0.7 < np.mean(ids == 2) < 0.8  # half uniform (0.5 each), half by surprise (~0.99)
 
 
-def test_sampler_mirror_follows_eviction(r: redis.Redis) -> None:
-    writer = ReplayStore(r, KEYS, capacity=300, max_plays=K)
-    reader = ReplayStore(r, KEYS, capacity=300, max_plays=K)
+def test_mirror_follows_pushes_and_evictions(r: redis.Redis) -> None:
+    writer = ReplayStore(r, KEYS, capacity=300)
+    mirror = ReplayMirror(writer, K)
     rng = np.random.default_rng(0)
-    for i in range(30):
-        writer.push(encode_episode(make_episode(50, i)))
-        ids, _ = reader.draw(200, rng)
-        st = writer.stats()
-        assert ids.min() >= st["oldest"] and ids.max() <= st["newest"]
-    assert reader.sample(64, rng)["boards"].shape == (64, 28)
+    eps = {}
+    for i in range(1, 61):
+        eps[i] = make_episode(int(rng.integers(20, 80)), i)
+        writer.push(encode_episode(eps[i]))
+        if i % 3 == 0:  # the trainer samples now and then; pushes and evictions happen between
+            got = mirror.sample(64, rng)
+            st = writer.stats()
+            assert mirror.size == st["size"]
+            live = np.concatenate([eps[j].boards for j in range(st["oldest"], st["newest"] + 1)])
+            assert (got["boards"][:, None, :] == live[None]).all(-1).any(-1).all()
+    assert mirror.arena.used < 3 * 300 * (32 + 5 * K)  # compaction keeps memory bounded
+    writer.clear()
+    assert mirror.refresh()["size"] == 0 and mirror.size == 0
 
 
 # --- registry, run state, lock ---------------------------------------------------------------
