@@ -84,7 +84,8 @@ def _run(
     pool = episode_pool(cfg, 256)
     per_pos = sum(map(len, pool)) / sum(read_episode_header(b).rows for b in pool)
     log(
-        f"pool: {len(pool)} random-play episodes, {per_pos:.0f} encoded bytes/position ({time.perf_counter() - t0:.0f} s)"
+        f"pool: {len(pool)} random-play episodes, {per_pos:.0f} encoded bytes/position "
+        f"({time.perf_counter() - t0:.0f} s)"
     )
     store = ReplayStore(r, keys, capacity)
     mirror = ReplayMirror(store, cfg.movegen.max_plays)

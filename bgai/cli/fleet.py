@@ -51,9 +51,8 @@ def _serve(
     elif kind == "game":
         from bgai.roles.game_worker import GameWorker
 
-        role = GameWorker(
-            cfg, r, keys, identity, seed=zlib.crc32(identity.worker_id.encode()) ^ cfg.training.seed
-        )
+        seed = zlib.crc32(identity.worker_id.encode()) ^ cfg.training.seed
+        role = GameWorker(cfg, r, keys, identity, seed=seed, clock=clock)
     elif kind == "training":
         from bgai.roles.training_worker import TrainingWorker
 

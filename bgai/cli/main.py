@@ -195,5 +195,21 @@ def bench_buffer(
     click.echo(json.dumps(result))
 
 
+@bench.command("propagation")
+@config_option
+@set_option
+@click.option("--workers", type=int, default=2, show_default=True, help="Game worker processes.")
+@click.option("--repeats", type=int, default=5, show_default=True, help="Publishes timed.")
+def bench_propagation(config: str | None, sets: tuple[str, ...], workers: int, repeats: int) -> None:
+    """Seconds from a weights publish until every game worker plays the new version."""
+    from bgai.bench.propagation import bench_propagation as run_bench
+
+    cfg = load_or_exit(config, sets)
+    if sets:
+        raise click.UsageError("--set is not passed on to the worker processes: use --config")
+    result = run_bench(cfg, config, workers, repeats, log=click.echo)
+    click.echo(json.dumps(result))
+
+
 if __name__ == "__main__":  # pragma: no cover
     cli()

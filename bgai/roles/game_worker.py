@@ -7,6 +7,7 @@ swaps to newer weights if they pass the codec's checks.
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from typing import Any, cast
 
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bgai.clock import Clock, SystemClock
 from bgai.config import Config, config_hash, model_hash
 from bgai.core import rules
 from bgai.core.encoding import encode
@@ -61,9 +63,14 @@ def episode_surprise(eq_fn: Any, params: Any, episodes: list[Episode]) -> list[f
 
 
 class GameWorker:
-    def __init__(self, cfg: Config, r: Redis, keys: Keys, identity: Identity, seed: int = 0) -> None:
+    def __init__(
+        self, cfg: Config, r: Redis, keys: Keys, identity: Identity, seed: int = 0, clock: Clock | None = None
+    ) -> None:
         self.cfg, self.r, self.keys, self.identity = cfg, r, keys, identity
         self.seed = seed
+        self.clock: Clock = clock or SystemClock()
+        self.loaded_at: float | None = None
+        self.unit_s: float | None = None
         self.games = 0
         self.positions = 0
         self.status = "starting"
@@ -101,10 +108,13 @@ class GameWorker:
             self.status = "paused" if status == "paused" else "idle"
             return Unit(idle_s=1.0)
         swapped = self.follower.update(self.r)
+        if swapped:
+            self.loaded_at = self.clock.now()
         if self.follower.params is None:
             self.status = "idle"
             return Unit(idle_s=1.0)
         self.status = "running"
+        start = time.perf_counter()
         version = self.follower.version
         assert version is not None
         self.key, k = jax.random.split(self.key)
@@ -117,11 +127,14 @@ class GameWorker:
         self.games += len(episodes)
         n = sum(len(ep) for ep in episodes)
         self.positions += n
+        self.unit_s = time.perf_counter() - start
         note = f" (now version {version})" if swapped else ""
         return Unit(f"pushed {len(episodes)} games, {n} positions{note}")
 
     def info(self, now: float) -> WorkerInfo:
-        return self.identity.info(now, self.status, self.games, self.follower_version())
+        return self.identity.info(
+            now, self.status, self.games, self.follower_version(), self.loaded_at, self.unit_s
+        )
 
     def follower_version(self) -> int | None:
         follower = getattr(self, "follower", None)

@@ -18,7 +18,15 @@ class Identity:
     device_name: str
     metrics_port: int = 0  # 0: serves no /metrics
 
-    def info(self, now: float, status: str, games: int = 0, version: int | None = None) -> WorkerInfo:
+    def info(
+        self,
+        now: float,
+        status: str,
+        games: int = 0,
+        version: int | None = None,
+        loaded_at: float | None = None,
+        unit_s: float | None = None,
+    ) -> WorkerInfo:
         return WorkerInfo(
             worker_id=self.worker_id,
             type=self.type,
@@ -30,6 +38,8 @@ class Identity:
             games_generated=games,
             model_version=version,
             last_heartbeat=now,
+            model_loaded_at=loaded_at,
+            last_unit_s=unit_s,
         )
 
 

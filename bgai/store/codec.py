@@ -227,6 +227,10 @@ def decode_rows(data: bytes | np.ndarray, starts: np.ndarray, max_plays: int) ->
     policy = np.zeros(rows * max_plays, np.float32)
     policy[flat] = np.where(total > 0, quant / np.maximum(total, 1e-9), uniform)
     mask = np.arange(max_plays)[None, :] < n[:, None]
-    steps = steps.view(np.uint8).reshape(rows, max_plays, _STEPS)
-    policy = policy.reshape(rows, max_plays)
-    return {"boards": boards, "steps": steps, "mask": mask, "policy": policy, "outcome": outcome}
+    return {
+        "boards": boards,
+        "steps": steps.view(np.uint8).reshape(rows, max_plays, _STEPS),
+        "mask": mask,
+        "policy": policy.reshape(rows, max_plays),
+        "outcome": outcome,
+    }

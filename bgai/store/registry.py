@@ -32,6 +32,9 @@ class WorkerInfo:
     games_generated: int
     model_version: int | None
     last_heartbeat: float  # seconds since the epoch, from the worker's clock
+    # beyond the plan's fields (see keys.py):
+    model_loaded_at: float | None = None  # when model_version was swapped in (epoch seconds)
+    last_unit_s: float | None = None  # duration of the last unit of work (e.g. one self-play batch)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

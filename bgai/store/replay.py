@@ -14,7 +14,7 @@ fetching each episode once, and draws positions from the mirror.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -85,7 +85,7 @@ class ReplayStore:
         """The blobs of `ids` (None where evicted), in one MGET."""
         if not ids:
             return []
-        return list(self.r.mget([self.keys.buffer_episode(i) for i in ids]))  # type: ignore[arg-type]
+        return cast(list[bytes | None], self.r.mget([self.keys.buffer_episode(i) for i in ids]))
 
     def clear(self) -> int:
         """Delete the whole buffer (every key under `prefix:buffer:`); returns keys removed."""
@@ -94,8 +94,8 @@ class ReplayStore:
         for key in self.r.scan_iter(match=self.keys.buffer_pattern, count=1000):
             batch.append(key)
             if len(batch) == 1000:
-                removed += int(self.r.unlink(*batch))  # type: ignore[arg-type]
+                removed += int(self.r.unlink(*batch))
                 batch = []
         if batch:
-            removed += int(self.r.unlink(*batch))  # type: ignore[arg-type]
+            removed += int(self.r.unlink(*batch))
         return removed
