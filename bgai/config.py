@@ -25,20 +25,17 @@ shapes, so weights can be checked against the model that will load them.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import hashlib
 import json
-import math
 import os
 import re
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, cast, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, cast
 
-import yaml
-
+from bgai.config_parse import coerce, describe, field_types, parse_text, read_yaml
 from bgai.errors import ConfigError
 
 ENV_PREFIX = "BGAI_"
@@ -54,8 +51,8 @@ class _Section:
     SECTION: ClassVar[str]  # the section's name in YAML, env and dotted keys
 
     def __post_init__(self) -> None:
-        for name, hint in _field_types(type(self)).items():
-            value = _coerce(f"{self.SECTION}.{name}", getattr(self, name), hint)
+        for name, hint in field_types(type(self)).items():
+            value = coerce(f"{self.SECTION}.{name}", getattr(self, name), hint)
             object.__setattr__(self, name, value)  # frozen: normalise int->float, list->tuple
         self._validate()
 
@@ -263,18 +260,23 @@ class RedisConfig(_Section):
     untracked config file, never in a committed one."""
 
     SECTION: ClassVar[str] = "redis"
+    # The head's address (set it per host: BGAI_REDIS__HOST or an untracked config file).
     host: str = "127.0.0.1"
+    # TCP port of the head's Redis.
     port: int = 6379
+    # Database number.
     db: int = 0
     # Every key starts with this (two runs can share one Redis with two prefixes).
     prefix: str = "bgai"
     # ACL user ("" = the default user).
     username: str = ""
+    # That user's password ("" = none). Never commit one: BGAI_REDIS__PASSWORD.
     password: str = ""
     # Seconds a command may take before the connection counts as lost.
     socket_timeout_s: float = 5.0
-    # Reconnect backoff: first wait, doubled per failure (with jitter) up to the cap.
+    # Reconnect backoff: the first wait, doubled per failure (with jitter)...
     backoff_base_s: float = 0.2
+    # ...up to this cap.
     backoff_max_s: float = 5.0
 
     def _validate(self) -> None:
@@ -317,6 +319,7 @@ class MlflowConfig(_Section):
     SECTION: ClassVar[str] = "mlflow"
     # Tracking server URI ("" = no tracking).
     tracking_uri: str = ""
+    # Experiment the runs are filed under.
     experiment: str = "bgai"
 
 
@@ -391,117 +394,6 @@ SECTIONS: dict[str, type[_Section]] = {
 DEPLOYMENT_SECTIONS = ("local", "redis", "head", "mlflow")
 
 # ---------------------------------------------------------------------------------------------
-# Types
-
-
-_FIELD_TYPES: dict[type, dict[str, Any]] = {}  # filled lazily: resolving hints at import is wasted work
-
-
-def _field_types(cls: type) -> dict[str, Any]:
-    """{field name: type} of a section dataclass, in declaration order."""
-    if cls not in _FIELD_TYPES:
-        hints = get_type_hints(cls)
-        _FIELD_TYPES[cls] = {f.name: hints[f.name] for f in dataclasses.fields(cast(Any, cls))}
-    return _FIELD_TYPES[cls]
-
-
-def _describe(value: object) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
-
-
-def _coerce(key: str, value: object, hint: Any) -> object:
-    """`value` as the field type `hint`, or ConfigError. Only int->float and list->tuple convert."""
-    if get_origin(hint) is tuple:
-        item = get_args(hint)[0]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(key, f"expected a list of {item.__name__}, got {_describe(value)}")
-        return tuple(_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value))
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(key, f"expected float, got {_describe(value)}")
-        if not math.isfinite(value):
-            raise ConfigError(key, f"must be finite, got {value!r}")
-        return float(value)
-    if hint is int and isinstance(value, bool):  # bool subclasses int; never accept it as one
-        raise ConfigError(key, f"expected int, got {_describe(value)}")
-    if not isinstance(value, hint):
-        raise ConfigError(key, f"expected {hint.__name__}, got {_describe(value)}")
-    return value
-
-
-# ---------------------------------------------------------------------------------------------
-# YAML
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads `1e-3` as a float (PyYAML's YAML 1.1 reads it as a string) and refuses
-    duplicate keys (YAML would silently keep the last one)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Hashable] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if isinstance(key, Hashable) and key_node.tag != "tag:yaml.org,2002:merge":
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _read_yaml(path: Path) -> Mapping[Any, Any]:
-    where = str(path)
-    if not path.is_file():
-        raise ConfigError(where, "config file not found")
-    try:
-        with path.open(encoding="utf-8") as stream:  # a stream, so YAML errors name the file
-            # _Loader is a SafeLoader: it builds plain data, never arbitrary objects.
-            data = yaml.load(stream, Loader=_Loader)
-    except OSError as err:
-        raise ConfigError(where, f"cannot read config file: {err}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(where, f"malformed YAML: {err}") from None
-    if data is None:  # an empty file (or only comments)
-        return {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(where, f"top level must be a mapping of sections, got {type(data).__name__}")
-    return data
-
-
-def _parse_text(key: str, text: str, hint: Any) -> object:
-    """An env/CLI string as the value for a field of type `hint` (see the module docstring)."""
-    if hint is str:
-        return text
-    if get_origin(hint) is tuple:
-        if text.strip().startswith("["):
-            return _yaml_scalar(key, text)
-        items = [t.strip() for t in text.split(",")] if text.strip() else []
-        item = get_args(hint)[0]
-        return [t if item is str else _yaml_scalar(f"{key}[{i}]", t) for i, t in enumerate(items)]
-    return _yaml_scalar(key, text)
-
-
-def _yaml_scalar(key: str, text: str) -> object:
-    try:
-        return yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as err:
-        raise ConfigError(key, f"cannot parse {text!r}: {err}") from None
-
-
-# ---------------------------------------------------------------------------------------------
 # Loading
 
 
@@ -516,15 +408,15 @@ class _Layers:
         section, dot, name = dotted.partition(".")
         if not dot or section not in SECTIONS:
             raise ConfigError(dotted, f"unknown section {section!r} ({source}); known: {', '.join(SECTIONS)}")
-        hints = _field_types(SECTIONS[section])
+        hints = field_types(SECTIONS[section])
         if name not in hints:
             close = difflib.get_close_matches(name, hints, n=1)
             hint = f"; did you mean {section}.{close[0]}?" if close else f"; known: {', '.join(hints)}"
             raise ConfigError(dotted, f"unknown key ({source}){hint}")
         try:
             if text and isinstance(value, str):
-                value = _parse_text(dotted, value, hints[name])
-            value = _coerce(dotted, value, hints[name])
+                value = parse_text(dotted, value, hints[name])
+            value = coerce(dotted, value, hints[name])
         except ConfigError as err:
             raise ConfigError(err.key, f"{err.message} ({source})") from None
         self.values.setdefault(section, {})[name] = value
@@ -538,7 +430,7 @@ class _Layers:
             if keys is None:  # `model:` with every key commented out
                 continue
             if not isinstance(keys, Mapping):
-                got = _describe(keys)
+                got = describe(keys)
                 raise ConfigError(str(section), f"expected a mapping of keys ({source}), got {got}")
             for name, value in keys.items():
                 self.set(f"{section}.{name}", value, source)
@@ -571,7 +463,7 @@ def load_config(
     """Resolve defaults -> YAML `path` -> `env` (os.environ when None) -> `overrides`."""
     layers = _Layers()
     if path is not None:
-        layers.add_mapping(_read_yaml(Path(path)), f"file {path}")
+        layers.add_mapping(read_yaml(Path(path)), f"file {path}")
     layers.add_env(os.environ if env is None else env)
     for dotted, value in (overrides or {}).items():
         layers.set(dotted, value, "override", text=True)
@@ -590,7 +482,7 @@ def config_to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
     return {
         name: {
             key: list(value) if isinstance(value, tuple) else value
-            for key in _field_types(type(section))
+            for key in field_types(type(section))
             for value in (getattr(section, key),)
         }
         for name in SECTIONS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -45,3 +46,22 @@ def test_bench_selfplay_mcts_with_baseline() -> None:
     assert out.exit_code == 0, out.output
     res = _last_json(out.output)
     assert {"sims_per_s", "baseline_sims_per_s", "ratio"} <= set(res)
+
+
+def test_bench_buffer_on_real_redis() -> None:
+    args = ["bench", "buffer", "--positions", "20000", "--pushes", "50", "--repeats", "3", "--sample", "256"]
+    out = CliRunner().invoke(cli, [*args, *SMALL])
+    assert out.exit_code == 0, out.output
+    res = _last_json(out.output)
+    assert res["bench"] == "buffer" and 20000 - 600 <= res["positions"] <= 20000
+    assert res["bytes_per_position"] > 0 and res["push_ms_median"] > 0 and res["sample_ms_median"] > 0
+
+
+def test_bench_propagation_with_a_real_worker() -> None:
+    fleet = str(Path(__file__).parent / "fleet.yaml")
+    out = CliRunner().invoke(
+        cli, ["bench", "propagation", "--config", fleet, "--workers", "1", "--repeats", "2"]
+    )
+    assert out.exit_code == 0, out.output
+    res = _last_json(out.output)
+    assert res["bench"] == "propagation" and res["publishes"] == 2 and res["latency_s_median"] > 0

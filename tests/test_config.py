@@ -114,7 +114,7 @@ def test_env_overrides() -> None:
         "BGAI_EVAL__OPPONENTS": "random",
         "BGAI_LOCAL__CHECKPOINT_DIR": "123",  # str fields take the text verbatim
         "BGAI_SELFPLAY__MODE": "mcts",
-        "BGAI_REDIS_PASSWORD": "x",  # other BGAI_ variables are not config
+        "BGAI_RUN_DIR": "x",  # other BGAI_ variables are not config
         "HOME": "/root",
     }
     cfg = load_config(None, env=env)
@@ -290,3 +290,37 @@ def test_config_error_copies() -> None:
     # copy goes through __reduce__, as carrying the error across processes would.
     err = copy.deepcopy(ConfigError("training.seed", "bad"))
     assert (err.key, err.message) == ("training.seed", "bad")
+
+
+def test_fleet_sections() -> None:
+    cfg = load_config(
+        None,
+        env={
+            "BGAI_REDIS__PASSWORD": "s3cret #1",
+            "BGAI_REDIS__PORT": "6390",
+            "BGAI_HEAD__HEARTBEAT_TTL_S": "30",
+        },
+    )
+    assert cfg.redis.password == "s3cret #1" and cfg.redis.port == 6390 and cfg.head.heartbeat_ttl_s == 30.0
+    for key, value, words in [
+        ("redis.port", "70000", "TCP port"),
+        ("redis.prefix", "a b", "must match"),
+        ("head.heartbeat_every_s", "90", "heartbeat_ttl_s"),
+        ("redis.hots", "x", "did you mean redis.host"),
+        ("eval.slice_games", "0", "> 0"),
+    ]:
+        with pytest.raises(ConfigError, match=words) as err:
+            load_config(None, env={}, overrides={key: value})
+        assert err.value.key == key
+
+
+def test_deployment_sections_do_not_change_the_run_fingerprint() -> None:
+    base = config_hash(Config())
+    moved = load_config(None, env={}, overrides={"redis.host": "10.0.0.5", "head.heartbeat_every_s": 2})
+    assert config_hash(moved) == base
+    assert config_hash(load_config(None, env={}, overrides={"buffer.capacity_positions": 10**6})) != base
+
+
+def test_distributed_yaml_loads() -> None:
+    cfg = load_config(REPO / "configs" / "distributed.yaml", env={})
+    assert cfg.redis.password == "" and cfg.redis.host == "127.0.0.1"  # nothing secret committed

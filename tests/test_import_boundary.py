@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -161,3 +162,74 @@ def test_the_scans_catch_what_they_look_for(tmp_path: Path) -> None:
     # relative imports resolve: `from .. import config` inside bgai/core is bgai.config
     assert {"bgai.config", "bgai.store", "bgai.store.keys", "bgai.core.rules"} <= set(names)
     assert matches("bgai.store.keys", CORE_BANNED) and not matches("bgai.core.rules", CORE_BANNED)
+
+
+STORE = REPO / "bgai" / "store"
+KEYS_MODULE = STORE / "keys.py"
+REDIS_CLIENTS = ("redis", "fakeredis", "hiredis")
+# A key spelled out: any prefix (or none, in an f-string's middle) followed by a schema namespace.
+KEY_SPELLING = re.compile(r"(^|[^\w.-])[\w.-]*:(model|run|workers|buffer|metrics|trainer|eval):")
+
+
+def bgai_files() -> list[Path]:
+    return sorted((REPO / "bgai").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", bgai_files(), ids=lambda p: str(p.relative_to(REPO)))
+def test_only_the_store_imports_redis(path: Path) -> None:
+    if STORE in path.parents:
+        return
+    bad = [
+        f"{path.name}:{line} imports {name}"
+        for line, name in imported_names(path)
+        if matches(name, REDIS_CLIENTS)
+    ]
+    assert not bad
+
+
+def docstrings(tree: ast.AST) -> set[int]:
+    """ids of the docstring nodes (they may describe keys; code may not spell them)."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                out.add(id(first.value))
+    return out
+
+
+def spelled_keys(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    skip = docstrings(tree)
+    return [
+        f"{path.relative_to(REPO)}:{node.lineno} {node.value!r}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in skip
+        and KEY_SPELLING.search(node.value)
+    ]
+
+
+def test_no_module_but_keys_spells_a_key() -> None:
+    scanner = Path(__file__).resolve()
+    bad = [hit for path in python_files() if path not in (KEYS_MODULE, scanner) for hit in spelled_keys(path)]
+    assert not bad
+
+
+def test_the_key_scan_catches_a_spelled_key(tmp_path: Path) -> None:
+    sample = tmp_path / "x.py"
+    sample.write_text(
+        'a = "bgai:model:version"\nb = f"{p}:buffer:episode:{i}"\nc = "x:workers:w"\nd = "ok: fine"\n'
+    )
+    assert len(spelled_keys_at(sample)) == 3
+    assert spelled_keys(KEYS_MODULE) == []  # keys.py builds keys from parts, never whole strings
+
+
+def spelled_keys_at(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [
+        repr(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and KEY_SPELLING.search(node.value)
+    ]

@@ -92,7 +92,7 @@ def _run(
     base_mem = int(r.info("memory")["used_memory"])
     t0 = time.perf_counter()
     i = 0
-    while store.stats().get("size", 0) < capacity:
+    while not store.stats().get("evicted_episodes"):  # full: pushes now evict
         store.push_many(pool[i % len(pool) : i % len(pool) + 64])
         i += 64
     st = store.stats()

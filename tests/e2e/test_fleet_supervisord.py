@@ -19,9 +19,12 @@ import pytest
 import redis
 from redis_server import free_port, redis_binary
 
+from bgai.store.keys import Keys
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CONF = REPO / "supervisor" / "local.conf"
+KEYS = Keys()  # the default prefix, as the fleet's config uses
 PROGRAMS = {"redis", "coordinator", "training-worker", "game-worker-0", "game-worker-1", "eval-worker"}
 
 
@@ -67,10 +70,21 @@ def ctl_status(env: dict[str, str]) -> dict[str, str]:
     return {line.split()[0].split(":")[-1]: line.split()[1] for line in out.splitlines() if line.strip()}
 
 
+def ctl_pids(env: dict[str, str]) -> dict[str, str]:
+    out = subprocess.run(
+        [BIN / "supervisorctl", "-c", CONF, "status"], env=env, capture_output=True, text=True
+    ).stdout
+    return {
+        line.split()[0].split(":")[-1]: line.split()[3].rstrip(",")
+        for line in out.splitlines()
+        if "pid" in line
+    }
+
+
 def registry_types(r: redis.Redis) -> set[str]:
     try:
-        ids = [m.decode() for m in r.smembers("bgai:workers:index")]
-        raws = [r.get(f"bgai:workers:{i}") for i in ids]
+        ids = [m.decode() for m in r.smembers(KEYS.workers_index)]
+        raws = [r.get(KEYS.worker(i)) for i in ids]
     except redis.ConnectionError:
         return set()
     return {i for i, raw in zip(ids, raws, strict=True) if raw is not None}
@@ -78,7 +92,7 @@ def registry_types(r: redis.Redis) -> set[str]:
 
 def version(r: redis.Redis) -> int:
     try:
-        raw = r.get("bgai:model:version")
+        raw = r.get(KEYS.model_version)
     except redis.ConnectionError:
         return -1
     return -1 if raw is None else int(raw)
@@ -94,8 +108,8 @@ def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, st
     wait_for(
         "an eval result",
         lambda: (
-            bool(r.zrange("bgai:eval:versions", 0, -1))
-            and any(r.hgetall(f"bgai:eval:results:{int(v)}") for v in r.zrange("bgai:eval:versions", 0, -1))
+            bool(r.zrange(KEYS.eval_versions, 0, -1))
+            and any(r.hgetall(KEYS.eval_results(int(v))) for v in r.zrange(KEYS.eval_versions, 0, -1))
         ),
         600,
     )
@@ -110,6 +124,25 @@ def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, st
     status = json.loads(out.stdout)
     assert status["status"] == "running" and status["model_version"] >= 3
     assert status["buffer"]["size"] <= 5000 and set(status["workers"]) >= expected
+    # Redis goes away: every role waits it out inside its process (no exit, so no FATAL), then
+    # carries on where it was (the append-only file keeps the data across the restart)
+    pids = ctl_pids(env)
+    before = version(r)
+    subprocess.run(
+        [BIN / "supervisorctl", "-c", CONF, "stop", "redis"], env=env, check=True, capture_output=True
+    )
+    logs = {p: Path(env["BGAI_RUN_DIR"]) / f"{p}.log" for p in PROGRAMS - {"redis"}}
+    wait_for(
+        "every role to notice the outage",
+        lambda: all("Redis unavailable" in path.read_text() for path in logs.values()),
+        300,
+    )
+    subprocess.run(
+        [BIN / "supervisorctl", "-c", CONF, "start", "redis"], env=env, check=True, capture_output=True
+    )
+    wait_for("training to progress again", lambda: version(r) > before, 300)
+    assert ctl_pids(env) == {**pids, "redis": ctl_pids(env)["redis"]}  # no role was restarted
+    assert set(ctl_status(env).values()) == {"RUNNING"}
     # warm stop: TERM, finish the unit, checkpoint, deregister, exit 0 (not restarted: STOPPED)
     subprocess.run(
         [BIN / "supervisorctl", "-c", CONF, "stop", "game-worker:*", "eval-worker", "training-worker"],

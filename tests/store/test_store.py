@@ -246,6 +246,7 @@ def test_trainer_lock_is_exclusive_and_released_safely(r: redis.Redis) -> None:
 
 
 def test_keys_use_the_prefix() -> None:
-    assert Keys("x").worker("w") == "x:workers:w" and Keys().model_weights == "bgai:model:weights"
+    assert Keys("x").worker("w") == ":".join(("x", "workers", "w"))
+    assert Keys().model_weights == ":".join(("bgai", "model", "weights"))
     with pytest.raises(ValueError):
         Keys("bad prefix")

@@ -1,0 +1,127 @@
+"""Parsing helpers of `bgai.config`: field types, strict coercion, the YAML loader, env text.
+
+Kept apart from the section definitions so each module stays small; nothing here knows a section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+from typing import Any, cast, get_args, get_origin, get_type_hints
+
+import yaml
+
+from bgai.errors import ConfigError
+
+# ---------------------------------------------------------------------------------------------
+# Types
+
+
+_FIELD_TYPES: dict[type, dict[str, Any]] = {}  # filled lazily: resolving hints at import is wasted work
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """{field name: type} of a section dataclass, in declaration order."""
+    if cls not in _FIELD_TYPES:
+        hints = get_type_hints(cls)
+        _FIELD_TYPES[cls] = {f.name: hints[f.name] for f in dataclasses.fields(cast(Any, cls))}
+    return _FIELD_TYPES[cls]
+
+
+def describe(value: object) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def coerce(key: str, value: object, hint: Any) -> object:
+    """`value` as the field type `hint`, or ConfigError. Only int->float and list->tuple convert."""
+    if get_origin(hint) is tuple:
+        item = get_args(hint)[0]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(key, f"expected a list of {item.__name__}, got {describe(value)}")
+        return tuple(coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value))
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(key, f"expected float, got {describe(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(key, f"must be finite, got {value!r}")
+        return float(value)
+    if hint is int and isinstance(value, bool):  # bool subclasses int; never accept it as one
+        raise ConfigError(key, f"expected int, got {describe(value)}")
+    if not isinstance(value, hint):
+        raise ConfigError(key, f"expected {hint.__name__}, got {describe(value)}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-3` as a float (PyYAML's YAML 1.1 reads it as a string) and refuses
+    duplicate keys (YAML would silently keep the last one)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Hashable] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if isinstance(key, Hashable) and key_node.tag != "tag:yaml.org,2002:merge":
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: Path) -> Mapping[Any, Any]:
+    where = str(path)
+    if not path.is_file():
+        raise ConfigError(where, "config file not found")
+    try:
+        with path.open(encoding="utf-8") as stream:  # a stream, so YAML errors name the file
+            # _Loader is a SafeLoader: it builds plain data, never arbitrary objects.
+            data = yaml.load(stream, Loader=_Loader)
+    except OSError as err:
+        raise ConfigError(where, f"cannot read config file: {err}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(where, f"malformed YAML: {err}") from None
+    if data is None:  # an empty file (or only comments)
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(where, f"top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def parse_text(key: str, text: str, hint: Any) -> object:
+    """An env/CLI string as the value for a field of type `hint` (see the module docstring)."""
+    if hint is str:
+        return text
+    if get_origin(hint) is tuple:
+        if text.strip().startswith("["):
+            return _yaml_scalar(key, text)
+        items = [t.strip() for t in text.split(",")] if text.strip() else []
+        item = get_args(hint)[0]
+        return [t if item is str else _yaml_scalar(f"{key}[{i}]", t) for i, t in enumerate(items)]
+    return _yaml_scalar(key, text)
+
+
+def _yaml_scalar(key: str, text: str) -> object:
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as err:
+        raise ConfigError(key, f"cannot parse {text!r}: {err}") from None
