@@ -16,14 +16,21 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
+def classify(platform_name: str, device_kind: str, cpu_name: str) -> tuple[str, str]:
+    """(device_type, device_name) from a JAX platform name and device kind."""
+    plat = platform_name.lower()
+    if plat in ("gpu", "cuda"):
+        return "cuda", device_kind
+    if plat == "rocm":
+        return "rocm", device_kind
+    if plat == "metal":
+        return "metal", device_kind
+    return "cpu", cpu_name
+
+
 def detect() -> tuple[str, str]:
     """(device_type, device_name) of JAX's default device."""
     import jax
 
     dev = jax.devices()[0]
-    plat = dev.platform.lower()
-    if plat in ("gpu", "cuda", "rocm"):
-        return "cuda" if plat != "rocm" else "rocm", str(dev.device_kind)
-    if plat == "metal":
-        return "metal", str(dev.device_kind)
-    return "cpu", _cpu_name()
+    return classify(dev.platform, str(dev.device_kind), _cpu_name())
