@@ -43,6 +43,16 @@ class Unit:
     done: bool = False  # the run is over for this role: exit 0
 
 
+def run_gate(status: str | None) -> tuple[str, Unit | None]:
+    """How a worker reacts to the run status: (its registry status, a unit to return instead of
+    working, or None to go ahead). stopped: exit 0; paused or no run yet: idle; running: work."""
+    if status == "stopped":
+        return "stopping", Unit("run stopped: exiting", done=True)
+    if status != "running":
+        return ("paused" if status == "paused" else "idle"), Unit(idle_s=1.0)
+    return "running", None
+
+
 class Role(Protocol):
     def setup(self) -> None:
         """Build what the role needs (may touch Redis; retried while it is unreachable)."""

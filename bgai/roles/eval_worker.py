@@ -19,7 +19,7 @@ from bgai.core.network import BgNet, init_params
 from bgai.core.players import pubeval_decider, random_decider
 from bgai.core.selfplay import play_batch, two_sided
 from bgai.errors import ConfigError
-from bgai.roles.base import Unit
+from bgai.roles.base import Unit, run_gate
 from bgai.roles.identity import Identity
 from bgai.store import evals, runstate
 from bgai.store.client import Redis
@@ -65,13 +65,9 @@ class EvalWorker:
 
     def run_once(self) -> Unit:
         e = self.cfg.eval
-        _, status = runstate.get_run(self.r, self.keys)
-        if status == "stopped":
-            self.status = "stopping"
-            return Unit("run stopped: exiting", done=True)
-        if status != "running":
-            self.status = "paused" if status == "paused" else "idle"
-            return Unit(idle_s=1.0)
+        self.status, wait = run_gate(runstate.get_run(self.r, self.keys)[1])
+        if wait:
+            return wait
         got = evals.claim(self.r, self.keys, e.every_versions, e.games, e.slice_games, self.follower.version)
         if got is None:
             self.status = "idle"

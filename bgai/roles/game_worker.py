@@ -22,7 +22,7 @@ from bgai.core.encoding import encode
 from bgai.core.episodes import Episode, EpisodeAssembler
 from bgai.core.network import BgNet, equity, init_params
 from bgai.core.selfplay import play_chunk, start_games
-from bgai.roles.base import Unit
+from bgai.roles.base import Unit, run_gate
 from bgai.roles.identity import Identity
 from bgai.store import runstate
 from bgai.store.client import Redis
@@ -100,13 +100,9 @@ class GameWorker:
         self.config_hash = config_hash(cfg)
 
     def run_once(self) -> Unit:
-        _, status = runstate.get_run(self.r, self.keys)
-        if status == "stopped":
-            self.status = "stopping"
-            return Unit("run stopped: exiting", done=True)
-        if status != "running":
-            self.status = "paused" if status == "paused" else "idle"
-            return Unit(idle_s=1.0)
+        self.status, wait = run_gate(runstate.get_run(self.r, self.keys)[1])
+        if wait:
+            return wait
         swapped = self.follower.update(self.r)
         if swapped:
             self.loaded_at = self.clock.now()

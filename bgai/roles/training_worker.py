@@ -21,7 +21,7 @@ import numpy as np
 from bgai.config import Config, config_hash, model_hash
 from bgai.core.network import BgNet, init_params
 from bgai.core.train_step import Batch, TrainState, init_train_state, make_optimizer, make_train_step
-from bgai.roles.base import Unit
+from bgai.roles.base import Unit, run_gate
 from bgai.roles.identity import Identity
 from bgai.store import runstate, weights
 from bgai.store.client import Redis
@@ -105,16 +105,14 @@ class TrainingWorker:
 
     def run_once(self) -> Unit:
         t = self.cfg.training
-        _, status = runstate.get_run(self.r, self.keys)
-        if status == "stopped":
-            self.status = "stopping"
-            return Unit("run stopped: exiting", done=True)
+        self.status, wait = run_gate(runstate.get_run(self.r, self.keys)[1])
+        if wait and wait.done:
+            return wait
         if not self.lock.acquire(self.r):
             self.status = "standby"
             return Unit(idle_s=min(5.0, self.cfg.head.trainer_lock_ttl_s / 3))
-        if status != "running":
-            self.status = "paused" if status == "paused" else "idle"
-            return Unit(idle_s=1.0)
+        if wait:
+            return wait
         if self.version is None or weights.current_version(self.r, self.keys) is None:
             return Unit(f"published initial weights as version {self.publish()}")
         stats = self.replay.stats()
