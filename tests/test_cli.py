@@ -59,3 +59,13 @@ def test_train_local_tiny_run_and_resume(tmp_path: Path) -> None:
     again = CliRunner().invoke(cli, [*args, "--eval-games", "0"])
     assert again.exit_code == 0 and "resumed from" in again.output, again.output
     assert sorted(tmp_path.glob("ckpt_*.bgai"))[-1].name > first[-1].name, "training went on from there"
+
+
+def test_fleet_commands_refuse_a_bad_config_with_exit_2(tmp_path: Path) -> None:
+    for command in ("coordinator", "game-worker", "training-worker", "eval-worker", "status", "check-config"):
+        out = CliRunner().invoke(cli, [command, "--set", "redis.port=0"])
+        assert out.exit_code == 2 and "redis.port" in out.output, (command, out.output)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("redis:\n  hots: 10.0.0.1\n")
+    out = CliRunner().invoke(cli, ["game-worker", "--config", str(bad)])
+    assert out.exit_code == 2 and "redis.hots" in out.output and "did you mean redis.host" in out.output

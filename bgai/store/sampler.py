@@ -14,12 +14,16 @@ Memory: about the buffer's encoded size, at most twice it between compactions.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 
-from bgai.store.codec import EP_HEADER_SIZE, decode_rows, read_episode_header
+from bgai.errors import BgaiError
+from bgai.store.codec import EP_HEADER_SIZE, decode_rows, expand_episode, read_episode_header
 from bgai.store.replay import ReplayStore
+
+log = logging.getLogger(__name__)
 
 FETCH_BATCH = 256
 
@@ -56,6 +60,7 @@ class ReplayMirror:
     def __init__(self, store: ReplayStore, max_plays: int) -> None:
         self.store = store
         self.max_plays = max_plays
+        self.skipped = 0  # corrupt or foreign episodes left out
         self._reset()
 
     def _reset(self) -> None:
@@ -88,26 +93,40 @@ class ReplayMirror:
         self._drop_before(oldest)
         for lo in range(next_id, newest + 1, FETCH_BATCH):
             ids = list(range(lo, min(lo + FETCH_BATCH, newest + 1)))
-            for blob in self.store.episodes(ids):
-                self._append(blob)
+            self._append(ids, self.store.episodes(ids))
         self._drop_before(oldest)
         self._compact()
         return st
 
-    def _append(self, blob: bytes | None) -> None:
-        rows, surprise, offsets = 0, 0.0, np.zeros(0, np.int64)
-        if blob is not None:  # None: evicted between the stats read and the MGET
-            head = read_episode_header(blob)
-            rows, surprise = head.rows, head.surprise
-            offsets = np.frombuffer(blob, np.uint32, rows, EP_HEADER_SIZE).astype(np.int64)
-        base = self.arena.used
-        self.ep_base.extend(np.array([base]))
-        self.ep_row0.extend(np.array([self.pos_start.used]))
-        self.ep_len.extend(np.array([rows]))
-        self.ep_surprise.extend(np.array([surprise]))
-        if blob is not None:
-            self.pos_start.extend(base + offsets)
-            self.arena.extend(np.frombuffer(blob, np.uint8))
+    def _expand(self, episode_id: int, blob: bytes | None) -> bytes | None:
+        if blob is None:  # evicted between the stats read and the MGET
+            return None
+        try:
+            return expand_episode(blob)
+        except BgaiError as exc:  # a bad blob is skipped, never fatal to the trainer
+            log.warning("skipping replay episode %d: %s", episode_id, exc)
+            self.skipped += 1
+            return None
+
+    def _append(self, ids: list[int], blobs: list[bytes | None]) -> None:
+        """Append consecutive episodes (an unusable one is kept as 0 rows, so ids stay aligned)."""
+        raws = [self._expand(i, b) for i, b in zip(ids, blobs, strict=True)]
+        heads = [read_episode_header(raw) if raw is not None else None for raw in raws]
+        rows = np.array([h.rows if h else 0 for h in heads], np.int64)
+        sizes = np.array([len(raw) if raw is not None else 0 for raw in raws], np.int64)
+        base = self.arena.used + np.cumsum(sizes) - sizes  # [E] arena offset of each blob
+        offsets = [
+            b + np.frombuffer(raw, np.uint32, h.rows, EP_HEADER_SIZE)
+            for raw, h, b in zip(raws, heads, base, strict=True)
+            if raw is not None and h is not None
+        ]
+        self.ep_base.extend(base)
+        self.ep_row0.extend(self.pos_start.used + np.cumsum(rows) - rows)
+        self.ep_len.extend(rows)
+        self.ep_surprise.extend(np.array([h.surprise if h else 0.0 for h in heads]))
+        if offsets:
+            self.pos_start.extend(np.concatenate(offsets))
+            self.arena.extend(np.frombuffer(b"".join(r for r in raws if r is not None), np.uint8))
 
     def _drop_before(self, oldest: int) -> None:
         front = min(max(self.ep_front, oldest - self.first_id), self.ep_len.used)

@@ -67,6 +67,22 @@ def test_episode_codec_round_trip() -> None:
     np.testing.assert_array_equal(got["steps"], ep.steps)
     np.testing.assert_allclose(got["policy"], ep.policy, atol=3 / 255)
     assert len(blob) / len(ep) < 32 + 5 * K + 8
+    with pytest.raises(CorruptDataError):
+        episode_rows(blob[:-5])
+
+
+def test_a_corrupt_episode_is_skipped_not_fatal(r: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    store = ReplayStore(r, KEYS, capacity=10_000)
+    mirror = ReplayMirror(store, K)
+    eps = [make_episode(30, i) for i in range(3)]
+    ids = store.push_many([encode_episode(ep) for ep in eps])
+    good = r.get(KEYS.buffer_episode(ids[1]))
+    r.set(KEYS.buffer_episode(ids[1]), good[:16] + b"garbage" * 10)  # same header, broken body
+    with caplog.at_level(logging.WARNING):
+        got = mirror.sample(200, np.random.default_rng(0))
+    assert mirror.skipped == 1 and f"skipping replay episode {ids[1]}" in caplog.text
+    kept = np.concatenate([eps[0].boards, eps[2].boards])
+    assert (got["boards"][:, None, :] == kept[None]).all(-1).any(-1).all()
 
 
 def test_weights_codec_refuses_corrupt_and_foreign_blobs() -> None:
