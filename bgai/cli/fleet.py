@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import sys
 import time
 import zlib
@@ -19,19 +20,19 @@ from bgai.cli.common import config_option, load_or_exit, set_option
 worker_id_option = click.option("--worker-id", default=None, help="Registry id (default: host:role:pid).")
 metrics_port_option = click.option(
     "--metrics-port",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Port of this process's /metrics (0: none).",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve /metrics on this port (0: any free port, reported in the registry). Default: none.",
 )
 
 
 def _serve(
-    kind: str, config: str | None, sets: tuple[str, ...], worker_id: str | None, metrics_port: int
+    kind: str, config: str | None, sets: tuple[str, ...], worker_id: str | None, metrics_port: int | None
 ) -> None:
     from bgai.clock import SystemClock
+    from bgai.obs.metrics import RoleMetrics
     from bgai.roles.base import RoleRunner
-    from bgai.roles.identity import make_identity
+    from bgai.roles.identity import default_worker_id, make_identity
     from bgai.store.client import connect, keys_for
 
     cfg = load_or_exit(config, sets)
@@ -42,7 +43,10 @@ def _serve(
         force=True,
     )
     r, keys, clock = connect(cfg.redis), keys_for(cfg.redis), SystemClock()
-    identity = make_identity(kind, worker_id, metrics_port)
+    worker_id = worker_id or default_worker_id(kind)
+    metrics = RoleMetrics(worker_id, kind, socket.gethostname())
+    port = 0 if metrics_port is None else metrics.serve(metrics_port)
+    identity = make_identity(kind, worker_id, port)
     role: Any
     if kind == "coordinator":
         from bgai.roles.coordinator import Coordinator
@@ -52,15 +56,15 @@ def _serve(
         from bgai.roles.game_worker import GameWorker
 
         seed = zlib.crc32(identity.worker_id.encode()) ^ cfg.training.seed
-        role = GameWorker(cfg, r, keys, identity, seed=seed, clock=clock)
+        role = GameWorker(cfg, r, keys, identity, seed=seed, clock=clock, metrics=metrics)
     elif kind == "training":
         from bgai.roles.training_worker import TrainingWorker
 
-        role = TrainingWorker(cfg, r, keys, identity)
+        role = TrainingWorker(cfg, r, keys, identity, metrics)
     else:
         from bgai.roles.eval_worker import EvalWorker
 
-        role = EvalWorker(cfg, r, keys, identity)
+        role = EvalWorker(cfg, r, keys, identity, metrics)
     logging.getLogger("bgai").info(
         "%s %s on %s (%s) -> redis %s:%d prefix %s",
         kind,
@@ -71,7 +75,7 @@ def _serve(
         cfg.redis.port,
         cfg.redis.prefix,
     )
-    sys.exit(RoleRunner(role, identity.worker_id, cfg, r, keys, clock).run())
+    sys.exit(RoleRunner(role, identity.worker_id, cfg, r, keys, clock, metrics).run())
 
 
 def _role_command(name: str, kind: str, doc: str) -> click.Command:
@@ -80,7 +84,9 @@ def _role_command(name: str, kind: str, doc: str) -> click.Command:
     @set_option
     @worker_id_option
     @metrics_port_option
-    def command(config: str | None, sets: tuple[str, ...], worker_id: str | None, metrics_port: int) -> None:
+    def command(
+        config: str | None, sets: tuple[str, ...], worker_id: str | None, metrics_port: int | None
+    ) -> None:
         _serve(kind, config, sets, worker_id, metrics_port)
 
     return command

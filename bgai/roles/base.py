@@ -26,6 +26,7 @@ from typing import Protocol
 from bgai.clock import Clock
 from bgai.config import Config
 from bgai.errors import BgaiError
+from bgai.obs.metrics import RoleMetrics
 from bgai.store import registry
 from bgai.store.client import Redis, is_unavailable
 from bgai.store.keys import Keys
@@ -87,8 +88,18 @@ class Backoff:
 class RoleRunner:
     """Runs a role until the run stops or a signal arrives; returns the exit code."""
 
-    def __init__(self, role: Role, worker_id: str, cfg: Config, r: Redis, keys: Keys, clock: Clock) -> None:
+    def __init__(
+        self,
+        role: Role,
+        worker_id: str,
+        cfg: Config,
+        r: Redis,
+        keys: Keys,
+        clock: Clock,
+        metrics: RoleMetrics | None = None,
+    ) -> None:
         self.role, self.worker_id, self.cfg = role, worker_id, cfg
+        self.metrics = metrics
         self.r, self.keys, self.clock = r, keys, clock
         self.stop = threading.Event()
         self.backoff = Backoff(cfg.redis.backoff_base_s, cfg.redis.backoff_max_s)
@@ -101,6 +112,10 @@ class RoleRunner:
 
     def heartbeat(self) -> None:
         try:
+            if self.metrics is not None:
+                info = self.role.info(self.clock.now())
+                self.metrics.set_status(info.status)
+                self.metrics.set_model_version(info.model_version)
             registry.heartbeat(
                 self.r, self.keys, self.role.info(self.clock.now()), self.cfg.head.heartbeat_ttl_s
             )

@@ -27,14 +27,11 @@ from bgai.store.registry import WorkerInfo
 def targets_of(workers: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """[{host, port, labels}] of live workers serving /metrics, sorted for stable output."""
     out = []
-    for worker_id, rec in sorted(workers.items()):
+    for _, rec in sorted(workers.items()):
         port = int(rec.get("metrics_port") or 0)
         if port > 0:
-            labels = {
-                "worker_id": worker_id,
-                "role": str(rec.get("type", "")),
-                "device": str(rec.get("device_type", "")),
-            }
+            # target labels only: metric labels (worker_id, ...) come from the worker itself
+            labels = {"role": str(rec.get("type", "")), "device": str(rec.get("device_type", ""))}
             out.append({"host": str(rec.get("hostname", "")), "port": port, "labels": labels})
     return out
 

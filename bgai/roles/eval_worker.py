@@ -19,6 +19,7 @@ from bgai.core.network import BgNet, init_params
 from bgai.core.players import pubeval_decider, random_decider
 from bgai.core.selfplay import play_batch, two_sided
 from bgai.errors import ConfigError
+from bgai.obs.metrics import RoleMetrics
 from bgai.roles.base import Unit, run_gate
 from bgai.roles.identity import Identity
 from bgai.store import evals, runstate
@@ -34,8 +35,11 @@ OPPONENTS = {"random": random_decider, "pubeval": pubeval_decider}
 
 
 class EvalWorker:
-    def __init__(self, cfg: Config, r: Redis, keys: Keys, identity: Identity) -> None:
+    def __init__(
+        self, cfg: Config, r: Redis, keys: Keys, identity: Identity, metrics: RoleMetrics | None = None
+    ) -> None:
         self.cfg, self.r, self.keys, self.identity = cfg, r, keys, identity
+        self.metrics = metrics or RoleMetrics(identity.worker_id, identity.type, identity.hostname)
         self.status = "starting"
         self.games = 0
         for name in cfg.eval.opponents:
@@ -82,6 +86,11 @@ class EvalWorker:
             points = self.play(match, got.version, got.slice_index, got.games)
             evals.add_result(self.r, self.keys, got.version, name, points)
             self.games += len(points)
+            self.metrics.add_games(len(points))
+            totals = evals.results_of(self.r, self.keys, got.version).get(name, {})
+            if totals.get("games"):
+                n = totals["games"]
+                self.metrics.eval_result(name, totals.get("wins", 0) / n, totals.get("points", 0) / n)
             parts.append(f"{name} {sum(p > 0 for p in points)}/{len(points)}")
         return Unit(f"version {got.version} slice {got.slice_index}: won " + ", ".join(parts))
 

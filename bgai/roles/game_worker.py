@@ -22,6 +22,7 @@ from bgai.core.encoding import encode
 from bgai.core.episodes import Episode, EpisodeAssembler
 from bgai.core.network import BgNet, equity, init_params
 from bgai.core.selfplay import play_chunk, start_games
+from bgai.obs.metrics import RoleMetrics
 from bgai.roles.base import Unit, run_gate
 from bgai.roles.identity import Identity
 from bgai.store import runstate
@@ -64,9 +65,17 @@ def episode_surprise(eq_fn: Any, params: Any, episodes: list[Episode]) -> list[f
 
 class GameWorker:
     def __init__(
-        self, cfg: Config, r: Redis, keys: Keys, identity: Identity, seed: int = 0, clock: Clock | None = None
+        self,
+        cfg: Config,
+        r: Redis,
+        keys: Keys,
+        identity: Identity,
+        seed: int = 0,
+        clock: Clock | None = None,
+        metrics: RoleMetrics | None = None,
     ) -> None:
         self.cfg, self.r, self.keys, self.identity = cfg, r, keys, identity
+        self.metrics = metrics or RoleMetrics(identity.worker_id, identity.type, identity.hostname)
         self.seed = seed
         self.clock: Clock = clock or SystemClock()
         self.loaded_at: float | None = None
@@ -121,6 +130,7 @@ class GameWorker:
         if blobs:
             self.replay.push_many(blobs)
         self.games += len(episodes)
+        self.metrics.add_games(len(episodes))
         n = sum(len(ep) for ep in episodes)
         self.positions += n
         self.unit_s = time.perf_counter() - start

@@ -11,6 +11,7 @@ the replay ratio allows right now, at most up to the next publish: steps are owe
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy as np
 from bgai.config import Config, config_hash, model_hash
 from bgai.core.network import BgNet, init_params
 from bgai.core.train_step import Batch, TrainState, init_train_state, make_optimizer, make_train_step
+from bgai.obs.metrics import RoleMetrics
 from bgai.roles.base import Unit, run_gate
 from bgai.roles.identity import Identity
 from bgai.store import runstate, weights
@@ -38,13 +40,17 @@ log = logging.getLogger(__name__)
 
 
 class TrainingWorker:
-    def __init__(self, cfg: Config, r: Redis, keys: Keys, identity: Identity) -> None:
+    def __init__(
+        self, cfg: Config, r: Redis, keys: Keys, identity: Identity, metrics: RoleMetrics | None = None
+    ) -> None:
         self.cfg, self.r, self.keys, self.identity = cfg, r, keys, identity
+        self.metrics = metrics or RoleMetrics(identity.worker_id, identity.type, identity.hostname)
         self.status = "starting"
         self.version: int | None = None  # the version this trainer last published
         self.base_pushed: int | None = None
         self.base_step = 0
         self.last_loss = float("nan")
+        self.holds_lock = True  # as if: a fresh trainer has just restored in setup()
 
     def setup(self) -> None:
         cfg, t = self.cfg, self.cfg.training
@@ -60,14 +66,22 @@ class TrainingWorker:
         self.replay = ReplayStore(self.r, self.keys, cfg.buffer.capacity_positions)
         self.mirror = ReplayMirror(self.replay, movegen_of(cfg).max_plays)
         self.model_hash, self.config_hash = model_hash(cfg), config_hash(cfg)
+        self.restore_latest()
+
+    def restore_latest(self) -> None:
+        """Continue from the newest checkpoint if it is ahead of us; restart the replay-ratio count."""
         ckpts = list_checkpoints(self.dir)
         if ckpts:
             restored, meta = load_checkpoint(ckpts[-1], self._template(), self.model_hash)
-            self.state = TrainState(restored["params"], restored["opt_state"], jnp.asarray(restored["step"]))
-            self.rng = np.random.default_rng([t.seed, int(meta["step"])])
-            self.version = int(meta.get("model_version", 0))
-            log.info("resumed from %s at step %d, version %d", ckpts[-1], meta["step"], self.version)
+            if int(meta["step"]) > self.step:
+                self.state = TrainState(
+                    restored["params"], restored["opt_state"], jnp.asarray(restored["step"])
+                )
+                self.rng = np.random.default_rng([self.cfg.training.seed, int(meta["step"])])
+                self.version = int(meta.get("model_version", 0))
+                log.info("resumed from %s at step %d, version %d", ckpts[-1], meta["step"], self.version)
         self.base_step = self.step
+        self.base_pushed = None
 
     @property
     def step(self) -> int:
@@ -109,13 +123,17 @@ class TrainingWorker:
         if wait and wait.done:
             return wait
         if not self.lock.acquire(self.r):
-            self.status = "standby"
+            self.status, self.holds_lock = "standby", False
             return Unit(idle_s=min(5.0, self.cfg.head.trainer_lock_ttl_s / 3))
+        if not self.holds_lock:  # newly the trainer: take over from the last checkpoint written
+            self.holds_lock = True
+            self.restore_latest()
         if wait:
             return wait
         if self.version is None or weights.current_version(self.r, self.keys) is None:
             return Unit(f"published initial weights as version {self.publish()}")
         stats = self.replay.stats()
+        self.metrics.buffer(stats)
         size, pushed = int(stats.get("size", 0)), int(stats.get("pushed_positions", 0))
         if self.base_pushed is None:
             self.base_pushed = pushed - size
@@ -131,7 +149,11 @@ class TrainingWorker:
             self.status = "waiting"
             return Unit(idle_s=0.2)
         self.status = "training"
+        started = time.perf_counter()
         metrics = self._train(steps)
+        took = max(time.perf_counter() - started, 1e-9)
+        losses = {"total": metrics["loss"], "policy": metrics["policy_loss"], "value": metrics["value_loss"]}
+        self.metrics.training(losses, steps / took, steps * t.batch_size / took)
         note = ""
         if self.step % t.publish_every == 0:
             note = f", published version {self.publish()}"

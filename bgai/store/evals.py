@@ -106,13 +106,19 @@ def results(r: redis.Redis, keys: Keys, limit: int = 10) -> dict[int, dict[str, 
     versions = [int(v) for v in cast(list[bytes], r.zrevrange(keys.eval_versions, 0, limit - 1))]
     out: dict[int, dict[str, dict[str, int]]] = {}
     for v in versions:
-        table: dict[str, dict[str, int]] = {}
-        for field, value in r.hgetall(keys.eval_results(v)).items():
-            opp, _, name = (field.decode() if isinstance(field, bytes) else field).rpartition(":")
-            table.setdefault(opp, {})[name] = int(value)
+        table = results_of(r, keys, v)
         if table:
             out[v] = table
     return out
+
+
+def results_of(r: redis.Redis, keys: Keys, version: int) -> dict[str, dict[str, int]]:
+    """{opponent: {games, wins, points, sq, gammons, backgammons}} of one version."""
+    table: dict[str, dict[str, int]] = {}
+    for field, value in r.hgetall(keys.eval_results(version)).items():
+        opp, _, name = (field.decode() if isinstance(field, bytes) else field).rpartition(":")
+        table.setdefault(opp, {})[name] = int(value)
+    return table
 
 
 def target(r: redis.Redis, keys: Keys) -> dict[str, int] | None:

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -70,6 +71,14 @@ def ctl_status(env: dict[str, str]) -> dict[str, str]:
     return {line.split()[0].split(":")[-1]: line.split()[1] for line in out.splitlines() if line.strip()}
 
 
+def scrape(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            return resp.read().decode()
+    except OSError:
+        return ""
+
+
 def ctl_pids(env: dict[str, str]) -> dict[str, str]:
     out = subprocess.run(
         [BIN / "supervisorctl", "-c", CONF, "status"], env=env, capture_output=True, text=True
@@ -114,6 +123,32 @@ def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, st
         600,
     )
     wait_for("every program in the registry", lambda: registry_types(r) >= expected, 120)
+    # every role serves /metrics on the port it registered, and the coordinator lists them all
+    records = {i: json.loads(r.get(KEYS.worker(i))) for i in expected}
+    ports = {i: rec["metrics_port"] for i, rec in records.items()}
+    assert all(p > 0 for p in ports.values())
+    targets = Path(env["BGAI_HEAD__TARGETS_FILE"])
+    wait_for(
+        "every worker in the Prometheus targets file",
+        lambda: (
+            {t for g in json.loads(targets.read_text() or "[]") for t in g["targets"]}
+            >= {f"{records[i]['hostname']}:{p}" for i, p in ports.items()}
+        ),
+        60,
+    )
+    must = {
+        "game:0": "bgai_games_total{",
+        "training": 'bgai_training_loss{kind="total"',
+        "eval": "bgai_eval_win_rate{",
+    }
+    for worker_id, port in ports.items():
+        kind = worker_id.split(":", 1)[1]
+        want = [
+            f'bgai_system_cpu_percent{{hostname="{host}",worker_id="{worker_id}"}}',
+            "bgai_worker_status{",
+        ]
+        want += [must[kind]] if kind in must else []
+        wait_for(f"{worker_id}'s metrics", lambda p=port, w=want: all(x in scrape(p) for x in w), 120)
     out = subprocess.run(
         [BIN / "bgai", "status", "--config", env["BGAI_CONFIG"], "--json"],
         env=env,
@@ -122,6 +157,10 @@ def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, st
     )
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
+    table = subprocess.run(
+        [BIN / "bgai", "status", "--config", env["BGAI_CONFIG"]], env=env, capture_output=True, text=True
+    ).stdout
+    assert "status running" in table and f"{host}:training" in table and "eval version" in table
     assert status["status"] == "running" and status["model_version"] >= 3
     assert status["buffer"]["size"] <= 5000 and set(status["workers"]) >= expected
     # Redis goes away: every role waits it out inside its process (no exit, so no FATAL), then

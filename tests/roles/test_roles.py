@@ -115,9 +115,7 @@ def test_coordinator_reaps_and_writes_targets(fleet: tuple) -> None:
     targets = json.loads(r.get(keys.metrics_targets))
     assert [t["port"] for t in targets] == [9102]  # only workers that serve /metrics
     sd = json.loads(Path(cfg.head.targets_file).read_text())
-    assert sd == [
-        {"targets": ["127.0.0.1:9102"], "labels": {"worker_id": "test:game", "role": "game", "device": "cpu"}}
-    ]
+    assert sd == [{"targets": ["127.0.0.1:9102"], "labels": {"role": "game", "device": "cpu"}}]
     clock.advance(cfg.head.heartbeat_ttl_s + 1)  # every heartbeat is now stale
     roles["coordinator"].run_once()
     assert registry.list_workers(r, keys) == {}
@@ -130,6 +128,12 @@ def test_second_trainer_stands_by(fleet: tuple) -> None:
     other = TrainingWorker(cfg, r, keys, ident("training2"))
     other.setup()
     assert other.run_once().idle_s > 0 and other.status == "standby"
+    # the holder stops (checkpoint, lock released): the standby takes over from its checkpoint
+    roles["training"].teardown()
+    other.run_once()
+    assert other.status != "standby" and other.step >= roles["training"].step  # continued, not restarted
+    assert other.version >= roles["training"].version
+    other.teardown()
 
 
 class FlakyRole:

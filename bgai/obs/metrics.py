@@ -1,0 +1,206 @@
+"""Prometheus metrics of one role process: declared once, on the role's own registry.
+
+A role gets a `RoleMetrics` and calls its narrow setters; `serve()` exposes `/metrics` over HTTP
+(port 0 picks a free port, which the role then reports in the registry so the coordinator can
+list it as a scrape target). System and GPU figures are read at scrape time by collectors: GPU
+metrics come from NVML (nvidia-ml-py) when a GPU is present and are simply absent otherwise.
+
+Metric labels (`worker_id`, `worker_type`, `hostname`, `gpu_id`, `status`, `kind`, `opponent`)
+never reuse the scrape-target labels the coordinator sets (`role`, `device`), so Prometheus
+never renames one to `exported_*`.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psutil
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+STATUSES = (
+    "starting",
+    "running",
+    "idle",
+    "paused",
+    "waiting",
+    "training",
+    "standby",
+    "evaluating",
+    "stopping",
+)
+
+
+class SystemCollector(Collector):
+    """CPU and memory of the host, read when scraped."""
+
+    def __init__(self, worker_id: str, hostname: str) -> None:
+        self.labels = [worker_id, hostname]
+        psutil.cpu_percent(interval=None)  # prime: the next call measures since now
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        names = ["worker_id", "hostname"]
+        mem = psutil.virtual_memory()
+        for name, doc, value in (
+            (
+                "bgai_system_cpu_percent",
+                "Host CPU use since the previous scrape, percent.",
+                psutil.cpu_percent(),
+            ),
+            ("bgai_system_memory_percent", "Host memory in use, percent.", mem.percent),
+            ("bgai_system_memory_bytes", "Host memory in use, bytes.", float(mem.total - mem.available)),
+        ):
+            family = GaugeMetricFamily(name, doc, labels=names)
+            family.add_metric(self.labels, value)
+            yield family
+
+
+class GpuCollector(Collector):
+    """NVIDIA GPUs through NVML, read when scraped; yields nothing without NVML or a GPU."""
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
+        self._nvml: Any = None
+        self._tried = False
+
+    def _handle(self) -> Any:
+        if not self._tried:
+            self._tried = True
+            try:
+                import pynvml  # from the nvidia-ml-py package
+
+                pynvml.nvmlInit()
+                self._nvml = pynvml
+            except Exception:  # no library, no driver, no GPU: no GPU metrics
+                self._nvml = None
+        return self._nvml
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        nvml = self._handle()
+        if nvml is None:
+            return
+        names = ["worker_id", "gpu_id"]
+        util = GaugeMetricFamily("bgai_gpu_utilization_percent", "GPU utilisation, percent.", labels=names)
+        used = GaugeMetricFamily("bgai_gpu_memory_used_bytes", "GPU memory in use, bytes.", labels=names)
+        total = GaugeMetricFamily("bgai_gpu_memory_total_bytes", "GPU memory, bytes.", labels=names)
+        temp = GaugeMetricFamily("bgai_gpu_temperature_celsius", "GPU temperature, Celsius.", labels=names)
+        try:
+            for i in range(nvml.nvmlDeviceGetCount()):
+                h = nvml.nvmlDeviceGetHandleByIndex(i)
+                mem = nvml.nvmlDeviceGetMemoryInfo(h)
+                labels = [self.worker_id, str(i)]
+                util.add_metric(labels, float(nvml.nvmlDeviceGetUtilizationRates(h).gpu))
+                used.add_metric(labels, float(mem.used))
+                total.add_metric(labels, float(mem.total))
+                temp.add_metric(labels, float(nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU)))
+        except Exception:  # a GPU that went away mid-scrape: report what was read
+            pass
+        yield from (util, used, total, temp)
+
+
+class RoleMetrics:
+    """The metrics one role process exports, with setters for the roles."""
+
+    def __init__(
+        self,
+        worker_id: str,
+        worker_type: str,
+        hostname: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.worker_id, self.worker_type, self.clock = worker_id, worker_type, clock
+        r = self.registry = CollectorRegistry()
+        wid, wt = ["worker_id"], ["worker_id", "worker_type"]
+        self._games = Counter("bgai_games", "Self-play or eval games finished.", wt, registry=r)
+        self._gpm = Gauge(
+            "bgai_games_per_minute", "Games finished per minute, last 5 minutes.", wid, registry=r
+        )
+        self._version = Gauge("bgai_model_version", "Model version in use.", wt, registry=r)
+        self._status = Gauge(
+            "bgai_worker_status", "1 for the worker's current status.", ["worker_id", "status"], registry=r
+        )
+        self._loss = Gauge(
+            "bgai_training_loss", "Last training loss by kind.", ["worker_id", "kind"], registry=r
+        )
+        self._steps = Gauge("bgai_training_steps_per_second", "Train steps per second.", wid, registry=r)
+        self._samples = Gauge(
+            "bgai_training_samples_per_second", "Samples trained per second.", wid, registry=r
+        )
+        self._buf_pos = Gauge("bgai_buffer_positions", "Positions in the replay buffer.", wid, registry=r)
+        self._buf_eps = Gauge("bgai_buffer_episodes", "Episodes in the replay buffer.", wid, registry=r)
+        self._buf_evict = Gauge("bgai_buffer_evicted_episodes", "Episodes evicted so far.", wid, registry=r)
+        self._win = Gauge(
+            "bgai_eval_win_rate",
+            "Win rate of the latest evaluated version.",
+            ["worker_id", "opponent"],
+            registry=r,
+        )
+        self._ppg = Gauge(
+            "bgai_eval_points_per_game",
+            "Points per game of the latest evaluated version.",
+            ["worker_id", "opponent"],
+            registry=r,
+        )
+        build = Info("bgai_build", "The bgai build.", registry=r)
+        build.info({"version": _version()})
+        r.register(SystemCollector(worker_id, hostname))
+        r.register(GpuCollector(worker_id))
+        self._recent: collections.deque[tuple[float, int]] = collections.deque()
+        self._server: Any = None
+        self.set_status("starting")
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> int:
+        """Serve /metrics on a daemon thread (port 0: any free port); returns the port."""
+        self._server, _ = start_http_server(port, addr=addr, registry=self.registry)
+        return int(self._server.server_port)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def set_status(self, status: str) -> None:
+        for s in {*STATUSES, status}:
+            self._status.labels(self.worker_id, s).set(1.0 if s == status else 0.0)
+
+    def add_games(self, n: int) -> None:
+        now = self.clock()
+        self._games.labels(self.worker_id, self.worker_type).inc(n)
+        self._recent.append((now, n))
+        while self._recent and now - self._recent[0][0] > 300:
+            self._recent.popleft()
+        span = max(now - self._recent[0][0], 60.0)
+        self._gpm.labels(self.worker_id).set(sum(k for _, k in self._recent) * 60.0 / span)
+
+    def set_model_version(self, version: int | None) -> None:
+        if version is not None:
+            self._version.labels(self.worker_id, self.worker_type).set(version)
+
+    def training(self, losses: dict[str, float], steps_per_s: float, samples_per_s: float) -> None:
+        for kind, value in losses.items():
+            self._loss.labels(self.worker_id, kind).set(value)
+        self._steps.labels(self.worker_id).set(steps_per_s)
+        self._samples.labels(self.worker_id).set(samples_per_s)
+
+    def buffer(self, stats: dict[str, Any]) -> None:
+        self._buf_pos.labels(self.worker_id).set(float(stats.get("size", 0)))
+        self._buf_eps.labels(self.worker_id).set(float(stats.get("episodes", 0)))
+        self._buf_evict.labels(self.worker_id).set(float(stats.get("evicted_episodes", 0)))
+
+    def eval_result(self, opponent: str, win_rate: float, ppg: float) -> None:
+        self._win.labels(self.worker_id, opponent).set(win_rate)
+        self._ppg.labels(self.worker_id, opponent).set(ppg)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bgai")
+    except PackageNotFoundError:
+        return "unknown"
