@@ -112,13 +112,11 @@ class RoleRunner:
 
     def heartbeat(self) -> None:
         try:
+            info = self.role.info(self.clock.now())
             if self.metrics is not None:
-                info = self.role.info(self.clock.now())
                 self.metrics.set_status(info.status)
                 self.metrics.set_model_version(info.model_version)
-            registry.heartbeat(
-                self.r, self.keys, self.role.info(self.clock.now()), self.cfg.head.heartbeat_ttl_s
-            )
+            registry.heartbeat(self.r, self.keys, info, self.cfg.head.heartbeat_ttl_s)
             if self._beat_failing:
                 log.info("%s: heartbeat restored", self.worker_id)
             self._beat_failing = False

@@ -52,7 +52,7 @@ class Coordinator:
     def __init__(self, cfg: Config, r: Redis, keys: Keys, identity: Identity, clock: Clock) -> None:
         self.cfg, self.r, self.keys, self.identity, self.clock = cfg, r, keys, identity, clock
         self.status = "starting"
-        self.reaped: list[str] = []
+        self.reaped = 0  # workers reaped by this process (a count: a list would grow forever)
         self._last_targets: str | None = None
 
     def setup(self) -> None:
@@ -64,7 +64,7 @@ class Coordinator:
         self.status = "running"
         now = self.clock.now()
         dead = registry.reap(self.r, self.keys, now, h.heartbeat_ttl_s)
-        self.reaped.extend(dead)
+        self.reaped += len(dead)
         live = registry.live_workers(self.r, self.keys, now, h.heartbeat_ttl_s)
         targets = targets_of(live)
         text = json.dumps(targets, sort_keys=True)

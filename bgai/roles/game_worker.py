@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bgai.clock import Clock, SystemClock
-from bgai.config import Config, config_hash, model_hash
+from bgai.config import Config, model_hash
 from bgai.core import rules
 from bgai.core.encoding import encode
 from bgai.core.episodes import Episode, EpisodeAssembler
@@ -106,7 +106,6 @@ class GameWorker:
         self.key = jax.random.key(self.seed)
         self.key, k = jax.random.split(self.key)
         self.slots = start_games(k, s.batch_size)
-        self.config_hash = config_hash(cfg)
 
     def run_once(self) -> Unit:
         self.status, wait = run_gate(runstate.get_run(self.r, self.keys)[1])

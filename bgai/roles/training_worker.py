@@ -49,7 +49,6 @@ class TrainingWorker:
         self.version: int | None = None  # the version this trainer last published
         self.base_pushed: int | None = None
         self.base_step = 0
-        self.last_loss = float("nan")
         self.holds_lock = True  # as if: a fresh trainer has just restored in setup()
 
     def setup(self) -> None:
@@ -159,7 +158,6 @@ class TrainingWorker:
             note = f", published version {self.publish()}"
         if self.step // t.checkpoint_every != (self.step - steps) // t.checkpoint_every:
             note += f", checkpoint {self.checkpoint().name}"
-        self.last_loss = metrics["loss"]
         return Unit(
             f"step {self.step} loss {metrics['loss']:.4f} (policy {metrics['policy_loss']:.4f}, "
             f"value {metrics['value_loss']:.4f}){note}"

@@ -15,8 +15,6 @@ import redis
 
 from bgai.store.keys import Keys
 
-ROLES = ("coordinator", "game", "training", "eval")
-
 
 @dataclass(frozen=True)
 class WorkerInfo:

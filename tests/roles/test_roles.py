@@ -117,8 +117,9 @@ def test_coordinator_reaps_and_writes_targets(fleet: tuple) -> None:
     sd = json.loads(Path(cfg.head.targets_file).read_text())
     assert sd == [{"targets": ["127.0.0.1:9102"], "labels": {"role": "game", "device": "cpu"}}]
     clock.advance(cfg.head.heartbeat_ttl_s + 1)  # every heartbeat is now stale
+    reaped = roles["coordinator"].reaped
     roles["coordinator"].run_once()
-    assert registry.list_workers(r, keys) == {}
+    assert registry.list_workers(r, keys) == {} and roles["coordinator"].reaped == reaped + 2
     assert json.loads(Path(cfg.head.targets_file).read_text()) == []
 
 
