@@ -301,7 +301,7 @@ class HeadConfig(_Section):
     # Seconds between coordinator passes (reaping, targets).
     coordinator_every_s: float = 2.0
     # Prometheus file_sd JSON the coordinator writes (atomic replace).
-    targets_file: str = "runs/fleet/targets.json"
+    targets_file: str = "runs/fleet/targets/bgai.json"
     # TTL of the single-trainer lock; the holder refreshes it every unit of work.
     trainer_lock_ttl_s: float = 30.0
 

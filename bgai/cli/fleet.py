@@ -24,10 +24,22 @@ metrics_port_option = click.option(
     default=None,
     help="Serve /metrics on this port (0: any free port, reported in the registry). Default: none.",
 )
+metrics_addr_option = click.option(
+    "--metrics-addr",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address /metrics binds to; unless 0.0.0.0, also the address Prometheus is told to scrape "
+    "(0.0.0.0: every interface, scraped at this host's name).",
+)
 
 
 def _serve(
-    kind: str, config: str | None, sets: tuple[str, ...], worker_id: str | None, metrics_port: int | None
+    kind: str,
+    config: str | None,
+    sets: tuple[str, ...],
+    worker_id: str | None,
+    metrics_port: int | None,
+    metrics_addr: str = "0.0.0.0",
 ) -> None:
     from bgai.clock import SystemClock
     from bgai.obs.metrics import RoleMetrics
@@ -45,13 +57,14 @@ def _serve(
     r, keys, clock = connect(cfg.redis), keys_for(cfg.redis), SystemClock()
     worker_id = worker_id or default_worker_id(kind)
     metrics = RoleMetrics(worker_id, kind, socket.gethostname())
-    port = 0 if metrics_port is None else metrics.serve(metrics_port)
-    identity = make_identity(kind, worker_id, port)
+    port = 0 if metrics_port is None else metrics.serve(metrics_port, metrics_addr)
+    advertised = "" if metrics_addr in ("0.0.0.0", "::") else metrics_addr
+    identity = make_identity(kind, worker_id, port, metrics_host=advertised)
     role: Any
     if kind == "coordinator":
         from bgai.roles.coordinator import Coordinator
 
-        role = Coordinator(cfg, r, keys, identity, clock)
+        role = Coordinator(cfg, r, keys, identity, clock, metrics)
     elif kind == "game":
         from bgai.roles.game_worker import GameWorker
 
@@ -84,10 +97,15 @@ def _role_command(name: str, kind: str, doc: str) -> click.Command:
     @set_option
     @worker_id_option
     @metrics_port_option
+    @metrics_addr_option
     def command(
-        config: str | None, sets: tuple[str, ...], worker_id: str | None, metrics_port: int | None
+        config: str | None,
+        sets: tuple[str, ...],
+        worker_id: str | None,
+        metrics_port: int | None,
+        metrics_addr: str,
     ) -> None:
-        _serve(kind, config, sets, worker_id, metrics_port)
+        _serve(kind, config, sets, worker_id, metrics_port, metrics_addr)
 
     return command
 

@@ -59,13 +59,24 @@ class SystemCollector(Collector):
             yield family
 
 
-class GpuCollector(Collector):
-    """NVIDIA GPUs through NVML, read when scraped; yields nothing without NVML or a GPU."""
+GPU_METRICS = (
+    "bgai_gpu_utilization_percent",
+    "bgai_gpu_memory_used_bytes",
+    "bgai_gpu_memory_total_bytes",
+    "bgai_gpu_temperature_celsius",
+)
 
-    def __init__(self, worker_id: str) -> None:
+
+class GpuCollector(Collector):
+    """NVIDIA GPUs through NVML, read when scraped; yields nothing without NVML or a GPU.
+
+    `nvml` replaces the `pynvml` module (tests); by default it is imported on the first scrape.
+    """
+
+    def __init__(self, worker_id: str, nvml: Any = None) -> None:
         self.worker_id = worker_id
-        self._nvml: Any = None
-        self._tried = False
+        self._nvml: Any = nvml
+        self._tried = nvml is not None
 
     def _handle(self) -> Any:
         if not self._tried:
@@ -84,10 +95,15 @@ class GpuCollector(Collector):
         if nvml is None:
             return
         names = ["worker_id", "gpu_id"]
-        util = GaugeMetricFamily("bgai_gpu_utilization_percent", "GPU utilisation, percent.", labels=names)
-        used = GaugeMetricFamily("bgai_gpu_memory_used_bytes", "GPU memory in use, bytes.", labels=names)
-        total = GaugeMetricFamily("bgai_gpu_memory_total_bytes", "GPU memory, bytes.", labels=names)
-        temp = GaugeMetricFamily("bgai_gpu_temperature_celsius", "GPU temperature, Celsius.", labels=names)
+        docs = (
+            "GPU utilisation, percent.",
+            "GPU memory in use, bytes.",
+            "GPU memory, bytes.",
+            "GPU temperature, Celsius.",
+        )
+        util, used, total, temp = (
+            GaugeMetricFamily(name, doc, labels=names) for name, doc in zip(GPU_METRICS, docs, strict=True)
+        )
         try:
             for i in range(nvml.nvmlDeviceGetCount()):
                 h = nvml.nvmlDeviceGetHandleByIndex(i)
@@ -119,6 +135,16 @@ class RoleMetrics:
         self._gpm = Gauge(
             "bgai_games_per_minute", "Games finished per minute, last 5 minutes.", wid, registry=r
         )
+        self._positions = Counter(
+            "bgai_positions", "Self-play positions pushed to the replay buffer.", wt, registry=r
+        )
+        self._sims = Gauge(
+            "bgai_search_simulations_per_second",
+            "Search leaf evaluations per second in the last self-play unit (mcts: simulations; "
+            "afterstate: legal plays scored).",
+            wid,
+            registry=r,
+        )
         self._version = Gauge("bgai_model_version", "Model version in use.", wt, registry=r)
         self._status = Gauge(
             "bgai_worker_status", "1 for the worker's current status.", ["worker_id", "status"], registry=r
@@ -145,6 +171,13 @@ class RoleMetrics:
             ["worker_id", "opponent"],
             registry=r,
         )
+        self._run = Gauge(
+            "bgai_run_info",
+            "1 for the run the fleet works on (coordinator).",
+            ["run_id", "run_status"],
+            registry=r,
+        )
+        self._run_labels: tuple[str, str] | None = None
         build = Info("bgai_build", "The bgai build.", registry=r)
         build.info({"version": _version()})
         r.register(SystemCollector(worker_id, hostname))
@@ -177,6 +210,17 @@ class RoleMetrics:
         span = max(now - self._recent[0][0], 60.0)
         self._gpm.labels(self.worker_id).set(sum(k for _, k in self._recent) * 60.0 / span)
 
+    def selfplay(self, positions: int, sims_per_s: float) -> None:
+        self._positions.labels(self.worker_id, self.worker_type).inc(positions)
+        self._sims.labels(self.worker_id).set(sims_per_s)
+
+    def run(self, run_id: str, status: str) -> None:
+        if self._run_labels != (run_id, status):
+            if self._run_labels is not None:
+                self._run.remove(*self._run_labels)
+            self._run.labels(run_id, status).set(1.0)
+            self._run_labels = (run_id, status)
+
     def set_model_version(self, version: int | None) -> None:
         if version is not None:
             self._version.labels(self.worker_id, self.worker_type).set(version)
@@ -195,6 +239,17 @@ class RoleMetrics:
     def eval_result(self, opponent: str, win_rate: float, ppg: float) -> None:
         self._win.labels(self.worker_id, opponent).set(win_rate)
         self._ppg.labels(self.worker_id, opponent).set(ppg)
+
+
+def exported_names(registry: CollectorRegistry) -> set[str]:
+    """Sample names a registry declares (`bgai_games` -> `bgai_games_total`), set or not."""
+    suffix = {"counter": "_total", "info": "_info"}
+    return {f.name + suffix.get(f.type, "") for f in registry.collect()}
+
+
+def declared_metrics() -> set[str]:
+    """Every metric name a role can export (GPU ones only where NVML finds a GPU)."""
+    return exported_names(RoleMetrics("declared", "declared", "declared").registry) | set(GPU_METRICS)
 
 
 def _version() -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 from bgai.clock import Clock
 from bgai.config import Config
+from bgai.obs.metrics import RoleMetrics
 from bgai.roles.base import Unit
 from bgai.roles.identity import Identity
 from bgai.store import registry, runstate
@@ -32,7 +33,8 @@ def targets_of(workers: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if port > 0:
             # target labels only: metric labels (worker_id, ...) come from the worker itself
             labels = {"role": str(rec.get("type", "")), "device": str(rec.get("device_type", ""))}
-            out.append({"host": str(rec.get("hostname", "")), "port": port, "labels": labels})
+            host = str(rec.get("metrics_host") or rec.get("hostname", ""))
+            out.append({"host": host, "port": port, "labels": labels})
     return out
 
 
@@ -49,8 +51,17 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 class Coordinator:
-    def __init__(self, cfg: Config, r: Redis, keys: Keys, identity: Identity, clock: Clock) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        r: Redis,
+        keys: Keys,
+        identity: Identity,
+        clock: Clock,
+        metrics: RoleMetrics | None = None,
+    ) -> None:
         self.cfg, self.r, self.keys, self.identity, self.clock = cfg, r, keys, identity, clock
+        self.metrics = metrics
         self.status = "starting"
         self.reaped = 0  # workers reaped by this process (a count: a list would grow forever)
         self._last_targets: str | None = None
@@ -62,6 +73,8 @@ class Coordinator:
         h = self.cfg.head
         run_id, status = runstate.ensure_run(self.r, self.keys, uuid.uuid4().hex)
         self.status = "running"
+        if self.metrics is not None:
+            self.metrics.run(run_id, status)
         now = self.clock.now()
         dead = registry.reap(self.r, self.keys, now, h.heartbeat_ttl_s)
         self.reaped += len(dead)

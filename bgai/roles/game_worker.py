@@ -123,7 +123,8 @@ class GameWorker:
         assert version is not None
         self.key, k = jax.random.split(self.key)
         self.slots, chunk = self.play(self.follower.params, self.slots, k)
-        episodes = self.assembler.add(jax.device_get(chunk), version)
+        host = jax.device_get(chunk)
+        episodes = self.assembler.add(host, version)
         surprise = episode_surprise(self.eq_fn, self.follower.params, episodes)
         blobs = [encode_episode(ep, s) for ep, s in zip(episodes, surprise, strict=True)]
         if blobs:
@@ -133,8 +134,15 @@ class GameWorker:
         n = sum(len(ep) for ep in episodes)
         self.positions += n
         self.unit_s = time.perf_counter() - start
+        self.metrics.selfplay(n, self.leaf_evaluations(host) / max(self.unit_s, 1e-9))
         note = f" (now version {version})" if swapped else ""
         return Unit(f"pushed {len(episodes)} games, {n} positions{note}")
+
+    def leaf_evaluations(self, chunk: Any) -> int:
+        """Search work in a chunk: simulations per decision (mcts), or legal plays scored."""
+        if self.cfg.selfplay.mode == "mcts":
+            return int(np.prod(chunk.dice.shape)) * self.cfg.search.num_simulations
+        return int(np.asarray(chunk.mask).sum())
 
     def info(self, now: float) -> WorkerInfo:
         return self.identity.info(

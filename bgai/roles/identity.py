@@ -17,6 +17,7 @@ class Identity:
     device_type: str
     device_name: str
     metrics_port: int = 0  # 0: serves no /metrics
+    metrics_host: str = ""  # address to scrape /metrics at (empty: hostname)
 
     def info(
         self,
@@ -40,6 +41,7 @@ class Identity:
             last_heartbeat=now,
             model_loaded_at=loaded_at,
             last_unit_s=unit_s,
+            metrics_host=self.metrics_host,
         )
 
 
@@ -49,7 +51,11 @@ def default_worker_id(kind: str) -> str:
 
 
 def make_identity(
-    kind: str, worker_id: str | None, metrics_port: int = 0, detect_device: bool = True
+    kind: str,
+    worker_id: str | None,
+    metrics_port: int = 0,
+    detect_device: bool = True,
+    metrics_host: str = "",
 ) -> Identity:
     from bgai.devices import detect
 
@@ -61,4 +67,5 @@ def make_identity(
         device_type,
         device_name,
         metrics_port,
+        metrics_host,
     )

@@ -17,7 +17,7 @@ two prefixes. Writers and readers name roles: coordinator (C), game worker (G), 
 |                              |        |       |           |           | metrics_port, status,             |
 |                              |        |       |           |           | games_generated, model_version,   |
 |                              |        |       |           |           | last_heartbeat} + model_loaded_at,|
-|                              |        |       |           |           | last_unit_s (extra)               |
+|                              |        |       |           |           | last_unit_s, metrics_host (extra) |
 | P:workers:index              | set    | -     | each role | C S       | ids ever registered and not yet   |
 |                              |        |       | C (reaps) |           | reaped (the TTL key is the truth) |
 | P:buffer:episodes            | list   | -     | G (push)  | T         | episode ids, oldest first         |

@@ -33,6 +33,7 @@ class WorkerInfo:
     # beyond the plan's fields (see keys.py):
     model_loaded_at: float | None = None  # when model_version was swapped in (epoch seconds)
     last_unit_s: float | None = None  # duration of the last unit of work (e.g. one self-play batch)
+    metrics_host: str = ""  # address Prometheus scrapes (empty: hostname)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -1,8 +1,10 @@
-"""The whole fleet on one host under a real supervisord, with a real redis-server.
+"""The whole fleet on one host under a real supervisord, with a real redis-server and Prometheus.
 
 Starts `supervisor/local.conf` (the programs scripts/fleet-local runs) with the tiny test config,
 then waits, bounded and on conditions, until the model version is >= 3, an eval result exists and
-every program is in the registry; then stops the workers warmly and checks they deregistered.
+every program is in the registry; checks /metrics, Prometheus (targets through the file_sd file,
+every dashboard panel's PromQL, every declared metric set), then a Redis outage, then stops the
+workers warmly and checks they deregistered and dropped out of Prometheus's targets.
 """
 
 from __future__ import annotations
@@ -18,15 +20,26 @@ from pathlib import Path
 
 import pytest
 import redis
+from dashboards import panel_queries
+from prometheus_api import PromAPI, has_gpu
 from redis_server import free_port, redis_binary
 
+from bgai.obs.metrics import GPU_METRICS, declared_metrics
 from bgai.store.keys import Keys
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CONF = REPO / "supervisor" / "local.conf"
 KEYS = Keys()  # the default prefix, as the fleet's config uses
-PROGRAMS = {"redis", "coordinator", "training-worker", "game-worker-0", "game-worker-1", "eval-worker"}
+PROGRAMS = {
+    "redis",
+    "prometheus",
+    "coordinator",
+    "training-worker",
+    "game-worker-0",
+    "game-worker-1",
+    "eval-worker",
+}
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout_s: float, poll_s: float = 0.5) -> None:
@@ -50,8 +63,10 @@ def fleet(tmp_path: Path) -> Iterator[tuple[dict[str, str], redis.Redis]]:
         "BGAI_CONFIG": str(REPO / "tests" / "fleet.yaml"),
         "BGAI_GAME_WORKERS": "2",
         "BGAI_REDIS__PORT": str(port),
+        "BGAI_PROMETHEUS_PORT": str(free_port()),
+        "BGAI_METRICS_ADDR": "127.0.0.1",
         "BGAI_TRAINING__CHECKPOINT_DIR": str(run_dir / "checkpoints"),
-        "BGAI_HEAD__TARGETS_FILE": str(run_dir / "targets.json"),
+        "BGAI_HEAD__TARGETS_FILE": str(run_dir / "targets" / "bgai.json"),
     }
     subprocess.run([BIN / "supervisord", "-c", CONF], env=env, check=True)
     r = redis.Redis(port=port)
@@ -107,6 +122,44 @@ def version(r: redis.Redis) -> int:
     return -1 if raw is None else int(raw)
 
 
+def check_prometheus(env: dict[str, str], prom: PromAPI, instances: set[str]) -> None:
+    """Prometheus scrapes every role through the file_sd file; every panel query has series."""
+    run_dir = Path(env["BGAI_RUN_DIR"])
+    for config in (REPO / "configs" / "prometheus.yml", run_dir / "prometheus.yml"):
+        out = subprocess.run(["promtool", "check", "config", config], capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout + out.stderr
+    wait_for("Prometheus to answer", prom.ready, 60)
+    wait_for("every role scraped by Prometheus", lambda: set(prom.up_targets()) >= instances, 120)
+    assert set(prom.up_targets().values()) == {"coordinator", "training", "game", "eval"}
+    for instance in instances:
+        text = scrape(int(instance.rsplit(":", 1)[1]))
+        out = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+        assert out.returncode == 0, f"{instance}: {out.stdout}{out.stderr}"
+    gpu = has_gpu()
+    queries = panel_queries()
+    for _, _, expr, _ in queries:
+        prom.query(expr)  # every expression parses and runs, GPU ones included
+    pending = {(d, t, e) for d, t, e, needs_gpu in queries if gpu or not needs_gpu}
+
+    def answered() -> bool:
+        pending.difference_update({q for q in list(pending) if prom.query(q[2])})
+        return not pending
+
+    try:
+        wait_for("a series for every dashboard panel", answered, 180, poll_s=2.0)
+    except AssertionError as e:
+        raise AssertionError(f"{e}: no series for {sorted(pending)}") from None
+    skipped = sum(1 for *_, needs_gpu in queries if needs_gpu and not gpu)
+    print(f"{len(queries) - skipped} panel queries have series; {skipped} GPU queries skipped (no GPU)")
+    # every declared metric is set by the running fleet; target and metric labels stay disjoint
+    names = set(prom.get("label/__name__/values"))
+    missing = declared_metrics() - set(() if gpu else GPU_METRICS) - names
+    assert not missing, f"declared but never set by the fleet: {sorted(missing)}"
+    series = prom.get("series", **{"match[]": '{job="bgai"}'})
+    assert series and all(not k.startswith("exported_") for s in series for k in s)
+    assert all({"role", "device", "instance"} <= set(s) for s in series)
+
+
 def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, str], redis.Redis]) -> None:
     env, r = fleet
     host = os.uname().nodename
@@ -127,12 +180,13 @@ def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, st
     records = {i: json.loads(r.get(KEYS.worker(i))) for i in expected}
     ports = {i: rec["metrics_port"] for i, rec in records.items()}
     assert all(p > 0 for p in ports.values())
+    assert {rec["metrics_host"] for rec in records.values()} == {"127.0.0.1"}  # --metrics-addr
     targets = Path(env["BGAI_HEAD__TARGETS_FILE"])
     wait_for(
         "every worker in the Prometheus targets file",
         lambda: (
             {t for g in json.loads(targets.read_text() or "[]") for t in g["targets"]}
-            >= {f"{records[i]['hostname']}:{p}" for i, p in ports.items()}
+            >= {f"{records[i]['metrics_host']}:{p}" for i, p in ports.items()}
         ),
         60,
     )
@@ -149,6 +203,8 @@ def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, st
         ]
         want += [must[kind]] if kind in must else []
         wait_for(f"{worker_id}'s metrics", lambda p=port, w=want: all(x in scrape(p) for x in w), 120)
+    prom = PromAPI(int(env["BGAI_PROMETHEUS_PORT"]))
+    check_prometheus(env, prom, {f"127.0.0.1:{p}" for p in ports.values()})
     out = subprocess.run(
         [BIN / "bgai", "status", "--config", env["BGAI_CONFIG"], "--json"],
         env=env,
@@ -170,7 +226,7 @@ def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, st
     subprocess.run(
         [BIN / "supervisorctl", "-c", CONF, "stop", "redis"], env=env, check=True, capture_output=True
     )
-    logs = {p: Path(env["BGAI_RUN_DIR"]) / f"{p}.log" for p in PROGRAMS - {"redis"}}
+    logs = {p: Path(env["BGAI_RUN_DIR"]) / f"{p}.log" for p in PROGRAMS - {"redis", "prometheus"}}
     wait_for(
         "every role to notice the outage",
         lambda: all("Redis unavailable" in path.read_text() for path in logs.values()),
@@ -190,8 +246,11 @@ def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, st
         capture_output=True,
     )
     states = ctl_status(env)
-    assert {states[p] for p in PROGRAMS - {"redis", "coordinator"}} == {"STOPPED"}
+    assert {states[p] for p in PROGRAMS - {"redis", "prometheus", "coordinator"}} == {"STOPPED"}
     assert registry_types(r) & expected == {f"{host}:coordinator"}
     log = (Path(env["BGAI_RUN_DIR"]) / "training-worker.log").read_text()
     assert "warm stop: checkpoint" in log
+    # the stopped workers leave the targets file, and Prometheus's targets with it
+    coordinator = f"127.0.0.1:{ports[f'{host}:coordinator']}"
+    wait_for("stopped workers to leave Prometheus", lambda: prom.active_targets() == {coordinator}, 120)
     assert list((Path(env["BGAI_RUN_DIR"]) / "checkpoints").glob("ckpt_*.bgai"))

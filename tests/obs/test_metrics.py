@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import urllib.request
+from pathlib import Path
 
-from bgai.obs.metrics import RoleMetrics
+import pytest
+
+from bgai.obs.metrics import RoleMetrics, declared_metrics
 
 
 def scrape(port: int) -> str:
@@ -42,3 +47,87 @@ def test_served_metrics() -> None:
     # no GPU here: no GPU series, and no error either
     assert "bgai_gpu_" not in text or "bgai_gpu_utilization_percent{" in text
     assert 'role="' not in text and 'device="' not in text  # target labels stay the coordinator's
+
+
+def test_selfplay_and_run_info() -> None:
+    m = RoleMetrics("h:coordinator", "coordinator", "h")
+    port = m.serve(0, addr="127.0.0.1")
+    try:
+        m.selfplay(120, 5000.0)
+        m.run("abc", "running")
+        m.run("abc", "paused")  # one series: the old status is removed, not left at 1
+        text = scrape(port)
+    finally:
+        m.close()
+    assert 'bgai_positions_total{worker_id="h:coordinator",worker_type="coordinator"} 120.0' in text
+    assert 'bgai_search_simulations_per_second{worker_id="h:coordinator"} 5000.0' in text
+    assert 'bgai_run_info{run_id="abc",run_status="paused"} 1.0' in text
+    assert 'run_status="running"' not in text
+
+
+class FakeNvml:
+    """The slice of the pynvml API GpuCollector reads: two GPUs."""
+
+    NVML_TEMPERATURE_GPU = 0
+
+    class Mem:
+        used, total = 3 * 2**30, 80 * 2**30
+
+    class Util:
+        gpu = 42
+
+    def nvmlDeviceGetCount(self) -> int:  # noqa: N802 (NVML's spelling)
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:  # noqa: N802
+        return i
+
+    def nvmlDeviceGetMemoryInfo(self, h: int) -> type:  # noqa: N802
+        return self.Mem
+
+    def nvmlDeviceGetUtilizationRates(self, h: int) -> type:  # noqa: N802
+        return self.Util
+
+    def nvmlDeviceGetTemperature(self, h: int, sensor: int) -> int:  # noqa: N802
+        return 60 + h
+
+
+def test_gpu_metrics_from_nvml() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from bgai.obs.metrics import GPU_METRICS, GpuCollector
+
+    reg = CollectorRegistry()
+    reg.register(GpuCollector("h:game:0", nvml=FakeNvml()))
+    text = generate_latest(reg).decode()
+    for gpu_id in ("0", "1"):
+        for name in GPU_METRICS:
+            assert f'{name}{{gpu_id="{gpu_id}",worker_id="h:game:0"}}' in text
+    assert 'bgai_gpu_temperature_celsius{gpu_id="1",worker_id="h:game:0"} 61.0' in text
+    assert 'bgai_gpu_memory_total_bytes{gpu_id="0",worker_id="h:game:0"} 8.589934592e+10' in text
+
+
+def test_declared_metrics_pass_promtool(tmp_path: Path) -> None:
+    """Every family, once set, passes `promtool check metrics` (Prometheus's naming lint)."""
+    from prometheus_client import generate_latest
+
+    from bgai.obs.metrics import GpuCollector
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing: scripts/install installs Debian's prometheus package")
+    m = RoleMetrics("h:game:0", "game", "h")
+    m.add_games(1)
+    m.selfplay(10, 1.0)
+    m.set_model_version(1)
+    m.training({"total": 1.0}, 1.0, 1.0)
+    m.buffer({"size": 1})
+    m.eval_result("pubeval", 0.5, 0.0)
+    m.run("abc", "running")
+    m.registry.register(GpuCollector("h:game:0#fake", nvml=FakeNvml()))
+    text = generate_latest(m.registry)
+    out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
+    assert out.returncode == 0, out.stdout.decode() + out.stderr.decode()
+    from bgai.obs.metrics import exported_names
+
+    assert exported_names(m.registry) >= declared_metrics()

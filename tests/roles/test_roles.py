@@ -202,3 +202,14 @@ def test_loop_waits_out_a_dead_server_and_carries_on(tmp_path: Path) -> None:
         runner.stop.set()
         thread.join(30)
         r.close()
+
+
+def test_targets_use_the_advertised_metrics_address() -> None:
+    from bgai.roles.coordinator import targets_of
+
+    workers = {
+        "a": {"metrics_port": 9100, "hostname": "gpu1", "metrics_host": "10.0.0.5", "type": "game"},
+        "b": {"metrics_port": 9101, "hostname": "cpu1", "metrics_host": "", "type": "eval"},
+        "c": {"metrics_port": 0, "hostname": "cpu1", "type": "eval"},
+    }
+    assert [(t["host"], t["port"]) for t in targets_of(workers)] == [("10.0.0.5", 9100), ("cpu1", 9101)]
