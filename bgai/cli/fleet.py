@@ -55,6 +55,13 @@ def _serve(
         force=True,
     )
     r, keys, clock = connect(cfg.redis), keys_for(cfg.redis), SystemClock()
+    tracker, tracking = None, None
+    if cfg.mlflow.tracking_uri:
+        from bgai.obs.tracking import Tracker, TrackingQueue, client_env
+
+        client_env()
+        tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
+        tracking = TrackingQueue(tracker)
     worker_id = worker_id or default_worker_id(kind)
     metrics = RoleMetrics(worker_id, kind, socket.gethostname())
     port = 0 if metrics_port is None else metrics.serve(metrics_port, metrics_addr)
@@ -64,7 +71,7 @@ def _serve(
     if kind == "coordinator":
         from bgai.roles.coordinator import Coordinator
 
-        role = Coordinator(cfg, r, keys, identity, clock, metrics)
+        role = Coordinator(cfg, r, keys, identity, clock, metrics, tracker)
     elif kind == "game":
         from bgai.roles.game_worker import GameWorker
 
@@ -73,11 +80,11 @@ def _serve(
     elif kind == "training":
         from bgai.roles.training_worker import TrainingWorker
 
-        role = TrainingWorker(cfg, r, keys, identity, metrics)
+        role = TrainingWorker(cfg, r, keys, identity, metrics, tracking)
     else:
         from bgai.roles.eval_worker import EvalWorker
 
-        role = EvalWorker(cfg, r, keys, identity, metrics)
+        role = EvalWorker(cfg, r, keys, identity, metrics, tracking)
     logging.getLogger("bgai").info(
         "%s %s on %s (%s) -> redis %s:%d prefix %s",
         kind,

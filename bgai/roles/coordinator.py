@@ -1,6 +1,7 @@
 """`bgai coordinator`: the run's lifecycle, reaping dead workers, and Prometheus targets.
 
-One unit: make sure a run exists (a new id, `running`, if Redis has none), remove workers whose
+One unit: make sure a run exists (if Redis has none: a new MLflow run when `mlflow.tracking_uri`
+is set, else a random id; made current and `running`), remove workers whose
 heartbeat is older than `head.heartbeat_ttl_s` by the injected clock, then publish the live
 workers' metrics endpoints to `metrics:targets` and to a Prometheus file_sd file (written to a
 temporary file and renamed, so Prometheus never reads half a file).
@@ -9,6 +10,7 @@ temporary file and renamed, so Prometheus never reads half a file).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -17,12 +19,15 @@ from typing import Any
 from bgai.clock import Clock
 from bgai.config import Config
 from bgai.obs.metrics import RoleMetrics
+from bgai.obs.tracking import Tracker
 from bgai.roles.base import Unit
 from bgai.roles.identity import Identity
 from bgai.store import registry, runstate
 from bgai.store.client import Redis
 from bgai.store.keys import Keys
 from bgai.store.registry import WorkerInfo
+
+log = logging.getLogger(__name__)
 
 
 def targets_of(workers: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -59,9 +64,11 @@ class Coordinator:
         identity: Identity,
         clock: Clock,
         metrics: RoleMetrics | None = None,
+        tracker: Tracker | None = None,
     ) -> None:
         self.cfg, self.r, self.keys, self.identity, self.clock = cfg, r, keys, identity, clock
         self.metrics = metrics
+        self.tracker = tracker
         self.status = "starting"
         self.reaped = 0  # workers reaped by this process (a count: a list would grow forever)
         self._last_targets: str | None = None
@@ -71,7 +78,15 @@ class Coordinator:
 
     def run_once(self) -> Unit:
         h = self.cfg.head
-        run_id, status = runstate.ensure_run(self.r, self.keys, uuid.uuid4().hex)
+        if runstate.get_run(self.r, self.keys)[0] is None:
+            new_id = self.new_run_id()
+            if new_id is None:
+                self.status = "waiting"
+                return Unit(idle_s=5.0)
+            runstate.ensure_run(self.r, self.keys, new_id)
+        run_id, status = runstate.get_run(self.r, self.keys)
+        if run_id is None or status is None:  # cleared meanwhile: next unit
+            return Unit(idle_s=h.coordinator_every_s)
         self.status = "running"
         if self.metrics is not None:
             self.metrics.run(run_id, status)
@@ -87,6 +102,18 @@ class Coordinator:
             self._last_targets = text
         summary = f"reaped {', '.join(dead)}" if dead else ""
         return Unit(summary, idle_s=h.coordinator_every_s)
+
+    def new_run_id(self) -> str | None:
+        """A run for a fleet that has none: an MLflow run if tracking is on (None: MLflow down)."""
+        if self.tracker is None:
+            return uuid.uuid4().hex
+        from bgai.runs.manager import run_name, run_params
+
+        try:
+            return self.tracker.create_run(run_name(self.cfg, self.clock.now()), run_params(self.cfg))
+        except Exception as exc:  # MLflow down or refusing: the fleet waits for a run
+            log.warning("cannot create an MLflow run at %s: %s", self.tracker.uri, str(exc).splitlines()[0])
+            return None
 
     def info(self, now: float) -> WorkerInfo:
         return self.identity.info(now, self.status)

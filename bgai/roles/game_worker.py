@@ -83,6 +83,7 @@ class GameWorker:
         self.games = 0
         self.positions = 0
         self.status = "starting"
+        self.run_id: str | None = None
 
     def setup(self) -> None:
         cfg = self.cfg
@@ -108,9 +109,16 @@ class GameWorker:
         self.slots = start_games(k, s.batch_size)
 
     def run_once(self) -> Unit:
-        self.status, wait = run_gate(runstate.get_run(self.r, self.keys)[1])
+        run_id, run_status = runstate.get_run(self.r, self.keys)
+        self.status, wait = run_gate(run_status)
         if wait:
             return wait
+        if run_id != self.run_id:  # a new run: its own versions, and no half-played old games
+            self.run_id = run_id
+            self.follower.reset()
+            self.assembler = EpisodeAssembler()
+            self.key, k = jax.random.split(self.key)
+            self.slots = start_games(k, self.cfg.selfplay.batch_size)
         swapped = self.follower.update(self.r)
         if swapped:
             self.loaded_at = self.clock.now()

@@ -5,7 +5,13 @@ the replay ratio allows right now, at most up to the next publish: steps are owe
 `training.samples_per_position` sampled positions per position pushed since this worker started
 (the positions already in the buffer count as new), and training starts once the buffer holds
 `training.min_buffer_positions`. Every `publish_every` steps a new version is published; every
-`checkpoint_every` steps, and on a warm stop, a local checkpoint is written (resumed on start).
+`checkpoint_every` steps, and on a warm stop, a checkpoint is written to
+`training.checkpoint_dir/{run_id}/` and, with MLflow configured, logged to the run.
+
+The trainer follows the run id in Redis: on a run it has not seen (at start, after
+`bgai-runs start` or `resume`) it starts from fresh weights, or from that run's newest checkpoint
+if it has one. MLflow logging goes through a background queue: a dead MLflow server never stops
+training.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from bgai.config import Config, config_hash, model_hash
 from bgai.core.network import BgNet, init_params
 from bgai.core.train_step import Batch, TrainState, init_train_state, make_optimizer, make_train_step
 from bgai.obs.metrics import RoleMetrics
+from bgai.obs.tracking import TrackingQueue
 from bgai.roles.base import Unit, run_gate
 from bgai.roles.identity import Identity
 from bgai.store import runstate, weights
@@ -41,10 +48,18 @@ log = logging.getLogger(__name__)
 
 class TrainingWorker:
     def __init__(
-        self, cfg: Config, r: Redis, keys: Keys, identity: Identity, metrics: RoleMetrics | None = None
+        self,
+        cfg: Config,
+        r: Redis,
+        keys: Keys,
+        identity: Identity,
+        metrics: RoleMetrics | None = None,
+        tracking: TrackingQueue | None = None,
     ) -> None:
         self.cfg, self.r, self.keys, self.identity = cfg, r, keys, identity
         self.metrics = metrics or RoleMetrics(identity.worker_id, identity.type, identity.hostname)
+        self.tracking = tracking
+        self.run_id: str | None = None
         self.status = "starting"
         self.version: int | None = None  # the version this trainer last published
         self.base_pushed: int | None = None
@@ -58,14 +73,33 @@ class TrainingWorker:
             t.learning_rate, t.lr_schedule, t.warmup_steps, t.decay_steps, t.weight_decay, t.grad_clip
         )
         self.train_step = make_train_step(self.net.apply, self.optimizer, t.policy_weight, t.value_weight)
-        self.state = init_train_state(init_params(self.net, jax.random.key(t.seed)), self.optimizer)
-        self.rng = np.random.default_rng(t.seed)
+        self.fresh_state()
         self.dir = Path(t.checkpoint_dir)
         self.lock = TrainerLock(self.keys, self.identity.worker_id, cfg.head.trainer_lock_ttl_s)
         self.replay = ReplayStore(self.r, self.keys, cfg.buffer.capacity_positions)
         self.mirror = ReplayMirror(self.replay, movegen_of(cfg).max_plays)
         self.model_hash, self.config_hash = model_hash(cfg), config_hash(cfg)
+
+    def fresh_state(self) -> None:
+        t = self.cfg.training
+        self.state = init_train_state(init_params(self.net, jax.random.key(t.seed)), self.optimizer)
+        self.rng = np.random.default_rng(t.seed)
+        self.version = None
+
+    def enter_run(self, run_id: str) -> None:
+        """Work on `run_id` from now on: its newest checkpoint, or fresh weights."""
+        self.run_id = run_id
+        self.dir = Path(self.cfg.training.checkpoint_dir) / run_id
+        self.fresh_state()
+        if self.tracking is not None and not list_checkpoints(self.dir):
+            from bgai.runs.manager import newest_checkpoint
+
+            try:  # a run resumed on this host that trained elsewhere
+                newest_checkpoint(self.tracking.tracker, run_id, self.dir)
+            except Exception as exc:  # MLflow down: start from what is here
+                log.warning("could not fetch run %s's checkpoints from MLflow: %s", run_id, exc)
         self.restore_latest()
+        log.info("run %s: step %d, version %s", run_id, self.step, self.version)
 
     def restore_latest(self) -> None:
         """Continue from the newest checkpoint if it is ahead of us; restart the replay-ratio count."""
@@ -76,7 +110,9 @@ class TrainingWorker:
                 self.state = TrainState(
                     restored["params"], restored["opt_state"], jnp.asarray(restored["step"])
                 )
-                self.rng = np.random.default_rng([self.cfg.training.seed, int(meta["step"])])
+                self.rng = np.random.default_rng(self.cfg.training.seed)
+                if "rng" in meta:
+                    self.rng.bit_generator.state = meta["rng"]
                 self.version = int(meta.get("model_version", 0))
                 log.info("resumed from %s at step %d, version %d", ckpts[-1], meta["step"], self.version)
         self.base_step = self.step
@@ -111,16 +147,30 @@ class TrainingWorker:
             "model_hash": self.model_hash,
             "config_hash": self.config_hash,
             "model_version": self.version or 0,
+            "run_id": self.run_id,
+            "rng": self.rng.bit_generator.state,
         }
-        return save_checkpoint(
+        before = {p.name for p in list_checkpoints(self.dir)}
+        path = save_checkpoint(
             self.dir, self.step, self._template(), meta, self.cfg.training.keep_checkpoints
         )
+        if self.tracking is not None and self.run_id is not None:
+            self.tracking.artifact(self.run_id, path, "checkpoints")
+            for gone in sorted(before - {p.name for p in list_checkpoints(self.dir)}):
+                self.tracking.delete(self.run_id, f"checkpoints/{gone}")
+            self.tracking.curves(self.run_id)
+        return path
 
     def run_once(self) -> Unit:
         t = self.cfg.training
-        self.status, wait = run_gate(runstate.get_run(self.r, self.keys)[1])
+        run_id, run_status = runstate.get_run(self.r, self.keys)
+        self.status, wait = run_gate(run_status)
         if wait and wait.done:
             return wait
+        if run_id is None:
+            return Unit(idle_s=1.0)
+        if run_id != self.run_id:
+            self.enter_run(run_id)
         if not self.lock.acquire(self.r):
             self.status, self.holds_lock = "standby", False
             return Unit(idle_s=min(5.0, self.cfg.head.trainer_lock_ttl_s / 3))
@@ -156,6 +206,13 @@ class TrainingWorker:
         note = ""
         if self.step % t.publish_every == 0:
             note = f", published version {self.publish()}"
+        if self.tracking is not None:
+            progress = {
+                "buffer_positions": size,
+                "games_collected": int(stats.get("pushed_episodes", 0)),
+                "model_version": self.version or 0,
+            }
+            self.tracking.metrics(run_id, {**metrics, **progress}, self.step)
         if self.step // t.checkpoint_every != (self.step - steps) // t.checkpoint_every:
             note += f", checkpoint {self.checkpoint().name}"
         return Unit(
@@ -186,3 +243,5 @@ class TrainingWorker:
         if self.step > self.base_step:
             log.info("warm stop: checkpoint %s", self.checkpoint())
         self.lock.release(self.r)
+        if self.tracking is not None and not self.tracking.flush(30.0):
+            log.warning("MLflow unreachable: %d logging items not sent", self.tracking.pending())

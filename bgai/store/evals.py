@@ -87,8 +87,15 @@ def claim(
     return Claim(int(version), int(index), n, blob or None)
 
 
-def add_result(r: redis.Redis, keys: Keys, version: int, opponent: str, points: list[int]) -> None:
-    """Add one slice's games (points won per game by our model) to the version's sums."""
+def clear(r: redis.Redis, keys: Keys) -> int:
+    """Forget every eval target, claim and result (a new run); returns keys removed."""
+    found = list(r.scan_iter(match=keys.eval_pattern, count=1000))
+    return int(r.unlink(*found)) if found else 0
+
+
+def add_result(r: redis.Redis, keys: Keys, version: int, opponent: str, points: list[int]) -> int:
+    """Add one slice's games (points won per game by our model) to the version's sums; returns
+    the version's games against `opponent` now (the adder that completes a version sees it)."""
     key = keys.eval_results(version)
     with r.pipeline(transaction=True) as pipe:
         pipe.hincrby(key, f"{opponent}:games", len(points))
@@ -98,7 +105,7 @@ def add_result(r: redis.Redis, keys: Keys, version: int, opponent: str, points: 
         pipe.hincrby(key, f"{opponent}:gammons", sum(1 for p in points if p >= 2))
         pipe.hincrby(key, f"{opponent}:backgammons", sum(1 for p in points if p >= 3))
         pipe.expire(key, RESULT_TTL_S)
-        pipe.execute()
+        return int(pipe.execute()[0])
 
 
 def results(r: redis.Redis, keys: Keys, limit: int = 10) -> dict[int, dict[str, dict[str, int]]]:

@@ -157,6 +157,11 @@ class Keys:
     def eval_versions(self) -> str:
         return self._k("eval", "versions")
 
+    @property
+    def eval_pattern(self) -> str:
+        """SCAN pattern matching every eval key."""
+        return self._k("eval", "*")
+
     def all_patterns(self) -> list[str]:
         """SCAN patterns covering every key of this prefix (for cleanup)."""
         return [self._k("*")]

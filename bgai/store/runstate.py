@@ -41,3 +41,8 @@ def ensure_run(r: redis.Redis, keys: Keys, new_id: str) -> tuple[str, str]:
         pipe.execute()
     run_id, status = get_run(r, keys)
     return run_id or new_id, status or "running"
+
+
+def clear_run(r: redis.Redis, keys: Keys) -> None:
+    """No current run (the coordinator then creates one)."""
+    r.delete(keys.run_id, keys.run_status)

@@ -56,6 +56,24 @@ def publish(r: redis.Redis, keys: Keys, version: int, blob: bytes) -> int:
     return version
 
 
+def install(r: redis.Redis, keys: Keys, version: int, blob: bytes) -> None:
+    """Make `blob` current as `version` even if Redis holds a higher one (`bgai-runs resume`)."""
+    header = read_weights_header(blob)
+    if header.get("version") != version:
+        raise ValueError(f"blob is stamped version {header.get('version')}, installing {version}")
+    meta = {k: header.get(k) for k in ("version", "step", "model_hash", "config_hash")}
+    with r.pipeline(transaction=True) as pipe:
+        pipe.set(keys.model_version, version)
+        pipe.set(keys.model_weights, blob)
+        pipe.set(keys.model_config, json.dumps(meta))
+        pipe.execute()
+
+
+def clear(r: redis.Redis, keys: Keys) -> None:
+    """No model at all (a new run): the trainer publishes its initial weights as version 0."""
+    r.delete(keys.model_version, keys.model_weights, keys.model_config)
+
+
 def current_version(r: redis.Redis, keys: Keys) -> int | None:
     raw = r.get(keys.model_version)
     return None if raw is None else int(raw)
@@ -85,6 +103,10 @@ class WeightsFollower:
         self.params: Any = None
         self.version: int | None = None
         self.refused: dict[int, str] = {}  # version -> reason, so a bad blob is logged once
+
+    def reset(self) -> None:
+        """Forget the model (a new run: its versions start again from 0)."""
+        self.params, self.version, self.refused = None, None, {}
 
     def update(self, r: redis.Redis) -> bool:
         """Swap to the newest version if it is newer and passes the checks; True if swapped."""

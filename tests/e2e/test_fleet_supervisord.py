@@ -253,4 +253,4 @@ def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, st
     # the stopped workers leave the targets file, and Prometheus's targets with it
     coordinator = f"127.0.0.1:{ports[f'{host}:coordinator']}"
     wait_for("stopped workers to leave Prometheus", lambda: prom.active_targets() == {coordinator}, 120)
-    assert list((Path(env["BGAI_RUN_DIR"]) / "checkpoints").glob("ckpt_*.bgai"))
+    assert list((Path(env["BGAI_RUN_DIR"]) / "checkpoints").glob("*/ckpt_*.bgai"))

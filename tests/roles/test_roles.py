@@ -80,7 +80,7 @@ def test_one_training_cycle(fleet: tuple) -> None:
     # the game worker picks up the newest version before its next chunk
     roles["game"].run_once()
     assert roles["game"].follower.version == weights.current_version(r, keys)
-    assert list(Path(cfg.training.checkpoint_dir).glob("ckpt_*.bgai"))
+    assert list(Path(cfg.training.checkpoint_dir).glob("*/ckpt_*.bgai"))
 
 
 def test_eval_slices_aggregate_per_version(fleet: tuple) -> None:

@@ -1,0 +1,286 @@
+"""MLflow tracking: a thin client over one tracking server, and a queue that never blocks a role.
+
+`Tracker` wraps `MlflowClient` (no fluent API, no global active run) for the calls bgai makes.
+`TrackingQueue` is what the roles use: `metrics()` and `artifact()` only append to a bounded
+in-memory queue; a daemon thread sends it to the server, and when the server is down it keeps
+the items and retries with capped exponential backoff. A role therefore trains on while MLflow
+is away, and its metrics arrive when MLflow is back (the oldest are dropped, counted, past
+`max_items`).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+RUNNING, FINISHED, KILLED = "RUNNING", "FINISHED", "KILLED"
+
+
+def client_env() -> None:
+    """MLflow client settings for bgai processes (call once, from a command's entry point).
+
+    Fail fast (our queue retries, rather than MLflow's 7 retries of up to 120 s each), and keep
+    MLflow's "View run at ..." lines out of our output.
+    """
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    name: str
+    status: str  # MLflow's: RUNNING | FINISHED | KILLED | FAILED | SCHEDULED
+    start_time: float  # seconds since the epoch
+    metrics: dict[str, float]  # latest value of each metric
+    params: dict[str, str]
+    artifact_uri: str
+
+
+class Tracker:
+    """The MLflow calls bgai makes, for one tracking URI and experiment."""
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        self.uri, self.experiment = uri, experiment
+        self._client: Any = None
+        self._experiment_id: str | None = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            found = self.client.get_experiment_by_name(self.experiment)
+            self._experiment_id = (
+                found.experiment_id if found is not None else self.client.create_experiment(self.experiment)
+            )
+        return self._experiment_id
+
+    def create_run(self, name: str, params: dict[str, str]) -> str:
+        from mlflow.entities import Param
+
+        run = self.client.create_run(self.experiment_id(), run_name=name)
+        run_id = str(run.info.run_id)
+        items = [Param(k, v) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(run_id, params=items[i : i + 100])
+        return run_id
+
+    def log_metrics(
+        self, run_id: str, metrics: dict[str, float], step: int, at_ms: int | None = None
+    ) -> None:
+        from mlflow.entities import Metric
+
+        at = int(time.time() * 1000) if at_ms is None else at_ms
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), at, step) for k, v in metrics.items()])
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def list_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
+        return [a.path for a in self.client.list_artifacts(run_id, path)]
+
+    def download(self, run_id: str, path: str, dest: Path) -> Path:
+        dest.mkdir(parents=True, exist_ok=True)
+        return Path(self.client.download_artifacts(run_id, path, str(dest)))
+
+    def delete_artifacts(self, run_id: str, path: str) -> None:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        run = self.client.get_run(run_id)
+        get_artifact_repository(run.info.artifact_uri, tracking_uri=self.uri).delete_artifacts(path)
+
+    def set_status(self, run_id: str, status: str) -> None:
+        if status == RUNNING:
+            self.client.update_run(run_id, status=RUNNING)
+        else:
+            self.client.set_terminated(run_id, status)
+
+    def get_run(self, run_id: str) -> RunSummary | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as exc:
+            if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+        if run.info.lifecycle_stage == "deleted":
+            return None
+        return _summary(run)
+
+    def runs(self) -> list[RunSummary]:
+        """Every live run of the experiment, newest first."""
+        found = self.client.search_runs([self.experiment_id()], order_by=["attribute.start_time DESC"])
+        return [_summary(r) for r in found]
+
+    def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        return [(int(m.step), float(m.value)) for m in self.client.get_metric_history(run_id, key)]
+
+    def delete_run(self, run_id: str) -> None:
+        self.client.delete_run(run_id)
+
+
+def _summary(run: Any) -> RunSummary:
+    return RunSummary(
+        run_id=str(run.info.run_id),
+        name=str(run.info.run_name or ""),
+        status=str(run.info.status),
+        start_time=(run.info.start_time or 0) / 1000.0,
+        metrics=dict(run.data.metrics),
+        params=dict(run.data.params),
+        artifact_uri=str(run.info.artifact_uri),
+    )
+
+
+class TrackingQueue:
+    """Fire-and-forget logging for the roles: a bounded queue sent by a daemon thread."""
+
+    def __init__(
+        self, tracker: Tracker, max_items: int = 20_000, backoff_s: tuple[float, float] = (1.0, 60.0)
+    ) -> None:
+        self.tracker = tracker
+        self.max_items = max_items
+        self.backoff_s = backoff_s
+        self.dropped = 0
+        self.sent = 0
+        self._items: collections.deque[tuple[str, tuple[Any, ...]]] = collections.deque()
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._busy = False  # an item is being sent (it stays queued until it is)
+
+    def metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        self._put("metrics", (run_id, dict(metrics), int(step), int(time.time() * 1000)))
+
+    def artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self._put("artifact", (run_id, Path(path), artifact_path))
+
+    def delete(self, run_id: str, artifact_path: str) -> None:
+        """Remove an artifact (a checkpoint pruned locally is pruned in MLflow too)."""
+        self._put("delete", (run_id, artifact_path))
+
+    def curves(self, run_id: str) -> None:
+        """Redraw the run's PNG curves from its metric history and log them (`curves/`)."""
+        with self._cv:
+            if any(kind == "curves" and args == (run_id,) for kind, args in self._items):
+                return  # one redraw pending is enough
+        self._put("curves", (run_id,))
+
+    def pending(self) -> int:
+        with self._cv:
+            return len(self._items)
+
+    def _put(self, kind: str, args: tuple[Any, ...]) -> None:
+        with self._cv:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="mlflow", daemon=True)
+                self._thread.start()
+            if len(self._items) >= self.max_items:
+                self._items.popleft()
+                self.dropped += 1
+            self._items.append((kind, args))
+            self._cv.notify()
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until everything queued is sent (True) or `timeout_s` passes (False)."""
+        deadline = time.monotonic() + timeout_s
+        with self._cv:
+            while self._items or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(min(left, 0.2))
+        return True
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Send what is queued, for at most `timeout_s`, then stop the thread."""
+        self.flush(timeout_s)
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+
+    def _run(self) -> None:
+        delay = self.backoff_s[0]
+        down = False
+        while True:
+            with self._cv:
+                while not self._items and not self._closing:
+                    self._cv.wait()
+                if not self._items:
+                    return
+                kind, args = self._items[0]
+                self._busy = True
+            try:
+                self._send(kind, args)
+            except Exception as exc:  # server down or refusing: keep the item, retry later
+                with self._cv:
+                    self._busy = False
+                    if self._closing:
+                        return
+                if not down:
+                    log.warning("MLflow logging failed (%s); retrying with backoff", _short(exc))
+                    down = True
+                time.sleep(delay)
+                delay = min(delay * 2, self.backoff_s[1])
+                continue
+            if down:
+                log.info("MLflow logging resumed")
+                down = False
+            delay = self.backoff_s[0]
+            with self._cv:
+                if self._items and self._items[0] == (kind, args):
+                    self._items.popleft()
+                self.sent += 1
+                self._busy = False
+                self._cv.notify_all()
+
+    def _send(self, kind: str, args: tuple[Any, ...]) -> None:
+        if kind == "metrics":
+            self.tracker.log_metrics(args[0], args[1], args[2], at_ms=args[3])
+        elif kind == "artifact":
+            if Path(args[1]).exists():  # a checkpoint pruned meanwhile is skipped
+                self.tracker.log_artifact(*args)
+        elif kind == "delete":
+            folder, _, name = args[1].rpartition("/")
+            if name in {p.rpartition("/")[2] for p in self.tracker.list_artifacts(args[0], folder or None)}:
+                self.tracker.delete_artifacts(*args)
+        else:
+            self._draw(args[0])
+
+    def _draw(self, run_id: str) -> None:
+        import tempfile
+
+        from bgai.obs.curves import LOSSES, plot_curves
+
+        run = self.tracker.get_run(run_id)
+        if run is None:
+            return
+        losses = {k: self.tracker.history(run_id, k) for k in LOSSES if k in run.metrics}
+        evals = {
+            k.removeprefix("eval_win_rate_"): self.tracker.history(run_id, k)
+            for k in run.metrics
+            if k.startswith("eval_win_rate_") and not k.endswith(("_lo", "_hi"))
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            path = plot_curves(losses, evals, Path(tmp) / "training_curves.png")
+            self.tracker.log_artifact(run_id, path, "curves")
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:160]

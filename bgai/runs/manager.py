@@ -1,0 +1,215 @@
+"""The run lifecycle behind `bgai-runs`: MLflow holds the runs, Redis says which one the fleet works on.
+
+- `start`: a new MLflow run (`{config_hash}_{timestamp}`, every resolved config value a param,
+  the config file an artifact); Redis reset for it (no model, empty buffer, no evals) and made
+  current and `running`. The trainer sees the new run id and starts from fresh weights.
+- `resume`: the run's newest checkpoint (local, or downloaded from the run's artifacts) is checked
+  against the config's model shape, its weights installed in Redis at its model version, and the
+  run made current and `running`; the trainer restores the same checkpoint, bit for bit.
+- `pause` / `stop`: the status key; every role reads it before each unit. Stop also ends the run
+  in MLflow (FINISHED).
+- `delete`: refused while the run is the fleet's current one and not stopped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from bgai.config import Config, config_hash, config_to_dict, model_hash
+from bgai.core.network import BgNet, init_params
+from bgai.core.train_step import init_train_state
+from bgai.errors import BgaiError
+from bgai.obs.tracking import FINISHED, KILLED, RUNNING, RunSummary, Tracker
+from bgai.store import evals, runstate, weights
+from bgai.store.client import Redis
+from bgai.store.codec import encode_weights
+from bgai.store.keys import Keys
+from bgai.store.replay import ReplayStore
+from bgai.train.checkpoint import list_checkpoints, load_checkpoint
+
+SECRET_KEYS = ("redis.password",)
+
+
+class RunError(BgaiError):
+    """A run command that cannot be carried out (unknown run, still running, no checkpoint)."""
+
+
+@dataclass(frozen=True)
+class Resumed:
+    run_id: str
+    checkpoint: Path
+    step: int
+    model_version: int
+
+
+def run_params(cfg: Config) -> dict[str, str]:
+    """Every resolved config value as `section.key` -> text (secrets masked)."""
+    out = {}
+    for section, values in config_to_dict(cfg).items():
+        for key, value in values.items():
+            name = f"{section}.{key}"
+            out[name] = "***" if name in SECRET_KEYS and value else str(value)
+    return out
+
+
+def run_name(cfg: Config, now: float) -> str:
+    return f"{config_hash(cfg)}_{time.strftime('%Y%m%d-%H%M%S', time.gmtime(now))}"
+
+
+def checkpoint_dir(cfg: Config, run_id: str) -> Path:
+    """Where the trainer writes a run's checkpoints (also logged to the run as artifacts)."""
+    return Path(cfg.training.checkpoint_dir) / run_id
+
+
+def train_template(cfg: Config) -> dict[str, Any]:
+    """The checkpoint's structure for this config (shapes are what a checkpoint must match)."""
+    from bgai.core.train_step import make_optimizer
+
+    t = cfg.training
+    net = BgNet(tuple(cfg.model.hidden))
+    opt = make_optimizer(
+        t.learning_rate, t.lr_schedule, t.warmup_steps, t.decay_steps, t.weight_decay, t.grad_clip
+    )
+    state = init_train_state(init_params(net, jax.random.key(0)), opt)
+    return {"params": state.params, "opt_state": state.opt_state, "step": state.step}
+
+
+def newest_checkpoint(tracker: Tracker | None, run_id: str, directory: Path) -> Path | None:
+    """The run's newest checkpoint in `directory`, downloaded first from the run's MLflow
+    artifacts if MLflow has a newer one (another host trained it, or the local copy is gone)."""
+    local = list_checkpoints(directory)
+    remote = []
+    if tracker is not None:
+        remote = sorted(a for a in tracker.list_artifacts(run_id, "checkpoints") if a.endswith(".bgai"))
+    if remote and (not local or Path(remote[-1]).name > local[-1].name):
+        got = tracker.download(run_id, remote[-1], directory / ".download") if tracker else None
+        assert got is not None
+        target = directory / got.name
+        got.replace(target)  # same filesystem: an atomic rename into place
+        shutil.rmtree(directory / ".download", ignore_errors=True)
+        return target
+    return local[-1] if local else None
+
+
+class RunManager:
+    def __init__(self, cfg: Config, r: Redis, keys: Keys, tracker: Tracker) -> None:
+        self.cfg, self.r, self.keys, self.tracker = cfg, r, keys, tracker
+
+    def require(self, run_id: str) -> RunSummary:
+        run = self.tracker.get_run(run_id)
+        if run is None:
+            raise RunError(
+                f"no run {run_id!r} in MLflow experiment {self.tracker.experiment!r} ({self.tracker.uri})"
+            )
+        return run
+
+    def current(self) -> tuple[str | None, str | None]:
+        return runstate.get_run(self.r, self.keys)
+
+    def start(self, config_file: Path | None, now: float | None = None) -> str:
+        run_id = self.tracker.create_run(
+            run_name(self.cfg, time.time() if now is None else now), run_params(self.cfg)
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "config.yaml"
+            if config_file is not None:
+                shutil.copyfile(config_file, path)
+            else:
+                import yaml
+
+                path.write_text(yaml.safe_dump(config_to_dict(self.cfg), sort_keys=True))
+            self.tracker.log_artifact(run_id, path)
+        self._end_current()
+        self._reset_redis()
+        runstate.start_run(self.r, self.keys, run_id)
+        return run_id
+
+    def resume(self, run_id: str) -> Resumed:
+        """Make `run_id` current and running from its newest checkpoint.
+
+        The run the fleet is on and has not stopped just runs again (its trainer never left
+        it). Otherwise the checkpoint's weights go to Redis at the checkpoint's model version,
+        or, if Redis already holds a later version of this run, as the next version: a version
+        number never goes backwards. The trainer restores the same checkpoint.
+        """
+        self.require(run_id)
+        path = self._newest_checkpoint(run_id)
+        restored, meta = load_checkpoint(path, train_template(self.cfg), model_hash(self.cfg))
+        step, version = int(meta["step"]), int(meta.get("model_version", 0))
+        current, status = self.current()
+        if current == run_id and status in ("running", "paused"):
+            runstate.set_status(self.r, self.keys, "running")
+            return Resumed(run_id, path, step, weights.current_version(self.r, self.keys) or version)
+        if current != run_id:
+            self._end_current()
+            self._reset_redis()
+        held = weights.current_version(self.r, self.keys)
+        if held is not None and held > version:
+            version = held + 1
+        blob = encode_weights(
+            restored["params"],
+            version=version,
+            step=step,
+            model_hash=model_hash(self.cfg),
+            config_hash=str(meta.get("config_hash", config_hash(self.cfg))),
+        )
+        weights.install(self.r, self.keys, version, blob)
+        runstate.start_run(self.r, self.keys, run_id)
+        self.tracker.set_status(run_id, RUNNING)
+        return Resumed(run_id, path, step, version)
+
+    def set_status(self, status: str) -> str:
+        run_id, _ = self.current()
+        if run_id is None:
+            raise RunError("no current run: start one with `bgai-runs start`")
+        runstate.set_status(self.r, self.keys, status)
+        if status == "stopped":
+            self._finish(run_id, FINISHED)
+        return run_id
+
+    def delete(self, run_id: str, delete_checkpoints: bool) -> list[str]:
+        self.require(run_id)
+        current, status = self.current()
+        if current == run_id and status != "stopped":
+            raise RunError(f"run {run_id} is the fleet's current run ({status}): `bgai-runs stop` it first")
+        done = []
+        if delete_checkpoints:
+            local = checkpoint_dir(self.cfg, run_id)
+            if local.is_dir():
+                shutil.rmtree(local)
+                done.append(f"removed {local}")
+            if "checkpoints" in self.tracker.list_artifacts(run_id):
+                self.tracker.delete_artifacts(run_id, "checkpoints")
+                done.append("removed the run's checkpoints from MLflow")
+        self.tracker.delete_run(run_id)
+        done.append(f"deleted run {run_id} from MLflow")
+        return done
+
+    def _newest_checkpoint(self, run_id: str) -> Path:
+        path = newest_checkpoint(self.tracker, run_id, checkpoint_dir(self.cfg, run_id))
+        if path is None:
+            raise RunError(f"run {run_id} has no checkpoint, locally or in MLflow: nothing to resume")
+        return path
+
+    def _end_current(self) -> None:
+        """The run the fleet leaves behind is ended in MLflow (KILLED unless it was stopped)."""
+        current, status = self.current()
+        if current is not None:
+            self._finish(current, FINISHED if status == "stopped" else KILLED)
+
+    def _finish(self, run_id: str, status: str) -> None:
+        run = self.tracker.get_run(run_id)
+        if run is not None and run.status == RUNNING:
+            self.tracker.set_status(run_id, status)
+
+    def _reset_redis(self) -> None:
+        ReplayStore(self.r, self.keys, self.cfg.buffer.capacity_positions).clear()
+        weights.clear(self.r, self.keys)
+        evals.clear(self.r, self.keys)

@@ -1,0 +1,251 @@
+"""`bgai-runs` and MLflow tracking against a real MLflow server and a real redis-server.
+
+The roles are driven one `run_once` at a time (as in tests/roles); the commands run through
+click's runner, in order: start, train and log, resume bit-exact (the checkpoint fetched back from
+MLflow), refusals, pause/stop/list/delete, and an MLflow outage that training rides out.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+from mlflow_server import MlflowServer, mlflow_server
+from redis_server import redis_server
+
+from bgai.cli.runs import runs
+from bgai.config import Config, config_hash, load_config, model_hash
+from bgai.obs.tracking import Tracker, TrackingQueue, client_env
+from bgai.roles.coordinator import Coordinator
+from bgai.roles.eval_worker import EvalWorker
+from bgai.roles.game_worker import GameWorker
+from bgai.roles.identity import Identity
+from bgai.roles.training_worker import TrainingWorker
+from bgai.runs.manager import checkpoint_dir, run_params
+from bgai.store import runstate, weights
+from bgai.store.client import connect
+from bgai.store.codec import decode_weights
+from bgai.store.keys import Keys
+from bgai.store.replay import ReplayStore
+from bgai.train.checkpoint import list_checkpoints, load_checkpoint
+
+FLEET_YAML = Path(__file__).resolve().parents[1] / "fleet.yaml"
+
+
+class Env:
+    def __init__(self, cfg: Config, sets: list[str], server: MlflowServer, tmp: Path) -> None:
+        self.cfg, self.sets, self.server, self.tmp = cfg, sets, server, tmp
+        self.r = connect(cfg.redis)
+        self.keys = Keys(cfg.redis.prefix)
+        self.tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
+        self.queue = TrackingQueue(self.tracker, backoff_s=(0.2, 2.0))
+        self.game = GameWorker(cfg, self.r, self.keys, ident("game"))
+        self.trainer = TrainingWorker(cfg, self.r, self.keys, ident("training"), tracking=self.queue)
+        self.eval = EvalWorker(cfg, self.r, self.keys, ident("eval"), tracking=self.queue)
+        for role in (self.game, self.trainer, self.eval):
+            role.setup()
+        self.state: dict[str, Any] = {}
+
+    def cli(self, *args: str) -> Result:
+        """`bgai-runs ARGS` with the fleet's config file and this test's Redis and MLflow."""
+        config = [] if "--config" in args else ["--config", str(FLEET_YAML)]
+        return CliRunner().invoke(runs, [*args, *config, *self.sets], catch_exceptions=False)
+
+
+def ident(kind: str) -> Identity:
+    return Identity(f"test:{kind}", kind, "127.0.0.1", "cpu", "test")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    tmp = tmp_path_factory.mktemp("runs")
+    client_env()
+    with redis_server(tmp / "redis") as port, mlflow_server(tmp / "mlflow") as server:
+        overrides = {
+            "redis.port": str(port),
+            "training.checkpoint_dir": str(tmp / "ckpt"),
+            "mlflow.tracking_uri": server.uri,
+            "mlflow.experiment": "bgai-test",
+            "head.targets_file": str(tmp / "targets" / "bgai.json"),
+        }
+        cfg = load_config(FLEET_YAML, env={}, overrides=overrides)
+        sets = [x for k, v in overrides.items() for x in ("--set", f"{k}={v}")]
+        e = Env(cfg, sets, server, tmp)
+        yield e
+        e.r.close()
+
+
+def train_until(e: Env, checkpoints: int, max_units: int = 400) -> None:
+    """Self-play and train, one unit each in turn, until the run has `checkpoints` checkpoints."""
+    for _ in range(max_units):
+        e.game.run_once()
+        e.trainer.run_once()
+        if len(list_checkpoints(e.trainer.dir)) >= checkpoints and e.trainer.run_id == current(e):
+            return
+    raise AssertionError(f"no {checkpoints} checkpoints after {max_units} units")
+
+
+def current(e: Env) -> str | None:
+    return runstate.get_run(e.r, e.keys)[0]
+
+
+def test_start_creates_the_run_and_resets_redis(env: Env) -> None:
+    e = env
+    ReplayStore(e.r, e.keys, 100).clear()
+    runstate.start_run(e.r, e.keys, "not-an-mlflow-run")
+    out = e.cli("start")
+    assert out.exit_code == 0, out.output
+    run_id = re.search(r"started run (\w+)", out.output).group(1)  # type: ignore[union-attr]
+    assert runstate.get_run(e.r, e.keys) == (run_id, "running")
+    assert weights.current_version(e.r, e.keys) is None
+    run = e.tracker.get_run(run_id)
+    assert run is not None and run.status == "RUNNING"
+    assert re.fullmatch(rf"{config_hash(e.cfg)}_\d{{8}}-\d{{6}}", run.name)
+    assert run.params == run_params(e.cfg) and len(run.params) > 60  # every resolved value
+    assert "config.yaml" in e.tracker.list_artifacts(run_id)
+    e.state["run1"] = run_id
+
+
+def test_training_and_eval_are_logged(env: Env) -> None:
+    e, run_id = env, env.state["run1"]
+    train_until(e, 2)
+    for _ in range(20):  # eval: a whole version, both opponents
+        e.eval.run_once()
+        if any(k.startswith("eval_win_rate_") for k in pending_metric_keys(e, run_id)):
+            break
+    assert e.queue.flush(120), "tracking queue not drained"
+    e.queue.curves(run_id)
+    assert e.queue.flush(120)
+    run = e.tracker.get_run(run_id)
+    assert run is not None
+    for key in ("loss", "policy_loss", "value_loss", "games_collected", "buffer_positions", "model_version"):
+        assert key in run.metrics, key
+    steps = [s for s, _ in e.tracker.history(run_id, "loss")]
+    assert steps == sorted(steps) and steps[-1] == e.trainer.step
+    for opp in e.cfg.eval.opponents:
+        for key in (f"eval_win_rate_{opp}", f"eval_ppg_{opp}"):
+            lo, mid, hi = (run.metrics[f"{key}_lo"], run.metrics[key], run.metrics[f"{key}_hi"])
+            assert lo <= mid <= hi
+    local = [p.name for p in list_checkpoints(e.trainer.dir)]
+    remote = [Path(a).name for a in e.tracker.list_artifacts(run_id, "checkpoints")]
+    assert remote == local and len(local) <= e.cfg.training.keep_checkpoints  # pruned in MLflow too
+    png = e.tracker.download(run_id, "curves/training_curves.png", e.tmp / "png")
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def pending_metric_keys(e: Env, run_id: str) -> set[str]:
+    e.queue.flush(60)
+    run = e.tracker.get_run(run_id)
+    return set(run.metrics) if run else set()
+
+
+def test_resume_restores_the_checkpoint_bit_exact(env: Env) -> None:
+    e, run1 = env, env.state["run1"]
+    path = e.trainer.checkpoint()  # the state to come back to, exactly
+    saved, saved_rng, saved_version = (
+        e.trainer.state,
+        dict(e.trainer.rng.bit_generator.state),
+        e.trainer.version,
+    )
+    assert e.queue.flush(120)
+    out = e.cli("start")  # the fleet moves on to another run
+    assert out.exit_code == 0, out.output
+    e.trainer.run_once()
+    assert e.trainer.run_id != run1 and e.trainer.step == 0  # fresh weights for the new run
+    shutil.rmtree(checkpoint_dir(e.cfg, run1))  # only MLflow has run 1's checkpoints now
+    out = e.cli("resume", "--run-id", run1)
+    assert out.exit_code == 0, out.output
+    assert f"from {path.name}" in out.output
+    assert runstate.get_run(e.r, e.keys) == (run1, "running")
+    assert weights.current_version(e.r, e.keys) == saved_version
+    _, blob = weights.fetch(e.r, e.keys)
+    params, _ = decode_weights(blob, saved.params, model_hash(e.cfg))  # type: ignore[arg-type]
+    assert_same(params, saved.params)
+    fresh = TrainingWorker(e.cfg, e.r, e.keys, ident("training"), tracking=e.queue)
+    fresh.setup()
+    fresh.run_once()  # a new trainer process takes the run up from the checkpoint
+    assert fresh.run_id == run1
+    assert_same(fresh.state.params, saved.params)
+    assert_same(fresh.state.opt_state, saved.opt_state)
+    assert int(fresh.state.step) == int(saved.step) and fresh.version == saved_version
+    assert fresh.rng.bit_generator.state == saved_rng
+    restored, meta = load_checkpoint(
+        path, {"params": saved.params, "opt_state": saved.opt_state, "step": saved.step}
+    )
+    assert meta["run_id"] == run1 and meta["config_hash"] == config_hash(e.cfg)
+    e.trainer = fresh
+
+
+def assert_same(a: Any, b: Any) -> None:
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb, strict=True):
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y)
+
+
+def test_bad_input_is_refused_with_exit_2(env: Env) -> None:
+    e = env
+    out = e.cli("resume", "--run-id", "0123456789abcdef0123456789abcdef")
+    assert out.exit_code == 2 and "no run '0123456789abcdef0123456789abcdef'" in out.output
+    out = e.cli("resume", "--run-id", e.state["run1"], "--set", "model.hidden=[32]")
+    assert out.exit_code == 2 and "model hash" in out.output, out.output
+    out = e.cli("delete", "--run-id", e.state["run1"])
+    assert out.exit_code == 2 and "bgai-runs stop" in out.output  # it is the running run
+
+
+def test_pause_stop_list_delete(env: Env) -> None:
+    e, run1 = env, env.state["run1"]
+    assert e.cli("pause").exit_code == 0
+    assert e.game.run_once().idle_s > 0 and e.game.status == "paused"
+    assert e.cli("stop").exit_code == 0
+    assert e.game.run_once().done and e.trainer.run_once().done
+    assert runstate.get_run(e.r, e.keys) == (run1, "stopped")
+    run = e.tracker.get_run(run1)
+    assert run is not None and run.status == "FINISHED"
+    table = e.cli("list")
+    assert table.exit_code == 0
+    assert re.search(rf"{run1}\* .* stopped ", table.output), table.output
+    assert "pubeval" in table.output  # last eval column
+    out = e.cli("delete", "--run-id", run1, "--delete-checkpoints")
+    assert out.exit_code == 0, out.output
+    assert e.tracker.get_run(run1) is None and not checkpoint_dir(e.cfg, run1).exists()
+    stored = [p for p in (e.server.root / "artifacts").rglob("*.bgai") if run1 in str(p)]
+    assert stored == []
+
+
+def test_mlflow_outage_training_goes_on(env: Env) -> None:
+    e = env
+    out = e.cli("start")
+    assert out.exit_code == 0, out.output
+    run_id = current(e)
+    assert run_id is not None
+    e.trainer.run_once()
+    e.server.stop()
+    before = e.trainer.step
+    try:
+        train_until(e, 1)
+        assert e.trainer.step > before and e.queue.pending() > 0  # trained; logging waits
+        runstate.clear_run(e.r, e.keys)  # a fleet without a run: the coordinator must make one
+        coordinator = Coordinator(e.cfg, e.r, e.keys, ident("coordinator"), clock_now(), tracker=e.tracker)
+        coordinator.setup()
+        assert coordinator.run_once().idle_s > 0 and current(e) is None  # waits, no crash
+        runstate.start_run(e.r, e.keys, run_id)
+    finally:
+        e.server.start()
+    assert e.queue.flush(120), "logging did not resume after the outage"
+    steps = {s for s, _ in e.tracker.history(run_id, "loss")}
+    assert e.trainer.step in steps
+
+
+def clock_now() -> Any:
+    from bgai.clock import SystemClock
+
+    return SystemClock()
