@@ -88,6 +88,12 @@ class Tracker:
         at = int(time.time() * 1000) if at_ms is None else at_ms
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), at, step) for k, v in metrics.items()])
 
+    def log_rows(self, run_id: str, rows: list[tuple[str, float, int, int]]) -> None:
+        """(key, value, step, time ms) rows in one request (MLflow takes up to 1000)."""
+        from mlflow.entities import Metric
+
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), at, step) for k, v, step, at in rows])
+
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
 
@@ -171,7 +177,21 @@ class TrackingQueue:
         self._put("artifact", (run_id, Path(path), artifact_path))
 
     def delete(self, run_id: str, artifact_path: str) -> None:
-        """Remove an artifact (a checkpoint pruned locally is pruned in MLflow too)."""
+        """Remove an artifact (a checkpoint pruned locally is pruned in MLflow too); if its
+        upload is still queued, the upload is dropped instead."""
+        folder, _, name = artifact_path.rpartition("/")
+        with self._cv:
+            for i, (kind, args) in enumerate(self._items):
+                if i == 0 and self._busy:
+                    continue
+                if (
+                    kind == "artifact"
+                    and args[0] == run_id
+                    and args[1].name == name
+                    and args[2] == (folder or None)
+                ):
+                    del self._items[i]
+                    return
         self._put("delete", (run_id, artifact_path))
 
     def curves(self, run_id: str) -> None:
@@ -187,6 +207,13 @@ class TrackingQueue:
 
     def _put(self, kind: str, args: tuple[Any, ...]) -> None:
         with self._cv:
+            if kind == "artifact" and args[2] == "checkpoints":
+                # only the newest checkpoint needs uploading: it takes the place in the queue of
+                # a queued older one (in place, so that a steady stream never starves it)
+                for i, (k, a) in enumerate(self._items):
+                    if k == "artifact" and a[0] == args[0] and a[2] == args[2] and not (i == 0 and self._busy):
+                        self._items[i] = (kind, args)
+                        return
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="mlflow", daemon=True)
                 self._thread.start()
@@ -214,6 +241,19 @@ class TrackingQueue:
             self._closing = True
             self._cv.notify_all()
 
+    def _head(self) -> list[tuple[str, tuple[Any, ...]]]:
+        """The next request: the first item, with the metrics items after it batched in."""
+        kind, args = self._items[0]
+        if kind != "metrics":
+            return [(kind, args)]
+        group, count = [], 0
+        for item in self._items:
+            if item[0] != "metrics" or item[1][0] != args[0] or count + len(item[1][1]) > 1000:
+                break
+            group.append(item)
+            count += len(item[1][1])
+        return group or [(kind, args)]
+
     def _run(self) -> None:
         delay = self.backoff_s[0]
         down = False
@@ -223,11 +263,11 @@ class TrackingQueue:
                     self._cv.wait()
                 if not self._items:
                     return
-                kind, args = self._items[0]
+                group = self._head()
                 self._busy = True
             try:
-                self._send(kind, args)
-            except Exception as exc:  # server down or refusing: keep the item, retry later
+                self._send(group)
+            except Exception as exc:  # server down or refusing: keep the items, retry later
                 with self._cv:
                     self._busy = False
                     if self._closing:
@@ -243,15 +283,17 @@ class TrackingQueue:
                 down = False
             delay = self.backoff_s[0]
             with self._cv:
-                if self._items and self._items[0] == (kind, args):
+                for _ in group:
                     self._items.popleft()
-                self.sent += 1
+                self.sent += len(group)
                 self._busy = False
                 self._cv.notify_all()
 
-    def _send(self, kind: str, args: tuple[Any, ...]) -> None:
+    def _send(self, group: list[tuple[str, tuple[Any, ...]]]) -> None:
+        kind, args = group[0]
         if kind == "metrics":
-            self.tracker.log_metrics(args[0], args[1], args[2], at_ms=args[3])
+            rows = [(k, v, a[2], a[3]) for _, a in group for k, v in a[1].items()]
+            self.tracker.log_rows(args[0], rows)
         elif kind == "artifact":
             if Path(args[1]).exists():  # a checkpoint pruned meanwhile is skipped
                 self.tracker.log_artifact(*args)

@@ -107,10 +107,12 @@ class Coordinator:
         """A run for a fleet that has none: an MLflow run if tracking is on (None: MLflow down)."""
         if self.tracker is None:
             return uuid.uuid4().hex
-        from bgai.runs.manager import run_name, run_params
+        from bgai.runs.manager import log_config, run_name, run_params
 
         try:
-            return self.tracker.create_run(run_name(self.cfg, self.clock.now()), run_params(self.cfg))
+            run_id = self.tracker.create_run(run_name(self.cfg, self.clock.now()), run_params(self.cfg))
+            log_config(self.tracker, run_id, self.cfg)
+            return run_id
         except Exception as exc:  # MLflow down or refusing: the fleet waits for a run
             log.warning("cannot create an MLflow run at %s: %s", self.tracker.uri, str(exc).splitlines()[0])
             return None

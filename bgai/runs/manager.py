@@ -81,6 +81,22 @@ def train_template(cfg: Config) -> dict[str, Any]:
     return {"params": state.params, "opt_state": state.opt_state, "step": state.step}
 
 
+def log_config(tracker: Tracker, run_id: str, cfg: Config, config_file: Path | None = None) -> None:
+    """The run's config as its `config.yaml` artifact: the file given, or the resolved values."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.yaml"
+        if config_file is not None:
+            shutil.copyfile(config_file, path)
+        else:
+            import yaml
+
+            values = config_to_dict(cfg)
+            if values["redis"].get("password"):
+                values["redis"]["password"] = "***"
+            path.write_text(yaml.safe_dump(values, sort_keys=True))
+        tracker.log_artifact(run_id, path)
+
+
 def newest_checkpoint(tracker: Tracker | None, run_id: str, directory: Path) -> Path | None:
     """The run's newest checkpoint in `directory`, downloaded first from the run's MLflow
     artifacts if MLflow has a newer one (another host trained it, or the local copy is gone)."""
@@ -117,15 +133,7 @@ class RunManager:
         run_id = self.tracker.create_run(
             run_name(self.cfg, time.time() if now is None else now), run_params(self.cfg)
         )
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "config.yaml"
-            if config_file is not None:
-                shutil.copyfile(config_file, path)
-            else:
-                import yaml
-
-                path.write_text(yaml.safe_dump(config_to_dict(self.cfg), sort_keys=True))
-            self.tracker.log_artifact(run_id, path)
+        log_config(self.tracker, run_id, self.cfg, config_file)
         self._end_current()
         self._reset_redis()
         runstate.start_run(self.r, self.keys, run_id)

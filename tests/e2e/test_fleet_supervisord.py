@@ -25,14 +25,17 @@ from prometheus_api import PromAPI, has_gpu
 from redis_server import free_port, redis_binary
 
 from bgai.obs.metrics import GPU_METRICS, declared_metrics
+from bgai.obs.tracking import Tracker
 from bgai.store.keys import Keys
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CONF = REPO / "supervisor" / "local.conf"
 KEYS = Keys()  # the default prefix, as the fleet's config uses
+SERVICES = {"redis", "mlflow", "prometheus"}  # the programs that are not bgai roles
 PROGRAMS = {
     "redis",
+    "mlflow",
     "prometheus",
     "coordinator",
     "training-worker",
@@ -55,7 +58,7 @@ def fleet(tmp_path: Path) -> Iterator[tuple[dict[str, str], redis.Redis]]:
     redis_binary()  # fail clearly if redis-server is missing
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    port = free_port()
+    port, mlflow_port = free_port(), free_port()
     env = {
         **os.environ,
         "BGAI_BIN": str(BIN),
@@ -64,6 +67,8 @@ def fleet(tmp_path: Path) -> Iterator[tuple[dict[str, str], redis.Redis]]:
         "BGAI_GAME_WORKERS": "2",
         "BGAI_REDIS__PORT": str(port),
         "BGAI_PROMETHEUS_PORT": str(free_port()),
+        "BGAI_TRACKING_PORT": str(mlflow_port),
+        "BGAI_MLFLOW__TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
         "BGAI_METRICS_ADDR": "127.0.0.1",
         "BGAI_TRAINING__CHECKPOINT_DIR": str(run_dir / "checkpoints"),
         "BGAI_HEAD__TARGETS_FILE": str(run_dir / "targets" / "bgai.json"),
@@ -226,7 +231,7 @@ def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, st
     subprocess.run(
         [BIN / "supervisorctl", "-c", CONF, "stop", "redis"], env=env, check=True, capture_output=True
     )
-    logs = {p: Path(env["BGAI_RUN_DIR"]) / f"{p}.log" for p in PROGRAMS - {"redis", "prometheus"}}
+    logs = {p: Path(env["BGAI_RUN_DIR"]) / f"{p}.log" for p in PROGRAMS - SERVICES}
     wait_for(
         "every role to notice the outage",
         lambda: all("Redis unavailable" in path.read_text() for path in logs.values()),
@@ -238,19 +243,81 @@ def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, st
     wait_for("training to progress again", lambda: version(r) > before, 300)
     assert ctl_pids(env) == {**pids, "redis": ctl_pids(env)["redis"]}  # no role was restarted
     assert set(ctl_status(env).values()) == {"RUNNING"}
-    # warm stop: TERM, finish the unit, checkpoint, deregister, exit 0 (not restarted: STOPPED)
-    subprocess.run(
-        [BIN / "supervisorctl", "-c", CONF, "stop", "game-worker:*", "eval-worker", "training-worker"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    states = ctl_status(env)
-    assert {states[p] for p in PROGRAMS - {"redis", "prometheus", "coordinator"}} == {"STOPPED"}
+    run_id = check_mlflow(env, r)
+    check_pause_resume_and_kill(env, r, run_id, host)
+    # warm stop by TERM: finish the unit, deregister, exit 0 (not restarted: STOPPED)
+    ctl(env, "stop", "game-worker:game-worker-1")
+    assert ctl_status(env)["game-worker-1"] == "STOPPED"
+    assert f"{host}:game:1" not in registry_types(r)
+    # `bgai-runs stop`: every worker finishes its unit and exits 0 by itself (EXITED), the trainer
+    # checkpoints, and the run is FINISHED in MLflow
+    runs_cli(env, "stop")
+    workers = {"game-worker-0", "eval-worker", "training-worker"}
+    wait_for("workers to exit", lambda: {ctl_status(env)[p] for p in workers} == {"EXITED"}, 180)
     assert registry_types(r) & expected == {f"{host}:coordinator"}
     log = (Path(env["BGAI_RUN_DIR"]) / "training-worker.log").read_text()
     assert "warm stop: checkpoint" in log
+    run = Tracker(env["BGAI_MLFLOW__TRACKING_URI"], "bgai").get_run(run_id)
+    assert run is not None and run.status == "FINISHED"
     # the stopped workers leave the targets file, and Prometheus's targets with it
     coordinator = f"127.0.0.1:{ports[f'{host}:coordinator']}"
     wait_for("stopped workers to leave Prometheus", lambda: prom.active_targets() == {coordinator}, 120)
-    assert list((Path(env["BGAI_RUN_DIR"]) / "checkpoints").glob("*/ckpt_*.bgai"))
+    assert list((Path(env["BGAI_RUN_DIR"]) / "checkpoints" / run_id).glob("ckpt_*.bgai"))
+
+
+def ctl(env: dict[str, str], *args: str) -> None:
+    subprocess.run([BIN / "supervisorctl", "-c", CONF, *args], env=env, check=True, capture_output=True)
+
+
+def runs_cli(env: dict[str, str], *args: str) -> str:
+    out = subprocess.run(
+        [BIN / "bgai-runs", *args, "--config", env["BGAI_CONFIG"]], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def check_mlflow(env: dict[str, str], r: redis.Redis) -> str:
+    """The coordinator made the fleet's run in MLflow; the trainer and eval worker log to it."""
+    run_id = r.get(KEYS.run_id).decode()
+    tracker = Tracker(env["BGAI_MLFLOW__TRACKING_URI"], "bgai")
+
+    def logged() -> bool:
+        run = tracker.get_run(run_id)
+        return run is not None and {"loss", "model_version", "eval_win_rate_pubeval"} <= set(run.metrics)
+
+    wait_for("training and eval metrics in MLflow", logged, 300)
+    wait_for("checkpoints in MLflow", lambda: bool(tracker.list_artifacts(run_id, "checkpoints")), 300)
+    assert "config.yaml" in tracker.list_artifacts(run_id)
+    assert run_id in runs_cli(env, "list")
+    return run_id
+
+
+def check_pause_resume_and_kill(env: dict[str, str], r: redis.Redis, run_id: str, host: str) -> None:
+    """Pause and resume reach every worker; a SIGKILLed trainer comes back from its checkpoint."""
+    workers = [f"{host}:{k}" for k in ("training", "game:0", "game:1", "eval")]
+
+    def statuses() -> set[str]:
+        raws = [r.get(KEYS.worker(w)) for w in workers]
+        return {json.loads(raw)["status"] if raw else "gone" for raw in raws}
+
+    paused_at = time.monotonic()
+    runs_cli(env, "pause")
+    wait_for("every worker paused", lambda: statuses() == {"paused"}, 120)
+    print(f"every worker paused {time.monotonic() - paused_at:.1f} s after `bgai-runs pause`")
+    runs_cli(env, "resume", "--run-id", run_id)
+    wait_for("every worker running again", lambda: "paused" not in statuses(), 120)
+    pid = ctl_pids(env)["training-worker"]
+    ctl(env, "signal", "KILL", "training-worker")
+    seen = [version(r)]
+    log = Path(env["BGAI_RUN_DIR"]) / "training-worker.log"
+
+    def restored() -> bool:
+        seen.append(version(r))
+        return ctl_pids(env).get("training-worker", pid) != pid and "resumed from" in log.read_text()
+
+    # the new process restores the run's newest checkpoint, then publishes above what Redis holds
+    wait_for("the killed trainer to restart from its checkpoint", restored, 300)
+    top = max(seen)
+    wait_for("the restarted trainer to publish", lambda: seen.append(version(r)) or seen[-1] > top, 300)
+    assert [v for v in seen if v >= 0] == sorted(v for v in seen if v >= 0), f"version went back: {seen}"
