@@ -301,10 +301,10 @@ def check_pause_resume_and_kill(env: dict[str, str], r: redis.Redis, run_id: str
         raws = [r.get(KEYS.worker(w)) for w in workers]
         return {json.loads(raw)["status"] if raw else "gone" for raw in raws}
 
-    paused_at = time.monotonic()
     runs_cli(env, "pause")
-    wait_for("every worker paused", lambda: statuses() == {"paused"}, 120)
-    print(f"every worker paused {time.monotonic() - paused_at:.1f} s after `bgai-runs pause`")
+    paused_at = time.monotonic()  # the status key is set once the command returns
+    wait_for("every worker paused", lambda: statuses() == {"paused"}, 120, poll_s=0.1)
+    print(f"every worker reports paused {time.monotonic() - paused_at:.1f} s after the status changed")
     runs_cli(env, "resume", "--run-id", run_id)
     wait_for("every worker running again", lambda: "paused" not in statuses(), 120)
     pid = ctl_pids(env)["training-worker"]
