@@ -168,7 +168,7 @@ class TrackingQueue:
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closing = False
-        self._busy = False  # an item is being sent (it stays queued until it is)
+        self._inflight = 0  # items at the head being sent (they stay queued until they are)
 
     def metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         self._put("metrics", (run_id, dict(metrics), int(step), int(time.time() * 1000)))
@@ -182,7 +182,7 @@ class TrackingQueue:
         folder, _, name = artifact_path.rpartition("/")
         with self._cv:
             for i, (kind, args) in enumerate(self._items):
-                if i == 0 and self._busy:
+                if i < self._inflight:
                     continue
                 if (
                     kind == "artifact"
@@ -211,14 +211,14 @@ class TrackingQueue:
                 # only the newest checkpoint needs uploading: it takes the place in the queue of
                 # a queued older one (in place, so that a steady stream never starves it)
                 for i, (k, a) in enumerate(self._items):
-                    if k == "artifact" and a[0] == args[0] and a[2] == args[2] and not (i == 0 and self._busy):
+                    if k == "artifact" and a[0] == args[0] and a[2] == args[2] and i >= self._inflight:
                         self._items[i] = (kind, args)
                         return
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="mlflow", daemon=True)
                 self._thread.start()
-            if len(self._items) >= self.max_items:
-                self._items.popleft()
+            if len(self._items) >= self.max_items and len(self._items) > self._inflight:
+                del self._items[self._inflight]  # the oldest item not being sent
                 self.dropped += 1
             self._items.append((kind, args))
             self._cv.notify()
@@ -227,7 +227,7 @@ class TrackingQueue:
         """Wait until everything queued is sent (True) or `timeout_s` passes (False)."""
         deadline = time.monotonic() + timeout_s
         with self._cv:
-            while self._items or self._busy:
+            while self._items or self._inflight:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -264,12 +264,12 @@ class TrackingQueue:
                 if not self._items:
                     return
                 group = self._head()
-                self._busy = True
+                self._inflight = len(group)
             try:
                 self._send(group)
             except Exception as exc:  # server down or refusing: keep the items, retry later
                 with self._cv:
-                    self._busy = False
+                    self._inflight = 0
                     if self._closing:
                         return
                 if not down:
@@ -286,7 +286,7 @@ class TrackingQueue:
                 for _ in group:
                     self._items.popleft()
                 self.sent += len(group)
-                self._busy = False
+                self._inflight = 0
                 self._cv.notify_all()
 
     def _send(self, group: list[tuple[str, tuple[Any, ...]]]) -> None:

@@ -65,3 +65,17 @@ def test_only_the_newest_checkpoint_upload_waits(tmp_path: Path) -> None:
     assert all(name in ("ckpt_000000004.bgai", "ckpt_000000000.bgai") for name, _ in uploads)
     assert len([u for u in uploads if u[1] == "checkpoints"]) <= 2  # head may have been in flight
     q.close(1)
+
+
+def test_a_full_queue_drops_the_oldest_unsent_items() -> None:
+    rec = Recorder()
+    rec.down = True
+    q = TrackingQueue(rec, max_items=10, backoff_s=(0.01, 0.05))  # type: ignore[arg-type]
+    for step in range(25):
+        q.metrics("run", {"loss": float(step)}, step)
+    assert q.pending() == 10 and q.dropped == 15
+    rec.down = False
+    assert q.flush(10)
+    steps = sorted(r[2] for name, (run, batch) in rec.calls if name == "rows" for r in batch)
+    assert len(steps) == 10 and steps[-1] == 24  # the newest kept, each sent once
+    q.close(1)
