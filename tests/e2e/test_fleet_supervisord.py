@@ -290,6 +290,19 @@ def check_mlflow(env: dict[str, str], r: redis.Redis) -> str:
     wait_for("checkpoints in MLflow", lambda: bool(tracker.list_artifacts(run_id, "checkpoints")), 300)
     assert "config.yaml" in tracker.list_artifacts(run_id)
     assert run_id in runs_cli(env, "list")
+    # MLflow goes away: training goes on, no role restarts, and the metrics arrive afterwards
+    pids = ctl_pids(env)
+    ctl(env, "stop", "mlflow")
+    during = version(r)
+    wait_for("training to go on without MLflow", lambda: version(r) >= during + 2, 300)
+    ctl(env, "start", "mlflow")
+    assert {p: ctl_pids(env)[p] for p in PROGRAMS - SERVICES} == {p: pids[p] for p in PROGRAMS - SERVICES}
+
+    def caught_up() -> bool:
+        run = tracker.get_run(run_id)
+        return run is not None and run.metrics.get("model_version", -1) >= during + 2
+
+    wait_for("the metrics logged during the outage to reach MLflow", caught_up, 300)
     return run_id
 
 
