@@ -14,7 +14,8 @@ import numpy as np
 from bgai.config import Config
 from bgai.core import rules
 from bgai.core.network import BgNet, init_params
-from bgai.core.train_step import Batch, init_train_state, make_optimizer, make_train_step
+from bgai.core.train_step import Batch, init_train_state, make_train_step
+from bgai.train.local import optimizer_of
 
 
 def synthetic_batch(n: int, max_plays: int, seed: int = 0) -> Batch:
@@ -37,9 +38,7 @@ def bench_train(
     t = cfg.training
     n = t.batch_size if batch is None else batch
     net = BgNet(tuple(cfg.model.hidden))
-    opt = make_optimizer(
-        t.learning_rate, t.lr_schedule, t.warmup_steps, t.decay_steps, t.weight_decay, t.grad_clip
-    )
+    opt = optimizer_of(cfg)
     state = init_train_state(init_params(net, jax.random.key(0)), opt)
     step = make_train_step(net.apply, opt, t.policy_weight, t.value_weight)
     data = synthetic_batch(n, cfg.movegen.max_plays)

@@ -43,7 +43,6 @@ class RunSummary:
     start_time: float  # seconds since the epoch
     metrics: dict[str, float]  # latest value of each metric
     params: dict[str, str]
-    artifact_uri: str
 
 
 class Tracker:
@@ -79,14 +78,6 @@ class Tracker:
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run_id, params=items[i : i + 100])
         return run_id
-
-    def log_metrics(
-        self, run_id: str, metrics: dict[str, float], step: int, at_ms: int | None = None
-    ) -> None:
-        from mlflow.entities import Metric
-
-        at = int(time.time() * 1000) if at_ms is None else at_ms
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), at, step) for k, v in metrics.items()])
 
     def log_rows(self, run_id: str, rows: list[tuple[str, float, int, int]]) -> None:
         """(key, value, step, time ms) rows in one request (MLflow takes up to 1000)."""
@@ -149,7 +140,6 @@ def _summary(run: Any) -> RunSummary:
         start_time=(run.info.start_time or 0) / 1000.0,
         metrics=dict(run.data.metrics),
         params=dict(run.data.params),
-        artifact_uri=str(run.info.artifact_uri),
     )
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from bgai.config import Config, config_hash, model_hash
 from bgai.core.network import BgNet, init_params
-from bgai.core.train_step import Batch, TrainState, init_train_state, make_optimizer, make_train_step
+from bgai.core.train_step import Batch, TrainState, init_train_state, make_train_step
 from bgai.obs.metrics import RoleMetrics
 from bgai.obs.tracking import TrackingQueue
 from bgai.roles.base import Unit, run_gate
@@ -41,7 +41,7 @@ from bgai.store.registry import WorkerInfo
 from bgai.store.replay import ReplayStore
 from bgai.store.sampler import ReplayMirror
 from bgai.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from bgai.train.local import movegen_of
+from bgai.train.local import movegen_of, optimizer_of
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,7 @@ class TrainingWorker:
     def setup(self) -> None:
         cfg, t = self.cfg, self.cfg.training
         self.net = BgNet(tuple(cfg.model.hidden))
-        self.optimizer = make_optimizer(
-            t.learning_rate, t.lr_schedule, t.warmup_steps, t.decay_steps, t.weight_decay, t.grad_clip
-        )
+        self.optimizer = optimizer_of(cfg)
         self.train_step = make_train_step(self.net.apply, self.optimizer, t.policy_weight, t.value_weight)
         self.fresh_state()
         self.dir = Path(t.checkpoint_dir)

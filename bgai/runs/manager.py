@@ -33,6 +33,7 @@ from bgai.store.codec import encode_weights
 from bgai.store.keys import Keys
 from bgai.store.replay import ReplayStore
 from bgai.train.checkpoint import list_checkpoints, load_checkpoint
+from bgai.train.local import optimizer_of
 
 SECRET_KEYS = ("redis.password",)
 
@@ -70,14 +71,8 @@ def checkpoint_dir(cfg: Config, run_id: str) -> Path:
 
 def train_template(cfg: Config) -> dict[str, Any]:
     """The checkpoint's structure for this config (shapes are what a checkpoint must match)."""
-    from bgai.core.train_step import make_optimizer
-
-    t = cfg.training
     net = BgNet(tuple(cfg.model.hidden))
-    opt = make_optimizer(
-        t.learning_rate, t.lr_schedule, t.warmup_steps, t.decay_steps, t.weight_decay, t.grad_clip
-    )
-    state = init_train_state(init_params(net, jax.random.key(0)), opt)
+    state = init_train_state(init_params(net, jax.random.key(0)), optimizer_of(cfg))
     return {"params": state.params, "opt_state": state.opt_state, "step": state.step}
 
 
@@ -101,12 +96,11 @@ def newest_checkpoint(tracker: Tracker | None, run_id: str, directory: Path) -> 
     """The run's newest checkpoint in `directory`, downloaded first from the run's MLflow
     artifacts if MLflow has a newer one (another host trained it, or the local copy is gone)."""
     local = list_checkpoints(directory)
-    remote = []
-    if tracker is not None:
-        remote = sorted(a for a in tracker.list_artifacts(run_id, "checkpoints") if a.endswith(".bgai"))
+    if tracker is None:
+        return local[-1] if local else None
+    remote = sorted(a for a in tracker.list_artifacts(run_id, "checkpoints") if a.endswith(".bgai"))
     if remote and (not local or Path(remote[-1]).name > local[-1].name):
-        got = tracker.download(run_id, remote[-1], directory / ".download") if tracker else None
-        assert got is not None
+        got = tracker.download(run_id, remote[-1], directory / ".download")
         target = directory / got.name
         got.replace(target)  # same filesystem: an atomic rename into place
         shutil.rmtree(directory / ".download", ignore_errors=True)

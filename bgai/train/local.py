@@ -55,6 +55,14 @@ def movegen_of(cfg: Config) -> rules.MoveGenConfig:
     return rules.MoveGenConfig(**dataclasses.asdict(cfg.movegen))
 
 
+def optimizer_of(cfg: Config) -> Any:
+    """The configured Optax optimizer (`training` section)."""
+    t = cfg.training
+    return make_optimizer(
+        t.learning_rate, t.lr_schedule, t.warmup_steps, t.decay_steps, t.weight_decay, t.grad_clip
+    )
+
+
 def self_play_decider(cfg: Config, net: BgNet, simulations: int | None = None) -> Decide:
     """The configured self-play mode: `afterstate` (fast) or `mcts` (stochastic search)."""
     s, q = cfg.selfplay, cfg.search
@@ -100,9 +108,7 @@ class LocalRun:
     def setup(self) -> None:
         """Build the compiled functions; resume from the newest checkpoint if any."""
         t, s = self.cfg.training, self.cfg.selfplay
-        self.optimizer = make_optimizer(
-            t.learning_rate, t.lr_schedule, t.warmup_steps, t.decay_steps, t.weight_decay, t.grad_clip
-        )
+        self.optimizer = optimizer_of(self.cfg)
         self.train_step = make_train_step(self.net.apply, self.optimizer, t.policy_weight, t.value_weight)
         decide = self_play_decider(self.cfg, self.net)
         self.selfplay = jax.jit(
