@@ -239,19 +239,35 @@ class EvalConfig(_Section):
     SECTION: ClassVar[str] = "eval"
     # Games per opponent per evaluation.
     games: int = 200
-    # Opponents by name (players known to the eval worker, e.g. random, pubeval).
+    # Opponents: random, pubeval, gnubg_0ply / gnubg_1ply / gnubg_2ply (GNU Backgammon), and
+    # past_K (our own model K versions back: the newest evaluated version <= N-K).
     opponents: tuple[str, ...] = ("random", "pubeval")
     # How the model plays: `greedy` (0-ply afterstates) or `search` (MCTS, `search` section).
     player: str = "greedy"
     # Fleet: evaluate a new version once it is this many versions past the last evaluated one.
     every_versions: int = 1
-    # Fleet: games per claimed slice (eval workers split a version's games into slices).
+    # Fleet: games per claimed slice (eval workers split a version's games into slices). Games
+    # come in pairs with the same dice, so this and `games` are even.
     slice_games: int = 50
+    # GNU Backgammon opponents: `external` (Debian's gnubg over its socket engine) or `nn`
+    # (the gnubg-nn package in process).
+    gnubg_backend: str = "external"
+    # Debian's gnubg binary (for gnubg_backend: external).
+    gnubg_path: str = "/usr/games/gnubg"
 
     def _validate(self) -> None:
+        from bgai.opponents.spec import parse_opponent
+
         self._positive("games", "every_versions", "slice_games")
-        self._need("opponents", all(o.strip() for o in self.opponents), "names must be non-empty")
+        self._need("games", self.games % 2 == 0, "must be even (games come in pairs)")
+        self._need("slice_games", self.slice_games % 2 == 0, "must be even (games come in pairs)")
+        for name in self.opponents:
+            try:
+                parse_opponent(name)
+            except ValueError as exc:
+                self._need("opponents", False, str(exc))
         self._choice("player", ("greedy", "search"))
+        self._choice("gnubg_backend", ("external", "nn"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from bgai.cli.common import config_option, load_or_exit, set_option
+from bgai.cli.eval import eval_command
 from bgai.cli.fleet import ROLE_COMMANDS, check_config, status
 from bgai.errors import BgaiError
 
@@ -77,49 +78,6 @@ def train_local(
         click.echo(f"eval vs {opponent:8s}: {res.summary()}  ({time.perf_counter() - t0:.0f} s)")
 
 
-@cli.command("eval")
-@config_option
-@set_option
-@click.option(
-    "--checkpoint",
-    "checkpoints",
-    multiple=True,
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Checkpoint file (repeatable: one table row each, e.g. for a learning curve).",
-)
-@click.option("--opponent", type=click.Choice(["random", "pubeval"]), default="pubeval")
-@click.option("--games", type=int, default=None, help="Games per checkpoint (default: eval.games).")
-@click.option("--seed", type=int, default=0)
-def evaluate(
-    config: str | None,
-    sets: tuple[str, ...],
-    checkpoints: tuple[str, ...],
-    opponent: str,
-    games: int | None,
-    seed: int,
-) -> None:
-    """Play checkpoints against an opponent; a table with 95% confidence intervals."""
-    from bgai.train.local import LocalRun
-
-    cfg = load_or_exit(config, sets)
-    games = cfg.eval.games if games is None else games
-    if games < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--games")
-    run = LocalRun(cfg, Path("/nonexistent"), log=click.echo)
-    run.setup()
-    click.echo(f"{'checkpoint':40s} {'minutes':>7s} {'step':>7s}  vs {opponent}")
-    for path in checkpoints:
-        try:
-            meta = run.restore(Path(path))
-        except (BgaiError, OSError) as exc:
-            raise click.UsageError(f"cannot use {path}: {exc}") from exc
-        res = run.evaluate(opponent, games, seed)
-        click.echo(
-            f"{Path(path).name:40s} {meta.get('elapsed_s', 0.0) / 60:7.1f} {meta['step']:7d}  {res.summary()}"
-        )
-
-
 @cli.group()
 def bench() -> None:
     """Benchmarks: they print figures, the last line is one JSON object."""
@@ -166,7 +124,7 @@ def bench_train(config: str | None, sets: tuple[str, ...], batch: int | None, re
     click.echo(json.dumps(result))
 
 
-for _command in (*ROLE_COMMANDS, check_config, status):
+for _command in (*ROLE_COMMANDS, check_config, status, eval_command):
     cli.add_command(_command)
 
 

@@ -6,10 +6,12 @@ Each returns a `Decide` (see selfplay.py): (params, key, states, plays) ->
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bgai.core import rules
 from bgai.core.afterstate import ApplyFn, afterstate_values, choose, softmax_policy
@@ -65,6 +67,26 @@ def pubeval_decider() -> Decide:
         del params, key
         race = jax.vmap(is_race)(states.board)
         action = jax.vmap(pubeval_choose)(plays, race)
+        return action, jax.nn.one_hot(action, plays.mask.shape[-1])
+
+    return decide
+
+
+# (boards [B, 28], dice [B], play afterstates [B, K, 28], legal mask [B, K], active [B]) -> [B]
+HostChoose = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def host_decider(choose: HostChoose) -> Decide:
+    """A player that runs outside JAX (GNU Backgammon, say), called once per turn of the batch
+    through `jax.pure_callback`; it must return a legal play index for every active game (any
+    index for the others)."""
+
+    def decide(params: Any, key: jax.Array, states: GameState, plays: rules.Plays) -> tuple:
+        del params, key
+        out = jax.ShapeDtypeStruct(states.dice.shape, jnp.int32)
+        action = jax.pure_callback(
+            choose, out, states.board, states.dice, plays.boards, plays.mask, ~states.done
+        )
         return action, jax.nn.one_hot(action, plays.mask.shape[-1])
 
     return decide

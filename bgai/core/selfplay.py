@@ -51,11 +51,25 @@ def play_batch(
     batch: int,
     max_turns: int,
     movegen: rules.MoveGenConfig,
+    paired: bool = False,
 ) -> Trajectory:
-    """Play `batch` games to the end; consumes `key`. Jit with decide/batch/max_turns/movegen static."""
+    """Play `batch` games to the end; consumes `key`. Jit with decide/batch/max_turns/movegen/paired
+    static.
+
+    `paired`: games 2i and 2i+1 share their dice, turn for turn: the same opening side and
+    roll, then the same roll at every turn while both go on (with `paired_sides` the two agents
+    swap seats between them, so each gets the other's dice).
+    """
     k = movegen.max_plays
+    if paired and batch % 2:
+        raise ValueError(f"paired games need an even batch, got {batch}")
+    pick = jnp.arange(batch) // 2 if paired else jnp.arange(batch)
+
+    def game_keys(key: jax.Array) -> jax.Array:
+        return jax.random.split(key, batch // 2 if paired else batch)[pick]
+
     key, k_new = jax.random.split(key)
-    states = _new_game(jax.random.split(k_new, batch))
+    states = _new_game(game_keys(k_new))
     traj = Trajectory(
         boards=jnp.zeros((max_turns, batch, rules.BOARD_SIZE), jnp.int8),
         dice=jnp.zeros((max_turns, batch), jnp.int8),
@@ -92,7 +106,7 @@ def play_batch(
             valid=traj.valid.at[t].set(active),
             overflow=traj.overflow + jnp.sum(plays.overflow & active),
         )
-        states = _advance(states, chosen, jax.random.split(k_roll, batch))
+        states = _advance(states, chosen, game_keys(k_roll))
         return t + 1, states, traj, key
 
     _, states, traj, _ = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), states, traj, key))
@@ -110,6 +124,28 @@ def two_sided(decide_a: Decide, decide_b: Decide) -> Decide:
         return jnp.where(is_a, a_act, b_act), jnp.where(is_a[:, None], a_pol, b_pol)
 
     return decide
+
+
+def paired_sides(decide_a: Decide, decide_b: Decide) -> Decide:
+    """For `play_batch(..., paired=True)`: A is player 0 in even games and player 1 in odd ones.
+
+    Each decider sees the other's games as done (a host-side player skips them).
+    """
+
+    def decide(params: Any, key: jax.Array, states: GameState, plays: rules.Plays) -> tuple:
+        ka, kb = jax.random.split(key)
+        seat = jnp.arange(states.player.shape[0], dtype=states.player.dtype) % 2
+        is_a = states.player == seat
+        a_act, a_pol = decide_a(params[0], ka, dataclasses.replace(states, done=states.done | ~is_a), plays)
+        b_act, b_pol = decide_b(params[1], kb, dataclasses.replace(states, done=states.done | is_a), plays)
+        return jnp.where(is_a, a_act, b_act), jnp.where(is_a[:, None], a_pol, b_pol)
+
+    return decide
+
+
+def paired_points(result: jax.Array) -> jax.Array:
+    """Points won by A per game of a paired batch (`result` is player 0's)."""
+    return jnp.where(jnp.arange(result.shape[0]) % 2 == 0, result, -result)
 
 
 @struct.dataclass

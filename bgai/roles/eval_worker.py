@@ -1,39 +1,38 @@
-"""`bgai eval-worker`: plays claimed slices of a model version against fixed opponents.
+"""`bgai eval-worker`: plays claimed slices of a model version against independent opponents.
 
-Each unit claims one slice (`eval.slice_games` games against every opponent in `eval.opponents`)
-of the current target version, plays it with that version's weights (checked by the codec) and
-adds the points to the version's sums in Redis; several eval workers share a version this way.
+Each unit claims one slice (`eval.slice_games` games, in pairs with shared dice, against every
+opponent in `eval.opponents`) of a version, plays it with that version's weights (checked by the
+codec) and adds the slice's sums to the version's totals in Redis, once; several eval workers
+share a version this way, and a slice whose worker died is handed out again (store/evals.py).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from functools import partial
 from typing import Any
 
 import jax
-import numpy as np
 
 from bgai.config import Config, model_hash
+from bgai.core.evaluate import paired_match, run_pairs
 from bgai.core.network import BgNet, init_params
-from bgai.core.players import pubeval_decider, random_decider
-from bgai.core.selfplay import play_batch, two_sided
-from bgai.errors import ConfigError
+from bgai.errors import CorruptDataError, IncompatibleError
 from bgai.obs.metrics import RoleMetrics
 from bgai.obs.tracking import TrackingQueue
+from bgai.opponents.players import Built, build_opponent
+from bgai.opponents.spec import parse_opponent
 from bgai.roles.base import Unit, run_gate
 from bgai.roles.identity import Identity
 from bgai.store import evals, runstate
 from bgai.store.client import Redis
+from bgai.store.codec import decode_weights
 from bgai.store.keys import Keys
 from bgai.store.registry import WorkerInfo
 from bgai.store.weights import WeightsFollower
 from bgai.train.local import eval_decider, movegen_of
 
 log = logging.getLogger(__name__)
-
-OPPONENTS = {"random": random_decider, "pubeval": pubeval_decider}
 
 
 class EvalWorker:
@@ -52,30 +51,23 @@ class EvalWorker:
         self.games = 0
         self.tracking = tracking
         self.run_id: str | None = None
-        for name in cfg.eval.opponents:
-            if name not in OPPONENTS:
-                raise ConfigError(
-                    "eval.opponents", f"unknown opponent {name!r} (known: {', '.join(OPPONENTS)})"
-                )
+        self.opponents = [parse_opponent(name) for name in cfg.eval.opponents]
+        self.built: list[Built] = []
 
     def setup(self) -> None:
         cfg = self.cfg
         net = BgNet(tuple(cfg.model.hidden))
-        self.follower = WeightsFollower(self.keys, init_params(net, jax.random.key(0)), model_hash(cfg))
+        self.template = init_params(net, jax.random.key(0))
+        self.follower = WeightsFollower(self.keys, self.template, model_hash(cfg))
         ours = eval_decider(cfg, net)
-        self.batch = min(64, cfg.eval.slice_games)
+        pairs = max(1, min(64, cfg.eval.slice_games) // 2)
+        for op in self.opponents:
+            self.built.append(build_opponent(op, cfg.eval, ours))
         self.matches = {
-            name: jax.jit(
-                partial(
-                    play_batch,
-                    two_sided(ours, OPPONENTS[name]()),
-                    batch=self.batch,
-                    max_turns=cfg.selfplay.max_turns,
-                    movegen=movegen_of(cfg),
-                )
-            )
-            for name in cfg.eval.opponents
+            b.opponent.name: paired_match(ours, b.decide, pairs, cfg.selfplay.max_turns, movegen_of(cfg))
+            for b in self.built
         }
+        self._past: dict[int, Any] = {}  # version -> params, for past_K opponents
 
     def run_once(self) -> Unit:
         e = self.cfg.eval
@@ -86,7 +78,16 @@ class EvalWorker:
         if run_id != self.run_id:  # a new run: its versions start again from 0
             self.run_id = run_id
             self.follower.reset()
-        got = evals.claim(self.r, self.keys, e.every_versions, e.games, e.slice_games, self.follower.version)
+            self._past.clear()
+        got = evals.claim(
+            self.r,
+            self.keys,
+            e.every_versions,
+            e.games,
+            e.slice_games,
+            self.follower.version,
+            self.identity.worker_id,
+        )
         if got is None:
             self.status = "idle"
             return Unit(idle_s=1.0)
@@ -95,33 +96,58 @@ class EvalWorker:
         ):
             return Unit(f"skipped slice {got.slice_index} of version {got.version}: no usable weights")
         self.status = "evaluating"
+        points: dict[str, list[int]] = {}
         parts = []
-        for name, match in self.matches.items():
-            points = self.play(match, got.version, got.slice_index, got.games)
-            now = evals.add_result(self.r, self.keys, got.version, name, points)
-            self.games += len(points)
-            self.metrics.add_games(len(points))
-            totals = evals.results_of(self.r, self.keys, got.version).get(name, {})
-            if totals.get("games"):
-                n = totals["games"]
-                self.metrics.eval_result(name, totals.get("wins", 0) / n, totals.get("points", 0) / n)
-            if self.tracking is not None and run_id is not None and now - len(points) < e.games <= now:
-                self.tracking.metrics(run_id, eval_metrics(name, totals), got.version)  # version done
-            parts.append(f"{name} {sum(p > 0 for p in points)}/{len(points)}")
+        for b in self.built:
+            name, opp_params = b.opponent.name, None
+            if b.opponent.kind == "past":
+                past = self.past_params(got.version - b.opponent.back)
+                if past is None:  # nothing that old is kept (yet): this opponent sits out
+                    parts.append(f"{name} -")
+                    continue
+                name_v, opp_params = f"{name} (v{past[0]})", past[1]
+            else:
+                name_v = name
+            pts = points[name] = self.play(name, opp_params, got.version, got.slice_index, got.games)
+            parts.append(f"{name_v} {sum(p > 0 for p in pts)}/{len(pts)}")
+        done = evals.add_slice(self.r, self.keys, got, points)
+        if done < 0:
+            return Unit(f"version {got.version} slice {got.slice_index}: already counted (re-issued)")
+        totals = evals.results_of(self.r, self.keys, got.version)
+        for name, pts in points.items():
+            self.games += len(pts)
+            self.metrics.add_games(len(pts))
+            t = totals.get(name, {})
+            if t.get("games"):
+                self.metrics.eval_result(name, t.get("wins", 0) / t["games"], t.get("points", 0) / t["games"])
+        if done == got.slices and self.tracking is not None and run_id is not None:
+            for name, t in totals.items():  # the version is complete
+                self.tracking.metrics(run_id, eval_metrics(name, t), got.version)
         return Unit(f"version {got.version} slice {got.slice_index}: won " + ", ".join(parts))
 
-    def play(self, match: Any, version: int, index: int, games: int) -> list[int]:
-        """`games` finished games; seeds depend only on (version, slice), so a replayed slice is
-        the same games."""
+    def past_params(self, version: int) -> tuple[int, Any] | None:
+        """(version, params) of the newest evaluated version <= `version` still kept, or None."""
+        if version < 0:
+            return None
+        found = evals.past_weights(self.r, self.keys, version)
+        if found is None:
+            return None
+        v, blob = found
+        if v not in self._past:
+            try:
+                params, _ = decode_weights(blob, self.template, model_hash(self.cfg))
+            except (CorruptDataError, IncompatibleError) as exc:
+                log.warning("past weights of version %d refused: %s", v, exc)
+                return None
+            self._past = {v: params}  # one at a time: slices go version by version
+        return v, self._past[v]
+
+    def play(self, name: str, opp_params: Any, version: int, index: int, games: int) -> list[int]:
+        """`games` finished games (whole pairs); seeds depend only on (version, slice), so a
+        re-issued slice is the same games."""
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.cfg.training.seed), version), index)
-        points: list[int] = []
-        i = 0
-        while len(points) < games:
-            traj = match((self.follower.params, None), jax.random.fold_in(key, i))
-            done = np.asarray(traj.finished)
-            points.extend(int(p) for p in np.asarray(traj.result)[done])
-            i += 1
-        return points[:games]
+        pts = run_pairs(self.matches[name], (self.follower.params, opp_params), key, games, max_rounds=100)
+        return [int(p) for p in pts]
 
     def info(self, now: float) -> WorkerInfo:
         follower = getattr(self, "follower", None)
@@ -130,7 +156,10 @@ class EvalWorker:
         )
 
     def teardown(self) -> None:
-        """A slice in progress is abandoned; its counters were never touched."""
+        """A slice in progress is abandoned (re-issued once this worker's heartbeat is gone);
+        its counters were never touched."""
+        for b in self.built:
+            b.close()
         if self.tracking is not None:
             self.tracking.close(10.0)
 

@@ -1,10 +1,17 @@
 """Fleet evaluation in Redis: one target version at a time, split into claimable game slices.
 
-`claim` (one Lua script) hands out the next slice of the current target. When the target's
-slices are all claimed and the model is at least `every` versions past it, the same call makes
-the newest version the target and copies its weights to `eval:weights`, so every eval worker
-evaluates the same bytes even after training moves on. Slices are counters, not a queue: nothing
-grows with time, and results (`eval:results:{v}`, a hash of integer sums) expire after a day.
+`claim` (one Lua script) hands out, in this order:
+1. a slice of an unfinished version whose owner died (its heartbeat key `workers:{id}` is gone,
+   or it is the caller itself: a worker only claims when it holds nothing) — re-issued;
+2. the next slice of the current target;
+3. when the target's slices are all claimed and the model is at least `every` versions past it,
+   a first slice of the newest version, which becomes the target; its weights are copied to
+   `eval:weights:{v}` so every eval worker plays the same bytes even after training moves on.
+
+`add_slice` (one Lua script) adds a finished slice's sums for every opponent at once, and only
+once: a slice finished twice (re-issued while its first owner was merely slow) counts once, so
+a version's totals are exactly the games of its slices. Slices are counters and small hashes,
+not a queue: nothing grows with time, and everything of a version expires after a day.
 """
 
 from __future__ import annotations
@@ -19,35 +26,93 @@ from bgai.store.keys import Keys
 
 RESULT_TTL_S = 86_400
 KEEP_VERSIONS = 100
+KEEP_WEIGHTS = 16  # weights of the newest evaluated versions (re-issued slices, `past_K` opponents)
+SUM_FIELDS = ("games", "wins", "points", "sq", "w1", "w2", "w3", "l1", "l2", "l3")
 
-_CLAIM = """
-local target_k, eweights_k, version_k, weights_k, versions_k = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+_LIB = """
+local function reply(v, idx, games, slice, have, weights_prefix)
+  local blob = false
+  if v ~= have then blob = redis.call('GET', weights_prefix .. v) end
+  return {v, idx, games, slice, blob}
+end
+"""
+
+_CLAIM = (
+    _LIB
+    + """
+local target_k, version_k, weights_k, versions_k, open_k = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local every, games, slice, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local claims_prefix, have, keep = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
+local claims_prefix, slices_prefix, weights_prefix = ARGV[5], ARGV[6], ARGV[7]
+local have, keep, keep_w = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local me, hb_prefix = ARGV[11], ARGV[12]
+-- 1. a slice whose owner died
+for _, ov in ipairs(redis.call('ZRANGE', open_k, 0, -1)) do
+  local sk = slices_prefix .. ov
+  local h = redis.call('HGETALL', sk)
+  if #h == 0 then
+    redis.call('ZREM', open_k, ov)
+  else
+    local meta = {}
+    for i = 1, #h, 2 do meta[h[i]] = h[i + 1] end
+    for i = 1, #h, 2 do
+      local f, owner = h[i], h[i + 1]
+      local dead = owner == me or redis.call('EXISTS', hb_prefix .. owner) == 0
+      if tonumber(f) and owner ~= '=done' and dead then
+        redis.call('HSET', sk, f, me)
+        redis.call('HINCRBY', sk, 'reissued', 1)
+        return reply(tonumber(ov), tonumber(f), tonumber(meta.g), tonumber(meta.s), have, weights_prefix)
+      end
+    end
+  end
+end
+-- 2. the next slice of the target
 local raw = redis.call('GET', target_k)
 local t = nil
 if raw then t = cjson.decode(raw) end
-local function reply(tv, idx)
-  local blob = false
-  if tv ~= have then blob = redis.call('GET', eweights_k) end
-  return {tv, idx, t.games, t.slice, blob}
+local function take(v, idx, g, s)
+  local sk = slices_prefix .. v
+  redis.call('HSET', sk, idx, me, 'g', g, 's', s)
+  redis.call('EXPIRE', sk, ttl)
+  redis.call('ZADD', open_k, v, v)
+  return reply(v, idx, g, s, have, weights_prefix)
 end
 if t then
   local n = redis.call('INCR', claims_prefix .. t.version)
   redis.call('EXPIRE', claims_prefix .. t.version, ttl)
-  if (n - 1) * t.slice < t.games then return reply(t.version, n - 1) end
+  if (n - 1) * t.slice < t.games then return take(t.version, n - 1, t.games, t.slice) end
 end
+-- 3. a new target
 local v = tonumber(redis.call('GET', version_k) or '-1')
 if v < 0 or (t and v < t.version + every) then return false end
 local w = redis.call('GET', weights_k)
 if not w then return false end
 t = {version = v, games = games, slice = slice}
 redis.call('SET', target_k, cjson.encode(t))
-redis.call('SET', eweights_k, w)
+redis.call('SET', weights_prefix .. v, w, 'EX', ttl)
 redis.call('ZADD', versions_k, v, v)
 redis.call('ZREMRANGEBYRANK', versions_k, 0, -keep - 1)
+local old = redis.call('ZREVRANGE', versions_k, keep_w, -1)
+for _, ov in ipairs(old) do
+  if not redis.call('ZSCORE', open_k, ov) then redis.call('DEL', weights_prefix .. ov) end
+end
 redis.call('SET', claims_prefix .. v, 1, 'EX', ttl)
-return reply(v, 0)
+return take(v, 0, games, slice)
+"""
+)
+
+_ADD = """
+local slices_k, results_k, open_k = KEYS[1], KEYS[2], KEYS[3]
+local idx, version, ttl, sums = ARGV[1], ARGV[2], tonumber(ARGV[3]), cjson.decode(ARGV[4])
+if redis.call('HGET', slices_k, idx) == '=done' then return -1 end
+redis.call('HSET', slices_k, idx, '=done')
+local done = redis.call('HINCRBY', slices_k, 'd', 1)
+for opp, s in pairs(sums) do
+  for f, n in pairs(s) do redis.call('HINCRBY', results_k, opp .. ':' .. f, n) end
+end
+redis.call('EXPIRE', results_k, ttl)
+local g, s = tonumber(redis.call('HGET', slices_k, 'g')), tonumber(redis.call('HGET', slices_k, 's'))
+if g and s and done * s >= g then redis.call('ZREM', open_k, version) end
+return done
 """
 
 
@@ -56,35 +121,94 @@ class Claim:
     version: int
     slice_index: int
     games: int  # games of this slice (per opponent)
-    blob: bytes | None  # the target's weights, unless the caller already has this version
+    blob: bytes | None  # the version's weights, unless the caller already has this version
+    slices: int = 1  # slices of this version in all
 
 
 def claim(
-    r: redis.Redis, keys: Keys, every: int, games: int, slice_games: int, have: int | None
+    r: redis.Redis,
+    keys: Keys,
+    every: int,
+    games: int,
+    slice_games: int,
+    have: int | None,
+    worker_id: str,
 ) -> Claim | None:
-    """The next slice to play, or None when there is nothing to evaluate now."""
-    claims_prefix = keys.eval_claims_prefix
+    """The next slice to play for `worker_id`, or None when there is nothing to evaluate now."""
     got = r.eval(
         _CLAIM,
         5,
         keys.eval_target,
-        keys.eval_weights,
         keys.model_version,
         keys.model_weights,
         keys.eval_versions,
+        keys.eval_open,
         every,
         games,
         slice_games,
         RESULT_TTL_S,
-        claims_prefix,
+        keys.eval_claims_prefix,
+        keys.eval_slices_prefix,
+        keys.eval_weights_prefix,
         -1 if have is None else have,
         KEEP_VERSIONS,
+        KEEP_WEIGHTS,
+        worker_id,
+        keys.worker(""),
     )
     if not got:
         return None
-    version, index, total, size, blob = got
-    n = min(int(size), int(total) - int(index) * int(size))
-    return Claim(int(version), int(index), n, blob or None)
+    version, index, total, size = (int(x) for x in got[:4])
+    blob = got[4]
+    n = min(size, total - index * size)
+    return Claim(version, index, n, blob or None, -(-total // size))
+
+
+def slice_sums(points: list[int]) -> dict[str, int]:
+    """One opponent's sums over games (points won per game by our model, ±1..3)."""
+    s = {f: 0 for f in SUM_FIELDS}
+    s["games"] = len(points)
+    for p in points:
+        s["wins"] += p > 0
+        s["points"] += p
+        s["sq"] += p * p
+        s[f"w{p}" if p > 0 else f"l{-p}"] += 1
+    return s
+
+
+def add_slice(r: redis.Redis, keys: Keys, got: Claim, points: dict[str, list[int]]) -> int:
+    """Count one finished slice ({opponent: points per game}) once; returns the version's
+    finished slices now (== `got.slices` for the adder that completes it), or -1 if this slice
+    was already counted."""
+    sums = {opp: slice_sums(p) for opp, p in points.items()}
+    return int(
+        r.eval(
+            _ADD,
+            3,
+            keys.eval_slices(got.version),
+            keys.eval_results(got.version),
+            keys.eval_open,
+            got.slice_index,
+            got.version,
+            RESULT_TTL_S,
+            json.dumps(sums),
+        )
+    )
+
+
+def reissued(r: redis.Redis, keys: Keys, version: int) -> int:
+    """How many slices of `version` were handed out again after their owner died."""
+    return int(r.hget(keys.eval_slices(version), "reissued") or 0)
+
+
+def past_weights(r: redis.Redis, keys: Keys, version: int) -> tuple[int, bytes] | None:
+    """The newest evaluated version <= `version` whose weights are still kept, with them."""
+    found = cast(list[bytes], r.zrevrangebyscore(keys.eval_versions, version, "-inf", 0, KEEP_WEIGHTS))
+    for v in (int(x) for x in found):
+        blob = cast(bytes | None, r.get(keys.eval_weights(v)))
+        if blob is not None:
+            return v, blob
+    return None
 
 
 def clear(r: redis.Redis, keys: Keys) -> int:
@@ -93,23 +217,8 @@ def clear(r: redis.Redis, keys: Keys) -> int:
     return int(r.unlink(*found)) if found else 0
 
 
-def add_result(r: redis.Redis, keys: Keys, version: int, opponent: str, points: list[int]) -> int:
-    """Add one slice's games (points won per game by our model) to the version's sums; returns
-    the version's games against `opponent` now (the adder that completes a version sees it)."""
-    key = keys.eval_results(version)
-    with r.pipeline(transaction=True) as pipe:
-        pipe.hincrby(key, f"{opponent}:games", len(points))
-        pipe.hincrby(key, f"{opponent}:wins", sum(1 for p in points if p > 0))
-        pipe.hincrby(key, f"{opponent}:points", sum(points))
-        pipe.hincrby(key, f"{opponent}:sq", sum(p * p for p in points))
-        pipe.hincrby(key, f"{opponent}:gammons", sum(1 for p in points if p >= 2))
-        pipe.hincrby(key, f"{opponent}:backgammons", sum(1 for p in points if p >= 3))
-        pipe.expire(key, RESULT_TTL_S)
-        return int(pipe.execute()[0])
-
-
 def results(r: redis.Redis, keys: Keys, limit: int = 10) -> dict[int, dict[str, dict[str, int]]]:
-    """{version: {opponent: {games, wins, points, sq, gammons, backgammons}}}, newest first."""
+    """{version: {opponent: sums (SUM_FIELDS)}}, newest first."""
     versions = [int(v) for v in cast(list[bytes], r.zrevrange(keys.eval_versions, 0, limit - 1))]
     out: dict[int, dict[str, dict[str, int]]] = {}
     for v in versions:
@@ -120,7 +229,7 @@ def results(r: redis.Redis, keys: Keys, limit: int = 10) -> dict[int, dict[str, 
 
 
 def results_of(r: redis.Redis, keys: Keys, version: int) -> dict[str, dict[str, int]]:
-    """{opponent: {games, wins, points, sq, gammons, backgammons}} of one version."""
+    """{opponent: sums (SUM_FIELDS)} of one version."""
     table: dict[str, dict[str, int]] = {}
     for field, value in r.hgetall(keys.eval_results(version)).items():
         opp, _, name = (field.decode() if isinstance(field, bytes) else field).rpartition(":")

@@ -33,10 +33,16 @@ two prefixes. Writers and readers name roles: coordinator (C), game worker (G), 
 | P:trainer:lock               | string | 30 s  | T         | T S       | holder's worker id (one trainer)  |
 | P:eval:target                | string | -     | E         | E S       | JSON {version, games, slice}      |
 |                              |        |       |           |           | the version being evaluated       |
-| P:eval:weights               | string | -     | E         | E         | weights blob of that version      |
-| P:eval:claims:{v}            | string | 1 day | E         | E         | int, game slices claimed of v     |
+| P:eval:weights:{v}           | string | 1 day | E         | E         | weights blob of evaluated v (the  |
+|                              |        |       |           |           | newest 16, and unfinished ones)   |
+| P:eval:claims:{v}            | string | 1 day | E         | E         | int, game slices handed out of v  |
+| P:eval:slices:{v}            | hash   | 1 day | E         | E         | slice index -> owner worker id or |
+|                              |        |       |           |           | `=done`; g, s (games, slice size),|
+|                              |        |       |           |           | d (done), reissued                |
+| P:eval:open                  | zset   | -     | E         | E         | versions with unfinished slices   |
 | P:eval:results:{v}           | hash   | 1 day | E         | S         | {opp}:{games,wins,points,sq,      |
-|                              |        |       |           |           | gammons,backgammons}              |
+|                              |        |       |           |           | w1,w2,w3,l1,l2,l3} (w2: gammon    |
+|                              |        |       |           |           | wins, l3: backgammon losses...)   |
 | P:eval:versions              | zset   | -     | E         | S         | evaluated versions (score = v),   |
 |                              |        |       |           |           | trimmed to the newest 100         |
 
@@ -139,8 +145,24 @@ class Keys:
         return self._k("eval", "target")
 
     @property
-    def eval_weights(self) -> str:
-        return self._k("eval", "weights")
+    def eval_weights_prefix(self) -> str:
+        """`eval_weights(v)` is this string followed by v (the claim script builds it so)."""
+        return self._k("eval", "weights", "")
+
+    def eval_weights(self, version: int) -> str:
+        return self._k("eval", "weights", version)
+
+    @property
+    def eval_slices_prefix(self) -> str:
+        """`eval_slices(v)` is this string followed by v (the claim script builds it so)."""
+        return self._k("eval", "slices", "")
+
+    def eval_slices(self, version: int) -> str:
+        return self._k("eval", "slices", version)
+
+    @property
+    def eval_open(self) -> str:
+        return self._k("eval", "open")
 
     @property
     def eval_claims_prefix(self) -> str:

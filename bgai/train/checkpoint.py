@@ -49,8 +49,20 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if _NAME.match(p.name))
 
 
-def load_checkpoint(path: Path, template: dict[str, Any], model_hash: str | None = None) -> tuple[dict, dict]:
-    """(state restored into `template`'s structure, meta). Refuses corrupt or foreign files."""
+def read_meta(path: Path) -> dict[str, Any]:
+    """A checkpoint's JSON header (model_version, step, ...) without reading its body."""
+    with open(path, "rb") as f:
+        head = f.read(len(MAGIC) + 4)
+        if not head.startswith(MAGIC):
+            raise CorruptDataError(f"{path}: not a bgai checkpoint")
+        try:
+            return dict(json.loads(f.read(int.from_bytes(head[len(MAGIC) :], "big"))))
+        except ValueError as exc:
+            raise CorruptDataError(f"{path}: unreadable header") from exc
+
+
+def _read(path: Path, model_hash: str | None) -> tuple[Any, dict]:
+    """(the raw state dict, meta) of a checkpoint file; refuses corrupt or foreign files."""
     raw = path.read_bytes()
     if not raw.startswith(MAGIC):
         raise CorruptDataError(f"{path}: not a bgai checkpoint")
@@ -67,9 +79,23 @@ def load_checkpoint(path: Path, template: dict[str, Any], model_hash: str | None
         raise IncompatibleError(
             f"{path}: model hash {meta.get('model_hash')} differs from the configured {model_hash}"
         )
-    loaded = serialization.msgpack_restore(body)
+    return serialization.msgpack_restore(body), meta
+
+
+def load_checkpoint(path: Path, template: dict[str, Any], model_hash: str | None = None) -> tuple[dict, dict]:
+    """(state restored into `template`'s structure, meta). Refuses corrupt or foreign files."""
+    loaded, meta = _read(path, model_hash)
     _check_shapes(serialization.to_state_dict(template), loaded, str(path))
     return serialization.from_state_dict(template, loaded), meta
+
+
+def load_params(path: Path, params_template: Any, model_hash: str | None = None) -> tuple[Any, dict]:
+    """(params, meta) of any bgai checkpoint (the fleet's or train-local's: only params are read)."""
+    loaded, meta = _read(path, model_hash)
+    if not isinstance(loaded, dict) or "params" not in loaded:
+        raise IncompatibleError(f"{path}: no params in the checkpoint")
+    _check_shapes(serialization.to_state_dict(params_template), loaded["params"], f"{path}/params")
+    return serialization.from_state_dict(params_template, loaded["params"]), meta
 
 
 def _check_shapes(want: Any, got: Any, where: str) -> None:

@@ -1,0 +1,208 @@
+"""`bgai eval`: a one-off match of a model against an opponent, with a progress bar and a table.
+
+The model comes from a checkpoint file (the fleet's or train-local's) or, with `--version N`,
+from the current run: its checkpoints on this host, else the weights Redis still holds for N.
+Games come in pairs with the same dice (bgai.core.evaluate); the table has 95% intervals.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any, cast
+
+import click
+
+from bgai.cli.common import config_option, load_or_exit, set_option
+from bgai.config import Config, model_hash
+from bgai.core.evaluate import MatchResult
+from bgai.errors import BgaiError
+
+OPPONENTS = ("random", "pubeval", "gnubg")
+
+
+@click.command("eval")
+@config_option
+@set_option
+@click.option(
+    "--checkpoint",
+    "checkpoints",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Checkpoint file (repeatable: one row each).",
+)
+@click.option("--version", "version", type=int, default=None, help="Model version N of the current run.")
+@click.option(
+    "--opponent", default="pubeval", help="random, pubeval or gnubg (or an eval.opponents name: gnubg_1ply)."
+)
+@click.option("--plies", type=click.IntRange(0, 2), default=0, help="gnubg's depth (--opponent gnubg).")
+@click.option(
+    "--backend",
+    type=click.Choice(["external", "nn"]),
+    default=None,
+    help="gnubg: Debian's binary (external) or gnubg-nn (default: eval.gnubg_backend).",
+)
+@click.option("--games", type=int, default=None, help="Games, even: in pairs (default: eval.games).")
+@click.option(
+    "--player",
+    type=click.Choice(["greedy", "search"]),
+    default=None,
+    help="How our model plays (default: eval.player).",
+)
+@click.option("--simulations", type=int, default=None, help="Search simulations per move (--player search).")
+@click.option("--seed", type=int, default=0)
+def eval_command(
+    config: str | None,
+    sets: tuple[str, ...],
+    checkpoints: tuple[str, ...],
+    version: int | None,
+    opponent: str,
+    plies: int,
+    backend: str | None,
+    games: int | None,
+    player: str | None,
+    simulations: int | None,
+    seed: int,
+) -> None:
+    """Play a model against an opponent; a table with win rate, points per game and 95% CIs."""
+    from bgai.opponents.spec import parse_opponent
+
+    cfg = load_or_exit(config, sets)
+    if bool(checkpoints) == (version is not None):
+        raise click.UsageError("give either --checkpoint PATH (repeatable) or --version N")
+    name = f"gnubg_{plies}ply" if opponent == "gnubg" else opponent
+    try:
+        op = parse_opponent(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--opponent") from exc
+    if op.kind == "past":
+        raise click.BadParameter("past_K needs the fleet (eval workers)", param_hint="--opponent")
+    games = cfg.eval.games if games is None else games
+    if games < 2 or games % 2:
+        raise click.BadParameter(f"must be an even number >= 2, got {games}", param_hint="--games")
+    ev = replace(
+        cfg.eval,
+        player=player or cfg.eval.player,
+        gnubg_backend=backend or cfg.eval.gnubg_backend,
+    )
+    search = cfg.search if simulations is None else replace(cfg.search, num_simulations=simulations)
+    cfg = replace(cfg, eval=ev, search=search)
+    models: list[tuple[str, Callable[[], Any]]] = [
+        (Path(p).name, partial(_from_checkpoint, cfg, Path(p))) for p in checkpoints
+    ]
+    if version is not None:
+        models = [(f"version {version}", partial(_from_version, cfg, version))]
+    rows = []
+    with Evaluator(cfg, op) as ev_:
+        for label, load in models:
+            try:
+                params = load()
+            except (BgaiError, OSError) as exc:
+                raise click.UsageError(f"cannot use {label}: {exc}") from exc
+            t0 = time.perf_counter()
+            with click.progressbar(length=games, label=f"{label} vs {name}", show_eta=True) as bar:
+                res = ev_.play(params, games, seed, bar.update)
+            rows.append((label, res, time.perf_counter() - t0))
+    click.echo(table(name, rows))
+
+
+class Evaluator:
+    """Our model (eval.player) against one opponent; an engine opponent lives while it is open."""
+
+    def __init__(self, cfg: Config, op: Any) -> None:
+        self.cfg, self.op = cfg, op
+
+    def __enter__(self) -> Evaluator:
+        import jax
+
+        from bgai.core.evaluate import paired_match
+        from bgai.core.network import BgNet, init_params
+        from bgai.opponents.players import build_opponent
+        from bgai.train.local import eval_decider, movegen_of
+
+        cfg = self.cfg
+        self.net = BgNet(tuple(cfg.model.hidden))
+        self.template = init_params(self.net, jax.random.key(0))
+        ours = eval_decider(cfg, self.net)
+        self.built = build_opponent(self.op, cfg.eval, ours)
+        self.match = paired_match(ours, self.built.decide, 16, cfg.selfplay.max_turns, movegen_of(cfg))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.built.close()
+
+    def play(self, params: Any, games: int, seed: int, progress: Any) -> MatchResult:
+        import jax
+
+        from bgai.core.evaluate import run_pairs
+
+        key = jax.random.key(seed)
+        pts = run_pairs(self.match, (params, None), key, games, progress, max_rounds=10 * games)
+        return MatchResult.of_points(pts)
+
+
+def _template(cfg: Config) -> Any:
+    import jax
+
+    from bgai.core.network import BgNet, init_params
+
+    return init_params(BgNet(tuple(cfg.model.hidden)), jax.random.key(0))
+
+
+def _from_checkpoint(cfg: Config, path: Path) -> Any:
+    from bgai.train.checkpoint import load_params
+
+    return load_params(path, _template(cfg), model_hash(cfg))[0]
+
+
+def _from_version(cfg: Config, version: int) -> Any:
+    """Version N of the current run: a checkpoint on this host, else the weights Redis holds."""
+    from bgai.runs.manager import checkpoint_dir
+    from bgai.store import evals, runstate, weights
+    from bgai.store.client import connect
+    from bgai.store.codec import decode_weights
+    from bgai.store.keys import Keys
+    from bgai.train.checkpoint import list_checkpoints, load_params, read_meta
+
+    r, keys = connect(cfg.redis), Keys(cfg.redis.prefix)
+    run_id, _ = runstate.get_run(r, keys)
+    seen = []
+    if run_id is not None:
+        for path in list_checkpoints(checkpoint_dir(cfg, run_id)):
+            v = read_meta(path).get("model_version")
+            seen.append(v)
+            if v == version:
+                return load_params(path, _template(cfg), model_hash(cfg))[0]
+    blob: bytes | None = None
+    if weights.current_version(r, keys) == version:
+        blob = cast(bytes | None, r.get(keys.model_weights))
+    elif (past := evals.past_weights(r, keys, version)) is not None and past[0] == version:
+        blob = past[1]
+    if blob is None:
+        raise BgaiError(
+            f"version {version} of run {run_id} is neither in a checkpoint here (versions {seen}) "
+            f"nor in Redis (current {weights.current_version(r, keys)})"
+        )
+    return decode_weights(blob, _template(cfg), model_hash(cfg))[0]
+
+
+def table(opponent: str, rows: list[tuple[str, MatchResult, float]]) -> str:
+    head = (
+        f"{'model':28s} {'games':>6s} {'win %':>6s} {'95% CI':>15s} {'ppg':>7s} {'95% CI':>17s}"
+        f" {'W1':>4s} {'W2':>4s} {'W3':>4s} {'L1':>4s} {'L2':>4s} {'L3':>4s} {'games/min':>9s}"
+    )
+    lines = [f"vs {opponent}", head]
+    for label, res, secs in rows:
+        lo, hi = res.win_rate_ci()
+        plo, phi = res.ppg_ci()
+        c = list(res.counts().values())
+        lines.append(
+            f"{label[:28]:28s} {res.games:6d} {res.win_rate:6.1%} [{lo:5.1%}, {hi:5.1%}] {res.ppg:+7.3f}"
+            f" [{plo:+6.3f}, {phi:+6.3f}] "
+            + " ".join(f"{x:4d}" for x in c)
+            + f" {res.games / secs * 60:9.0f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""Opponents as deciders for the paired match loop (`bgai.core.evaluate.paired_match`).
+
+random and pubeval run inside the compiled loop; GNU Backgammon runs outside it, one move per
+active game and turn, through `host_decider` (a `jax.pure_callback`); `past_K` is our own
+network with older weights (the caller supplies them as the opponent's params).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bgai.config import EvalConfig
+from bgai.core import rules
+from bgai.core.players import HostChoose, host_decider, pubeval_decider, random_decider
+from bgai.core.positionid import position_id
+from bgai.core.selfplay import Decide
+from bgai.errors import ConfigError
+from bgai.opponents.spec import Opponent
+
+if TYPE_CHECKING:
+    from bgai.opponents.gnubg import MoveEngine
+
+
+class IllegalMoveError(RuntimeError):
+    """An engine chose a play that is not among our legal plays (a rules or protocol bug)."""
+
+
+@dataclass
+class Built:
+    """An opponent ready to play: its decider, and the engine to close when done (if any)."""
+
+    opponent: Opponent
+    decide: Decide
+    engine: MoveEngine | None = None
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+
+def engine_choose(engine: MoveEngine) -> HostChoose:
+    """The host side of an engine player: the index of the engine's play in our legal plays."""
+
+    def choose(
+        boards: np.ndarray, dice: np.ndarray, play_boards: np.ndarray, mask: np.ndarray, active: np.ndarray
+    ) -> np.ndarray:
+        out = np.zeros(len(boards), np.int32)
+        for i in np.flatnonzero(active):
+            hi, lo = (int(x) for x in rules.DICE[int(dice[i])])
+            after = engine.best_afterstate(np.asarray(boards[i]), (hi, lo))
+            found = np.flatnonzero(mask[i] & (play_boards[i] == after).all(axis=-1))
+            if found.size == 0:
+                raise IllegalMoveError(
+                    f"the engine's play from {position_id(boards[i])} with {hi}-{lo} is not a legal play"
+                )
+            out[i] = found[0]
+        return out
+
+    return choose
+
+
+def make_engine(op: Opponent, cfg: EvalConfig) -> MoveEngine:
+    from bgai.opponents.gnubg import GnubgExternal, GnubgNN
+
+    if cfg.gnubg_backend == "nn":
+        return GnubgNN(plies=op.plies)
+    return GnubgExternal(plies=op.plies, binary=cfg.gnubg_path)
+
+
+def build_opponent(op: Opponent, cfg: EvalConfig, ours: Decide) -> Built:
+    """The decider of `op` (an engine is started here; `Built.close` ends it). `ours` is our
+    model's player, which `past_K` reuses with older params."""
+    if op.kind == "random":
+        return Built(op, random_decider())
+    if op.kind == "pubeval":
+        return Built(op, pubeval_decider())
+    if op.kind == "past":
+        return Built(op, ours)
+    from bgai.opponents.gnubg import GnubgUnavailable
+
+    try:
+        engine = make_engine(op, cfg)
+        engine.start()
+    except GnubgUnavailable as exc:  # a setup problem, not a crash: the role exits 2 and says so
+        raise ConfigError("eval.opponents", f"{op.name}: {exc}") from exc
+    return Built(op, host_decider(engine_choose(engine)), engine)

@@ -1,0 +1,71 @@
+"""`bgai eval`: a checkpoint against pubeval and GNU Backgammon; a table with CIs; bad input."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bgai.cli.main import cli
+from bgai.config import load_config, model_hash
+from bgai.runs.manager import train_template
+from bgai.train.checkpoint import save_checkpoint
+
+SETS = {
+    "model.hidden": "[16]",
+    "movegen.max_plays": "64",
+    "movegen.frontier2": "48",
+    "movegen.frontier3": "96",
+}
+ARGS = [x for k, v in SETS.items() for x in ("--set", f"{k}={v}")]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cfg = load_config(None, env={}, overrides=SETS)
+    meta = {"model_hash": model_hash(cfg), "model_version": 3}
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt"), 5, train_template(cfg), meta)
+
+
+def run(*args: str) -> tuple[int, str]:
+    out = CliRunner().invoke(cli, ["eval", *args, *ARGS])
+    return out.exit_code, out.output
+
+
+def row(output: str, label: str) -> list[str]:
+    line = [x for x in output.splitlines() if x.startswith(label)][-1]  # after the progress bar
+    return line.split()
+
+
+def test_a_checkpoint_against_pubeval(ckpt: Path) -> None:
+    code, out = run("--checkpoint", str(ckpt), "--opponent", "pubeval", "--games", "8")
+    assert code == 0, out
+    assert "vs pubeval" in out and "95% CI" in out and "W1" in out
+    cells = row(out, ckpt.name)
+    assert cells[1] == "8"
+    w = [int(x) for x in cells[-7:-1]]  # W1 W2 W3 L1 L2 L3
+    assert sum(w) == 8
+    assert re.search(r"\[\s*\d", out)
+
+
+def test_a_checkpoint_against_gnubg_in_process(ckpt: Path) -> None:
+    pytest.importorskip("gnubg_nn")
+    code, out = run(
+        "--checkpoint", str(ckpt), "--opponent", "gnubg", "--plies", "0", "--backend", "nn", "--games", "4"
+    )
+    assert code == 0, out
+    assert "vs gnubg_0ply" in out and row(out, ckpt.name)[1] == "4"
+
+
+def test_bad_input_exits_2(ckpt: Path, tmp_path: Path) -> None:
+    assert run("--opponent", "pubeval")[0] == 2  # neither --checkpoint nor --version
+    code, out = run("--checkpoint", str(ckpt), "--games", "3")
+    assert code == 2 and "even" in out
+    code, out = run("--checkpoint", str(ckpt), "--opponent", "gnubg_9ply")
+    assert code == 2 and "unknown opponent" in out
+    bad = tmp_path / "bad.bgai"
+    bad.write_bytes(b"garbage")
+    code, out = run("--checkpoint", str(bad), "--games", "2")
+    assert code == 2 and "not a bgai checkpoint" in out
