@@ -1,0 +1,295 @@
+"""Our agent as a player inside GNU Backgammon, and a referee for the games it plays there.
+
+gnubg's external player protocol (GNU Backgammon 1.07, found by experiment):
+
+* `set player N external localhost:PORT` makes gnubg *connect* to PORT at once (the command
+  fails if nothing listens) and keep that one connection for all games.
+* On each of player N's turns gnubg rolls, then sends the FIBS board line from player N's
+  view (`fibs.parse_board_line` reads it) with the roll, ended by "\\n" and a NUL byte, and
+  reads one line back: the move in gnubg notation, or an empty line when there is none.
+  A reply starting with "Error" stops play; resignations are answered by gnubg itself.
+* gnubg does not say when it rejects a move: an illegal one forfeits the roll. So the
+  referee (`check_games`) compares, for every move served, gnubg's next printed board
+  (`set output rawboard on`) with the position the move should have made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+import numpy as np
+
+from bgai.core.rules import NUM_CHECKERS, OFF
+from bgai.opponents.fibs import flip, parse_board_line, parse_fibs
+from bgai.opponents.gnubg import DEFAULT_BINARY, GnubgError, GnubgProcess
+
+Choose = Callable[[np.ndarray, tuple[int, int]], tuple[np.ndarray, str]]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One move we served: the position (our view) and roll gnubg sent, and our answer."""
+
+    board: np.ndarray  # [28] before the move, mover (us) positive
+    dice: tuple[int, int]
+    afterstate: np.ndarray  # [28] after our move, still our view
+    move: str  # what we replied, gnubg notation
+
+
+class ExternalPlayer:
+    """A one-connection TCP server on localhost that plays gnubg's external player.
+
+    `choose(board, dice) -> (afterstate, move_text)` picks each move; every request is kept
+    in `requests`, in order. An exception in `choose` or a malformed line stops the server,
+    is kept in `error`, and is raised again by `close()`.
+    """
+
+    def __init__(self, choose: Choose, timeout: float = 60.0) -> None:
+        self._choose = choose
+        self._timeout = timeout
+        self.requests: list[Request] = []
+        self.error: BaseException | None = None
+        self._listener: socket.socket | None = None
+        self._conn: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = False
+
+    @property
+    def port(self) -> int:
+        if self._listener is None:
+            raise RuntimeError("ExternalPlayer is not started")
+        return int(self._listener.getsockname()[1])
+
+    @property
+    def address(self) -> str:
+        """What to give gnubg: `set player N external <address>`."""
+        return f"localhost:{self.port}"
+
+    def start(self) -> int:
+        """Listen on a free port (returned) and serve the first connection in a thread."""
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(self._timeout)
+        self._listener = listener
+        self._thread = threading.Thread(target=self._serve, name="gnubg-external-player", daemon=True)
+        self._thread.start()
+        return self.port
+
+    def _serve(self) -> None:
+        assert self._listener is not None
+        try:
+            conn, _ = self._listener.accept()
+            self._conn = conn
+            conn.settimeout(None)  # gnubg's own moves between requests take any time
+            buf = b""
+            while True:
+                while b"\n" not in buf:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return  # gnubg closed the connection
+                    buf += chunk
+                raw, _, buf = buf.partition(b"\n")
+                line = raw.decode("ascii", "replace").replace("\0", "").strip()
+                if line:
+                    conn.sendall((self._answer(line) + "\n").encode("ascii"))
+        except OSError as exc:
+            if not self._closing:  # not our own shutdown: gnubg never came, or the socket broke
+                self.error = exc
+        except Exception as exc:  # a bug in choose or a bad line: tell gnubg (it stops), keep it
+            self.error = exc
+            if self._conn is not None:
+                with contextlib.suppress(OSError):
+                    self._conn.sendall(f"Error: {type(exc).__name__}: {exc}\n".encode("ascii", "replace"))
+
+    def _answer(self, line: str) -> str:
+        board, dice = parse_board_line(line)
+        if dice == (0, 0):
+            return "roll"  # a cube decision before rolling (only when the cube is in use)
+        afterstate, move = self._choose(board, dice)
+        self.requests.append(Request(board, dice, np.asarray(afterstate, dtype=np.int32).copy(), move))
+        return move
+
+    def close(self) -> None:
+        """Stop serving; raises the error the server met, if any."""
+        self._closing = True
+        for sock in (self._conn, self._listener):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+        if self._thread is not None:
+            self._thread.join(self._timeout)
+        self._conn = self._listener = self._thread = None
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
+
+    def __enter__(self) -> ExternalPlayer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def play_session(
+    choose: Choose,
+    games: int,
+    *,
+    name: str = "bgai",
+    opponent_plies: int = 0,
+    seed: int = 1,
+    binary: str = DEFAULT_BINARY,
+    timeout: float = 120.0,
+) -> tuple[list[Request], list[str]]:
+    """Play `games` cubeless money games in gnubg: `choose` as player 1, gnubg as player 0.
+
+    Returns the requests served and gnubg's output (raw boards included) for `check_games`.
+    `timeout` bounds each game.
+    """
+    player = ExternalPlayer(choose, timeout)
+    player.start()
+    gnubg: GnubgProcess | None = None
+    try:
+        gnubg = GnubgProcess(binary)
+        gnubg.send(
+            "set jacoby off",
+            "set cube use off",
+            "set automatic game off",  # one game per `new game`: play stops after each
+            f"set seed {seed}",
+            "set player 0 gnubg",
+            f"set player 0 chequerplay evaluation plies {opponent_plies}",
+            "set player 0 chequerplay evaluation cubeful off",
+            f"set player 1 name {name}",
+            f"set player 1 external {player.address}",  # gnubg connects here and now
+            "set output rawboard on",
+        )
+        i = 0
+        for ack in _SETUP_ACKS:
+            i = gnubg.wait_for(ack, i, timeout)
+        gnubg.send("new session", *["new game"] * (games - 1))
+        for _ in range(games):
+            i = gnubg.wait_for(rf"{_WIN.pattern}|^Error", i + 1, timeout)
+            if gnubg.lines[i].startswith("Error"):  # our player's reply: play stopped
+                raise GnubgError(f"gnubg stopped: {gnubg.lines[i]}")
+        return player.requests, list(gnubg.lines)
+    finally:
+        if gnubg is not None:
+            gnubg.close()
+        player.close()
+
+
+_SETUP_ACKS = (  # what gnubg 1.07 says to the commands of `play_session`, in order
+    r"Will not use the Jacoby rule",
+    r"Use of the doubling cube is disabled",
+    r"Will not automatically start games",
+    r"will use cubeless evaluation",
+    r"Player 1 is now known as",
+    r"TTY boards will be given in raw format",
+)
+_WIN = re.compile(r"^(?P<name>\S+) wins a (single game|gammon|backgammon)")
+
+
+@dataclass(frozen=True)
+class _Shown:
+    """A board gnubg printed, from our view."""
+
+    board: np.ndarray
+    ours: bool  # our turn
+    dice: tuple[int, int]  # sorted, (0, 0) before the roll
+
+
+@dataclass(frozen=True)
+class RefereeReport:
+    games: int  # games gnubg finished
+    checked: int  # our moves whose outcome was compared
+    mismatches: tuple[str, ...]  # empty when gnubg took every move as we made it
+
+
+def _events(lines: Sequence[str], name: str) -> list[_Shown | str]:
+    """gnubg's printed boards (our view) and game ends (the winner's name), in order."""
+    events: list[_Shown | str] = []
+    for line in lines:
+        if line.startswith("board:"):
+            pos = parse_fibs(line)
+            if name not in (pos.name, pos.opponent):
+                raise ValueError(f"{name!r} does not play in {line!r}")
+            ours = pos.name == name
+            board = pos.board if ours else flip(pos.board)
+            dice = (min(pos.dice), max(pos.dice))
+            events.append(_Shown(board, pos.player_on_roll == ours, dice))
+        elif m := _WIN.match(line):
+            events.append(m["name"])
+    return events
+
+
+def check_games(requests: Sequence[Request], lines: Sequence[str], name: str = "bgai") -> RefereeReport:
+    """Did gnubg play every move we served as we meant it?
+
+    For each request, in order, find the board gnubg showed us (our turn, that roll); the
+    next different thing gnubg printed must be our afterstate with the opponent to move,
+    or, when the move bore off our last checker, our win. gnubg forfeits an illegal move
+    silently, which shows here as the old board with the opponent to move. Every rolled
+    position of ours gnubg showed must also have been served.
+    """
+    events = _events(lines, name)
+    mismatches: list[str] = []
+    cursor = checked = 0
+    for n, r in enumerate(requests):
+        dice = (min(r.dice), max(r.dice))
+        j = next((i for i in range(cursor, len(events)) if _shows(events[i], r.board, dice)), None)
+        if j is None:
+            mismatches.append(f"move {n} ({r.move!r}, {r.dice}): gnubg never showed us {r.board.tolist()}")
+            continue
+        k = j + 1
+        while k < len(events) and isinstance(e := events[k], _Shown) and e.ours and _same(e.board, r.board):
+            k += 1  # the same position printed again
+        nxt = events[k] if k < len(events) else None
+        if r.afterstate[OFF] == NUM_CHECKERS:
+            ok = nxt == name
+        else:
+            ok = isinstance(nxt, _Shown) and not nxt.ours and _same(nxt.board, r.afterstate)
+        if not ok:
+            got = nxt.board.tolist() if isinstance(nxt, _Shown) else nxt
+            mismatches.append(
+                f"move {n} ({r.move!r}, {r.dice}) from {r.board.tolist()}: "
+                f"gnubg went on with {got}, not {r.afterstate.tolist()}"
+            )
+        checked += 1
+        cursor = k
+    rolled = sum(isinstance(e, _Shown) and e.ours and e.dice != (0, 0) for e in _dedup(events))
+    if rolled != len(requests):
+        mismatches.append(f"gnubg showed us {rolled} rolled positions but asked {len(requests)} times")
+    return RefereeReport(sum(isinstance(e, str) for e in events), checked, tuple(mismatches))
+
+
+def _dedup(events: list[_Shown | str]) -> list[_Shown | str]:
+    out: list[_Shown | str] = []
+    for e in events:
+        prev = out[-1] if out else None
+        if not (
+            isinstance(e, _Shown)
+            and isinstance(prev, _Shown)
+            and (e.ours, e.dice) == (prev.ours, prev.dice)
+            and _same(e.board, prev.board)
+        ):
+            out.append(e)
+    return out
+
+
+def _shows(e: _Shown | str, board: np.ndarray, dice: tuple[int, int]) -> bool:
+    """Is `e` `board` shown to us on roll with `dice` (sorted)?"""
+    return isinstance(e, _Shown) and e.ours and e.dice == dice and _same(e.board, board)
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.array_equal(a, b))
