@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from bgai.cli.main import cli
@@ -65,3 +66,15 @@ def test_bench_propagation_with_a_real_worker() -> None:
     assert out.exit_code == 0, out.output
     res = _last_json(out.output)
     assert res["bench"] == "propagation" and res["publishes"] == 2 and res["latency_s_median"] > 0
+
+
+def test_bench_eval() -> None:
+    pytest.importorskip("gnubg_nn")
+    args = ["bench", "eval", "--games", "4", "--pairs", "2", "--repeats", "1", *SMALL]
+    args += ["--opponent", "pubeval", "--opponent", "gnubg_0ply:nn"]
+    if Path("/usr/games/gnubg").exists():
+        args += ["--opponent", "gnubg_0ply:external"]
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 0, out.output
+    res = _last_json(out.output)
+    assert res["pubeval"]["games_per_min"] > 0 and res["gnubg_0ply_nn"]["games_per_min"] > 0

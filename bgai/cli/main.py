@@ -124,6 +124,43 @@ def bench_train(config: str | None, sets: tuple[str, ...], batch: int | None, re
     click.echo(json.dumps(result))
 
 
+@bench.command("eval")
+@config_option
+@set_option
+@click.option("--games", type=int, default=128, help="Games per opponent and repeat (even).")
+@click.option("--pairs", type=int, default=16, help="Game pairs played at once.")
+@click.option("--repeats", type=int, default=3)
+@click.option(
+    "--opponent",
+    "opponents",
+    multiple=True,
+    default=("pubeval", "gnubg_0ply:external", "gnubg_0ply:nn"),
+    show_default=True,
+    help="NAME or NAME:BACKEND (gnubg: external or nn); repeatable.",
+)
+@click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True), default=None)
+def bench_eval(
+    config: str | None,
+    sets: tuple[str, ...],
+    games: int,
+    pairs: int,
+    repeats: int,
+    opponents: tuple[str, ...],
+    checkpoint: str | None,
+) -> None:
+    """Eval games/min of our greedy player against each opponent, side by side."""
+    from bgai.bench.evalspeed import bench_eval as run_bench
+
+    cfg = load_or_exit(config, sets)
+    ops = [(o.partition(":")[0], o.partition(":")[2] or cfg.eval.gnubg_backend) for o in opponents]
+    path = None if checkpoint is None else Path(checkpoint)
+    try:
+        result = run_bench(cfg, ops, games, pairs, repeats, path, log=click.echo)
+    except BgaiError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(json.dumps(result))
+
+
 for _command in (*ROLE_COMMANDS, check_config, status, eval_command):
     cli.add_command(_command)
 

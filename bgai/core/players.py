@@ -72,22 +72,24 @@ def pubeval_decider() -> Decide:
     return decide
 
 
-# (boards [B, 28], dice [B], play afterstates [B, K, 28], legal mask [B, K], active [B]) -> [B]
-HostChoose = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+# (boards [B, 28], dice [B], play afterstates [B, K, 28], legal mask [B, K], move list overflowed
+# [B], active [B]) -> (play index [B] or -1, afterstate played [B, 28])
+HostChoose = Callable[..., tuple[np.ndarray, np.ndarray]]
 
 
 def host_decider(choose: HostChoose) -> Decide:
     """A player that runs outside JAX (GNU Backgammon, say), called once per turn of the batch
-    through `jax.pure_callback`; it must return a legal play index for every active game (any
-    index for the others)."""
+    through `jax.pure_callback`. It answers with the afterstate it played for every active game,
+    and its index in our plays (-1 where a capacity-limited move list lacks it)."""
 
     def decide(params: Any, key: jax.Array, states: GameState, plays: rules.Plays) -> tuple:
         del params, key
-        out = jax.ShapeDtypeStruct(states.dice.shape, jnp.int32)
-        action = jax.pure_callback(
-            choose, out, states.board, states.dice, plays.boards, plays.mask, ~states.done
+        b = states.dice.shape[0]
+        out = (jax.ShapeDtypeStruct((b,), jnp.int32), jax.ShapeDtypeStruct((b, rules.BOARD_SIZE), jnp.int32))
+        action, after = jax.pure_callback(
+            choose, out, states.board, states.dice, plays.boards, plays.mask, plays.overflow, ~states.done
         )
-        return action, jax.nn.one_hot(action, plays.mask.shape[-1])
+        return action, jax.nn.one_hot(action, plays.mask.shape[-1]), after
 
     return decide
 

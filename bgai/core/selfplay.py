@@ -19,8 +19,19 @@ from flax import struct
 from bgai.core import rules
 from bgai.core.game import GameState, advance, new_game
 
-# (params, key, states [B], plays [B, K]) -> (chosen play [B], policy target [B, K])
-Decide = Callable[[Any, jax.Array, GameState, rules.Plays], tuple[jax.Array, jax.Array]]
+# (params, key, states [B], plays [B, K]) -> (chosen play [B], policy target [B, K]), or with a
+# third element, the afterstates [B, 28] played (a player outside our move list: see `decided`)
+Decide = Callable[[Any, jax.Array, GameState, rules.Plays], tuple[jax.Array, ...]]
+
+
+def decided(out: tuple[jax.Array, ...], plays: rules.Plays) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(action, policy target, afterstate played) of a decider's answer: the afterstate is the
+    chosen play's unless the decider gave its own (GNU Backgammon may pick a play that a
+    capacity-limited move list dropped; its action is then -1)."""
+    if len(out) == 3:
+        return out[0], out[1], out[2]
+    action, target = out
+    return action, target, jnp.take_along_axis(plays.boards, action[:, None, None], axis=1)[:, 0]
 
 
 @struct.dataclass
@@ -92,8 +103,7 @@ def play_batch(
         t, states, traj, key = carry
         key, k_dec, k_roll = jax.random.split(key, 3)
         plays = rules.legal_plays_batch(states.board, states.dice, movegen)
-        action, target = decide(params, k_dec, states, plays)
-        chosen = jnp.take_along_axis(plays.boards, action[:, None, None], axis=1)[:, 0]
+        action, target, chosen = decided(decide(params, k_dec, states, plays), plays)
         active = ~states.done
         traj = dataclasses.replace(
             traj,
@@ -118,12 +128,17 @@ def two_sided(decide_a: Decide, decide_b: Decide) -> Decide:
 
     def decide(params: Any, key: jax.Array, states: GameState, plays: rules.Plays) -> tuple:
         ka, kb = jax.random.split(key)
-        a_act, a_pol = decide_a(params[0], ka, states, plays)
-        b_act, b_pol = decide_b(params[1], kb, states, plays)
-        is_a = states.player == 0
-        return jnp.where(is_a, a_act, b_act), jnp.where(is_a[:, None], a_pol, b_pol)
+        a, b = decide_a(params[0], ka, states, plays), decide_b(params[1], kb, states, plays)
+        return _either(states.player == 0, decided(a, plays), decided(b, plays))
 
     return decide
+
+
+def _either(is_a: jax.Array, a: tuple[jax.Array, ...], b: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+    """Per game, A's (action, target, afterstate) where `is_a`, else B's."""
+    return tuple(
+        jnp.where(is_a.reshape(is_a.shape + (1,) * (x.ndim - 1)), x, y) for x, y in zip(a, b, strict=True)
+    )
 
 
 def paired_sides(decide_a: Decide, decide_b: Decide) -> Decide:
@@ -136,9 +151,9 @@ def paired_sides(decide_a: Decide, decide_b: Decide) -> Decide:
         ka, kb = jax.random.split(key)
         seat = jnp.arange(states.player.shape[0], dtype=states.player.dtype) % 2
         is_a = states.player == seat
-        a_act, a_pol = decide_a(params[0], ka, dataclasses.replace(states, done=states.done | ~is_a), plays)
-        b_act, b_pol = decide_b(params[1], kb, dataclasses.replace(states, done=states.done | is_a), plays)
-        return jnp.where(is_a, a_act, b_act), jnp.where(is_a[:, None], a_pol, b_pol)
+        a = decide_a(params[0], ka, dataclasses.replace(states, done=states.done | ~is_a), plays)
+        b = decide_b(params[1], kb, dataclasses.replace(states, done=states.done | is_a), plays)
+        return _either(is_a, decided(a, plays), decided(b, plays))
 
     return decide
 
@@ -190,8 +205,7 @@ def play_chunk(
         states, overflow = carry
         k_dec, k_roll, k_new = jax.random.split(key, 3)
         plays = rules.legal_plays_batch(states.board, states.dice, movegen)
-        action, target = decide(params, k_dec, states, plays)
-        chosen = jnp.take_along_axis(plays.boards, action[:, None, None], axis=1)[:, 0]
+        action, target, chosen = decided(decide(params, k_dec, states, plays), plays)
         nxt = _advance(states, chosen, jax.random.split(k_roll, batch))
         abandoned = ~nxt.done & (nxt.turn >= max_turns)
         restart = nxt.done | abandoned

@@ -43,22 +43,36 @@ class Built:
 
 
 def engine_choose(engine: MoveEngine) -> HostChoose:
-    """The host side of an engine player: the index of the engine's play in our legal plays."""
+    """The host side of an engine player: the engine's afterstate and its index in our plays.
+
+    A play missing from our list is an error (a rules or protocol bug) unless the list overflowed
+    (a capacity-limited move generator keeps `movegen.max_plays` plays): then the engine's
+    afterstate is played as it is, with index -1.
+    """
 
     def choose(
-        boards: np.ndarray, dice: np.ndarray, play_boards: np.ndarray, mask: np.ndarray, active: np.ndarray
-    ) -> np.ndarray:
-        out = np.zeros(len(boards), np.int32)
+        boards: np.ndarray,
+        dice: np.ndarray,
+        play_boards: np.ndarray,
+        mask: np.ndarray,
+        overflow: np.ndarray,
+        active: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        action = np.zeros(len(boards), np.int32)
+        after = np.asarray(boards, np.int32).copy()
         for i in np.flatnonzero(active):
             hi, lo = (int(x) for x in rules.DICE[int(dice[i])])
-            after = engine.best_afterstate(np.asarray(boards[i]), (hi, lo))
-            found = np.flatnonzero(mask[i] & (play_boards[i] == after).all(axis=-1))
-            if found.size == 0:
+            after[i] = engine.best_afterstate(np.asarray(boards[i]), (hi, lo))
+            found = np.flatnonzero(mask[i] & (play_boards[i] == after[i]).all(axis=-1))
+            if found.size:
+                action[i] = found[0]
+            elif overflow[i]:
+                action[i] = -1
+            else:
                 raise IllegalMoveError(
                     f"the engine's play from {position_id(boards[i])} with {hi}-{lo} is not a legal play"
                 )
-            out[i] = found[0]
-        return out
+        return action, after
 
     return choose
 

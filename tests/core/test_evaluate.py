@@ -73,10 +73,11 @@ def test_paired_games_share_their_dice_and_swap_seats() -> None:
 def test_a_host_player_is_called_for_its_own_games_only() -> None:
     calls: list[int] = []
 
-    def choose(boards, dice, play_boards, mask, active):  # type: ignore[no-untyped-def]
+    def choose(boards, dice, play_boards, mask, overflow, active):  # type: ignore[no-untyped-def]
         calls.append(int(active.sum()))
         assert mask[active].any(axis=-1).all()
-        return np.argmax(mask, axis=-1).astype(np.int32)  # the first legal play
+        first = np.argmax(mask, axis=-1).astype(np.int32)  # the first legal play
+        return first, play_boards[np.arange(len(first)), first]
 
     res = play_match(
         players.host_decider(choose),

@@ -1,0 +1,110 @@
+"""Eval workers against a real redis-server, driven one `run_once` at a time: GNU Backgammon
+and an earlier version of our own model as opponents, slices shared by two workers, a dead
+worker's slice played by the other, totals equal to the games played."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import jax
+import pytest
+import redis
+from redis_server import redis_server
+
+from bgai.config import Config, config_hash, load_config, model_hash
+from bgai.core.network import BgNet, init_params
+from bgai.roles.eval_worker import EvalWorker
+from bgai.roles.identity import Identity
+from bgai.store import evals, registry, runstate, weights
+from bgai.store.client import connect
+from bgai.store.codec import encode_weights
+from bgai.store.keys import Keys
+
+FLEET_YAML = Path(__file__).resolve().parents[1] / "fleet.yaml"
+GNUBG = "/usr/games/gnubg"
+BACKENDS = [
+    "nn",
+    pytest.param("external", marks=pytest.mark.skipif(not os.path.exists(GNUBG), reason="no gnubg")),
+]
+
+
+def ident(name: str) -> Identity:
+    return Identity(f"test:{name}", "eval", "127.0.0.1", "cpu", "test")
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
+    pytest.importorskip("gnubg_nn")
+    tmp = tmp_path_factory.mktemp("evalw")
+    with redis_server(tmp / "redis") as port:
+        cfg = load_config(
+            FLEET_YAML,
+            env={},
+            overrides={
+                "redis.port": str(port),
+                "eval.opponents": "[pubeval, gnubg_0ply, past_2]",
+                "eval.gnubg_backend": request.param,
+                "training.checkpoint_dir": str(tmp / "ckpt"),
+            },
+        )
+        r = connect(cfg.redis)
+        keys = Keys(cfg.redis.prefix)
+        runstate.start_run(r, keys, "run-a")
+        workers = [EvalWorker(cfg, r, keys, ident(n)) for n in ("e1", "e2")]
+        for w in workers:
+            w.setup()
+            beat(cfg, r, keys, w)
+        yield cfg, r, keys, workers
+        for w in workers:
+            w.teardown()
+        r.close()
+
+
+def beat(cfg: Config, r: redis.Redis, keys: Keys, w: EvalWorker) -> None:
+    registry.heartbeat(r, keys, w.info(0.0), cfg.head.heartbeat_ttl_s)
+
+
+def publish(cfg: Config, r: redis.Redis, keys: Keys, version: int) -> None:
+    params = init_params(BgNet(tuple(cfg.model.hidden)), jax.random.key(version))
+    blob = encode_weights(
+        params, version=version, step=version, model_hash=model_hash(cfg), config_hash=config_hash(cfg)
+    )
+    weights.publish(r, keys, version, blob)
+
+
+def test_two_workers_share_versions_against_gnubg_and_the_past(env: tuple) -> None:
+    cfg, r, keys, (e1, e2) = env
+    publish(cfg, r, keys, 0)
+    s1, s2 = e1.run_once().summary, e2.run_once().summary
+    assert "version 0 slice 0" in s1 and "version 0 slice 1" in s2
+    assert "gnubg_0ply" in s1 and "past_2 -" in s1  # nothing two versions back yet: sits out
+    res = evals.results_of(r, keys, 0)
+    assert set(res) == {"pubeval", "gnubg_0ply"}
+    assert all(s["games"] == cfg.eval.games for s in res.values())
+    assert e1.run_once().idle_s > 0  # all of version 0 played, nothing newer
+    for v in (1, 2, 3):
+        publish(cfg, r, keys, v)
+        for w in (e1, e2):
+            assert f"version {v} slice" in w.run_once().summary
+    res = evals.results_of(r, keys, 3)
+    assert res["past_2"]["games"] == cfg.eval.games  # version 3 against version 1
+    assert sum(res["gnubg_0ply"][f"{k}{n}"] for k in "wl" for n in (1, 2, 3)) == cfg.eval.games
+
+
+def test_a_dead_workers_slice_is_played_by_the_other(env: tuple) -> None:
+    cfg, r, keys, (e1, e2) = env
+    publish(cfg, r, keys, 4)
+    e = cfg.eval
+    # e1 claims a slice and dies before adding it (a SIGKILL): its heartbeat key expires
+    lost = evals.claim(r, keys, e.every_versions, e.games, e.slice_games, 3, "test:e1")
+    assert lost is not None and lost.version == 4
+    registry.deregister(r, keys, "test:e1")
+    summaries = [e2.run_once().summary, e2.run_once().summary]
+    assert any(f"version 4 slice {lost.slice_index}" in s for s in summaries), summaries
+    assert evals.reissued(r, keys, 4) == 1
+    res = evals.results_of(r, keys, 4)
+    assert all(s["games"] == e.games for s in res.values()), res
+    beat(cfg, r, keys, e1)
+    assert e1.run_once().idle_s > 0 and e2.run_once().idle_s > 0
