@@ -73,6 +73,8 @@ def train_local(
     run.run(minutes, cfg.local.log_every_s, progress)
     click.echo(f"checkpoint: {run.checkpoint()}")
     for opponent in cfg.eval.opponents if eval_games > 0 else ():
+        if opponent.startswith("past_"):  # earlier versions: the fleet's eval workers play those
+            continue
         t0 = time.perf_counter()
         res = run.evaluate(opponent, eval_games)
         click.echo(f"eval vs {opponent:8s}: {res.summary()}  ({time.perf_counter() - t0:.0f} s)")

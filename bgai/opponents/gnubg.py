@@ -21,8 +21,10 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -58,6 +60,15 @@ class MoveEngine(Protocol):
     def close(self) -> None: ...
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the parent dies (a worker killed with SIGKILL
+    would otherwise leave gnubg running, waiting on its socket)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def free_port() -> int:
     """A TCP port on localhost that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -79,6 +90,7 @@ class GnubgProcess:
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         self.lines: list[str] = []  # guarded by _cond
         self._eof = False

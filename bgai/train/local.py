@@ -28,8 +28,6 @@ from bgai.core.network import BgNet, init_params
 from bgai.core.players import (
     afterstate_decider,
     greedy_decider,
-    pubeval_decider,
-    random_decider,
     search_decider,
 )
 from bgai.core.selfplay import Decide, play_chunk, start_games
@@ -214,20 +212,28 @@ class LocalRun:
         )
 
     def evaluate(self, opponent: str, games: int, seed: int = 0) -> MatchResult:
-        """The current model (eval.player) against `random` or `pubeval`."""
-        opponents = {"random": random_decider, "pubeval": pubeval_decider}
-        if opponent not in opponents:
-            raise ValueError(f"unknown opponent {opponent!r} (known: {', '.join(opponents)})")
-        return play_match(
-            eval_decider(self.cfg, self.net),
-            self.state.params,
-            opponents[opponent](),
-            None,
-            jax.random.key(seed),
-            games,
-            batch=min(64, games),
-            movegen=self.movegen,
-        )
+        """The current model (eval.player) against an opponent (random, pubeval, gnubg_Nply)."""
+        from bgai.opponents.players import build_opponent
+        from bgai.opponents.spec import parse_opponent
+
+        op = parse_opponent(opponent)
+        if op.kind == "past":
+            raise ValueError(f"{opponent}: earlier versions are evaluated by the fleet's eval workers")
+        ours = eval_decider(self.cfg, self.net)
+        built = build_opponent(op, self.cfg.eval, ours)
+        try:
+            return play_match(
+                ours,
+                self.state.params,
+                built.decide,
+                None,
+                jax.random.key(seed),
+                games,
+                batch=min(64, games),
+                movegen=self.movegen,
+            )
+        finally:
+            built.close()
 
     def run(self, minutes: float, log_every_s: float, on_progress: Callable[[Report, float], None]) -> None:
         """The timed loop: run_once until `minutes` have passed, reporting every `log_every_s`."""

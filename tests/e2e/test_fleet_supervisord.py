@@ -43,6 +43,7 @@ PROGRAMS = {
     "game-worker-1",
     "eval-worker",
 }
+OPPONENTS = ["random", "pubeval", *(["gnubg_0ply"] if Path("/usr/games/gnubg").exists() else [])]
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout_s: float, poll_s: float = 0.5) -> None:
@@ -72,6 +73,8 @@ def fleet(tmp_path: Path) -> Iterator[tuple[dict[str, str], redis.Redis]]:
         "BGAI_METRICS_ADDR": "127.0.0.1",
         "BGAI_TRAINING__CHECKPOINT_DIR": str(run_dir / "checkpoints"),
         "BGAI_HEAD__TARGETS_FILE": str(run_dir / "targets" / "bgai.json"),
+        # the eval worker also plays Debian's GNU Backgammon (a gnubg child process)
+        "BGAI_EVAL__OPPONENTS": f"[{', '.join(OPPONENTS)}]",
     }
     subprocess.run([BIN / "supervisord", "-c", CONF], env=env, check=True)
     r = redis.Redis(port=port)
@@ -284,7 +287,8 @@ def check_mlflow(env: dict[str, str], r: redis.Redis) -> str:
 
     def logged() -> bool:
         run = tracker.get_run(run_id)
-        return run is not None and {"loss", "model_version", "eval_win_rate_pubeval"} <= set(run.metrics)
+        want = {"loss", "model_version", *(f"eval_win_rate_{o}" for o in OPPONENTS)}
+        return run is not None and want <= set(run.metrics)
 
     wait_for("training and eval metrics in MLflow", logged, 300)
     wait_for("checkpoints in MLflow", lambda: bool(tracker.list_artifacts(run_id, "checkpoints")), 300)

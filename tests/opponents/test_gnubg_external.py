@@ -95,3 +95,40 @@ def test_gnubg_nn_missing_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setitem(sys.modules, "gnubg_nn", None)  # import gnubg_nn raises ImportError
     with pytest.raises(GnubgUnavailable, match="gnubg_nn"):
         GnubgNN(0).start()
+
+
+def test_gnubg_dies_with_a_worker_killed_by_sigkill(gnubg_binary: str) -> None:
+    """A worker killed with SIGKILL (no teardown) leaves no gnubg behind (Linux: PDEATHSIG)."""
+    import subprocess
+
+    code = (
+        "import sys, time\n"
+        "from bgai.opponents.gnubg import GnubgExternal\n"
+        f"g = GnubgExternal(0, {gnubg_binary!r}); g.start()\n"
+        "print(g.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout is not None
+        pid = int(worker.stdout.readline())
+        os.kill(pid, 0)  # gnubg runs
+        worker.kill()
+        worker.wait(10)
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{pid}") and "zombie" not in _state(pid):
+            assert time.monotonic() < deadline, "gnubg outlived its worker"
+            time.sleep(0.05)  # polling interval of a condition wait
+    finally:
+        worker.kill()
+        worker.wait(10)
+        if worker.stdout is not None:
+            worker.stdout.close()
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((line for line in f if line.startswith("State:")), "").lower()
+    except OSError:
+        return "zombie"
