@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
-import signal
+import shutil
 import socket
 import subprocess
 import sys
@@ -60,13 +60,12 @@ class MoveEngine(Protocol):
     def close(self) -> None: ...
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL when the parent dies (a worker killed with SIGKILL
-    would otherwise leave gnubg running, waiting on its socket)."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+def _die_with_parent() -> list[str]:
+    """A command prefix that makes gnubg get SIGKILL when its worker dies (a worker killed with
+    SIGKILL would otherwise leave gnubg running, waiting on its socket): util-linux's setpriv
+    where there is one (Linux). Not a preexec_fn: forking a multithreaded JAX process is unsafe."""
+    setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
 def free_port() -> int:
@@ -84,13 +83,12 @@ class GnubgProcess:
             raise GnubgUnavailable(f"GNU Backgammon not found at {binary} (apt install gnubg)")
         self._clock = clock
         self._proc = subprocess.Popen(
-            [binary, "-t", "-q"],
+            [*_die_with_parent(), binary, "-t", "-q"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         self.lines: list[str] = []  # guarded by _cond
         self._eof = False

@@ -7,12 +7,13 @@ network with older weights (the caller supplies them as the opponent's params).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bgai.config import EvalConfig
+from bgai.config import Config, EvalConfig
 from bgai.core import rules
 from bgai.core.players import HostChoose, host_decider, pubeval_decider, random_decider
 from bgai.core.positionid import position_id
@@ -102,3 +103,34 @@ def build_opponent(op: Opponent, cfg: EvalConfig, ours: Decide) -> Built:
     except GnubgUnavailable as exc:  # a setup problem, not a crash: the role exits 2 and says so
         raise ConfigError("eval.opponents", f"{op.name}: {exc}") from exc
     return Built(op, host_decider(engine_choose(engine)), engine)
+
+
+def agent_choose(cfg: Config, params: Any) -> Callable[[np.ndarray, tuple[int, int]], tuple[np.ndarray, str]]:
+    """Our model as a one-position player (eval.player, the configured move generator): for
+    gnubg's external-player protocol (`referee.ExternalPlayer`): (afterstate, gnubg move text)."""
+    import jax
+    import jax.numpy as jnp
+
+    from bgai.core.game import GameState
+    from bgai.core.network import BgNet
+    from bgai.opponents.fibs import format_play
+    from bgai.train.local import eval_decider, movegen_of
+
+    decide, movegen = eval_decider(cfg, BgNet(tuple(cfg.model.hidden))), movegen_of(cfg)
+    index = {(int(a), int(b)): i for i, (a, b) in enumerate(rules.DICE)}
+
+    @jax.jit
+    def pick(board: jax.Array, dice: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        boards, dice_b = board[None], dice[None]
+        plays = rules.legal_plays_batch(boards, dice_b, movegen)
+        zero = jnp.zeros((1,), jnp.int32)
+        states = GameState(boards, dice_b, zero, jnp.zeros((1,), bool), zero, zero)
+        action = decide(params, key, states, plays)[0][0]
+        return plays.boards[0, action], plays.steps[0, action]
+
+    def choose(board: np.ndarray, dice: tuple[int, int]) -> tuple[np.ndarray, str]:
+        hi, lo = max(dice), min(dice)
+        after, steps = pick(jnp.asarray(board, jnp.int32), jnp.int32(index[hi, lo]), jax.random.key(0))
+        return np.asarray(after), format_play(np.asarray(steps))
+
+    return choose

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,6 +88,23 @@ def test_gnubg_nn_player_wins_some_and_is_refereed(gnubg_binary: str) -> None:
     print(served_stats(requests))
     assert report.mismatches == () and report.games == 4 and report.checked == len(requests)
     assert won >= 1
+
+
+def test_our_agent_never_plays_illegally(gnubg_binary: str) -> None:
+    """Our model's greedy player (the local config's network and move generator), as gnubg's
+    external player: every move it served is the one gnubg played."""
+    import jax
+
+    from bgai.config import load_config
+    from bgai.core.network import BgNet, init_params
+    from bgai.opponents.players import agent_choose
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "local.yaml", env={})
+    params = init_params(BgNet(tuple(cfg.model.hidden)), jax.random.key(7))
+    requests, lines = play_session(agent_choose(cfg, params), 4, seed=21, binary=gnubg_binary)
+    report = check_games(requests, lines)
+    print(f"our agent: {report.games} games, {report.checked} moves checked ({served_stats(requests)})")
+    assert report.mismatches == () and report.games == 4 and report.checked == len(requests) >= 40
 
 
 def test_a_real_illegal_move_is_caught(gnubg_binary: str) -> None:
