@@ -201,9 +201,10 @@ def status(config: str | None, sets: tuple[str, ...], as_json: bool) -> None:
 
 
 def format_eval(s: dict[str, int]) -> str:
-    from bgai.core.evaluate import wilson_interval
+    from bgai.core.evaluate import MatchResult
 
-    n, w = s.get("games", 0), s.get("wins", 0)
-    lo, hi = wilson_interval(w, n)
-    ppg = s.get("points", 0) / max(n, 1)
-    return f"{n} games, win {w / max(n, 1):.1%} [{lo:.1%}, {hi:.1%}], ppg {ppg:+.3f}"
+    res = MatchResult.of_sums(s)
+    c = res.counts()
+    wins = "/".join(str(c[f"win_{k}"]) for k in ("single", "gammon", "backgammon"))
+    losses = "/".join(str(c[f"lose_{k}"]) for k in ("single", "gammon", "backgammon"))
+    return f"{res.summary()}, won {wins}, lost {losses} (single/gammon/backgammon)"

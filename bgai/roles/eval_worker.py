@@ -9,13 +9,12 @@ share a version this way, and a slice whose worker died is handed out again (sto
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import jax
 
 from bgai.config import Config, model_hash
-from bgai.core.evaluate import paired_match, run_pairs
+from bgai.core.evaluate import MatchResult, paired_match, run_pairs
 from bgai.core.network import BgNet, init_params
 from bgai.errors import CorruptDataError, IncompatibleError
 from bgai.obs.metrics import RoleMetrics
@@ -166,18 +165,13 @@ class EvalWorker:
 
 def eval_metrics(opponent: str, s: dict[str, int]) -> dict[str, float]:
     """MLflow metrics of one finished (version, opponent): win rate and ppg with 95% bounds."""
-    from bgai.core.evaluate import wilson_interval
-
-    n, wins, points, sq = s.get("games", 0), s.get("wins", 0), s.get("points", 0), s.get("sq", 0)
-    lo, hi = wilson_interval(wins, n)
-    ppg = points / max(n, 1)
-    var = max(sq - n * ppg * ppg, 0.0) / max(n - 1, 1)
-    half = 1.96 * math.sqrt(var / max(n, 1))
+    res = MatchResult.of_sums(s)
+    (lo, hi), (plo, phi) = res.win_rate_ci(), res.ppg_ci()
     return {
-        f"eval_win_rate_{opponent}": wins / max(n, 1),
+        f"eval_win_rate_{opponent}": res.win_rate,
         f"eval_win_rate_{opponent}_lo": lo,
         f"eval_win_rate_{opponent}_hi": hi,
-        f"eval_ppg_{opponent}": ppg,
-        f"eval_ppg_{opponent}_lo": ppg - half,
-        f"eval_ppg_{opponent}_hi": ppg + half,
+        f"eval_ppg_{opponent}": res.ppg,
+        f"eval_ppg_{opponent}_lo": plo,
+        f"eval_ppg_{opponent}_hi": phi,
     }
