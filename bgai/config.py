@@ -136,13 +136,16 @@ class SelfPlayConfig(_Section):
     # Afterstate mode: network rows per game for legal afterstates (packed; a batch with more
     # legal plays than batch_size * eval_slots falls back to evaluating every slot).
     eval_slots: int = 32
+    # Game workers: finished episodes kept locally while Redis is unreachable (pushed on
+    # reconnect); beyond this the oldest are dropped, counted and reported.
+    spool_episodes: int = 2000
 
     def _validate(self) -> None:
         self._choice("mode", ("afterstate", "mcts"))
         self._positive("batch_size", "max_turns", "policy_temperature")
         self._non_negative("temperature", "explore_turns")
         self._choice("ply", (0,))
-        self._positive("eval_slots", "chunk_turns")
+        self._positive("eval_slots", "chunk_turns", "spool_episodes")
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,3 +69,36 @@ def test_bad_input_exits_2(ckpt: Path, tmp_path: Path) -> None:
     bad.write_bytes(b"garbage")
     code, out = run("--checkpoint", str(bad), "--games", "2")
     assert code == 2 and "not a bgai checkpoint" in out
+
+
+def test_a_version_of_the_current_run(ckpt: Path, tmp_path: Path) -> None:
+    """--version N: the run's checkpoint of version N on this host, else Redis's weights of N."""
+    import jax
+    from redis_server import redis_server
+
+    from bgai.config import config_hash
+    from bgai.core.network import BgNet, init_params
+    from bgai.store import runstate, weights
+    from bgai.store.client import connect
+    from bgai.store.codec import encode_weights
+    from bgai.store.keys import Keys
+
+    with redis_server(tmp_path / "redis") as port:
+        sets = ["--set", f"redis.port={port}", "--set", f"training.checkpoint_dir={tmp_path / 'ckpt'}"]
+        cfg = load_config(None, env={}, overrides={**SETS, "redis.port": str(port)})
+        r, keys = connect(cfg.redis), Keys(cfg.redis.prefix)
+        runstate.start_run(r, keys, "run-v")
+        params = init_params(BgNet(tuple(cfg.model.hidden)), jax.random.key(1))
+        blob = encode_weights(
+            params, version=7, step=70, model_hash=model_hash(cfg), config_hash=config_hash(cfg)
+        )
+        weights.publish(r, keys, 7, blob)
+        (tmp_path / "ckpt" / "run-v").mkdir(parents=True)
+        (tmp_path / "ckpt" / "run-v" / ckpt.name).write_bytes(ckpt.read_bytes())  # version 3
+        for v in (7, 3):
+            code, out = run("--version", str(v), "--games", "2", *sets)
+            assert code == 0, out
+            assert row(out, f"version {v}")[2] == "2"
+        code, out = run("--version", "5", "--games", "2", *sets)
+        assert code == 2 and "version 5 of run run-v" in out and "[3]" in out
+        r.close()

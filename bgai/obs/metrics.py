@@ -32,6 +32,7 @@ STATUSES = (
     "standby",
     "evaluating",
     "stopping",
+    "offline",
 )
 
 
@@ -171,6 +172,18 @@ class RoleMetrics:
             ["worker_id", "opponent"],
             registry=r,
         )
+        self._spool = Gauge(
+            "bgai_spool_episodes",
+            "Finished episodes waiting in the local spool (Redis down).",
+            wid,
+            registry=r,
+        )
+        self._spool_dropped = Gauge(
+            "bgai_spool_dropped_episodes",
+            "Episodes dropped because the local spool was full (since the process started).",
+            wid,
+            registry=r,
+        )
         self._run = Gauge(
             "bgai_run_info",
             "1 for the run the fleet works on (coordinator).",
@@ -213,6 +226,10 @@ class RoleMetrics:
     def selfplay(self, positions: int, sims_per_s: float) -> None:
         self._positions.labels(self.worker_id, self.worker_type).inc(positions)
         self._sims.labels(self.worker_id).set(sims_per_s)
+
+    def spool(self, waiting: int, dropped: int) -> None:
+        self._spool.labels(self.worker_id).set(waiting)
+        self._spool_dropped.labels(self.worker_id).set(dropped)
 
     def run(self, run_id: str, status: str) -> None:
         if self._run_labels != (run_id, status):

@@ -5,7 +5,8 @@ Failure policy, in one place:
   backoff and try again, forever: the process never exits for it, so supervisord never marks
   it FATAL.
 - SIGTERM / SIGINT: finish the unit in progress, run `teardown`, deregister, exit 0.
-- A `BgaiError` refusal (bad config, incompatible data at startup): log it, exit 2.
+- A `BgaiError` refusal (bad config, incompatible data at startup), or Redis refusing the
+  credentials or a key (ACL): log it, exit 2.
 - Anything else is a bug: log the traceback, exit 1, and supervisord restarts the process.
 
 Heartbeats run on their own thread, so a long unit (or the first JIT compile) never lets the
@@ -28,7 +29,7 @@ from bgai.config import Config
 from bgai.errors import BgaiError
 from bgai.obs.metrics import RoleMetrics
 from bgai.store import registry
-from bgai.store.client import Redis, is_unavailable
+from bgai.store.client import REFUSED, Redis, is_unavailable
 from bgai.store.keys import Keys
 from bgai.store.registry import WorkerInfo
 
@@ -148,6 +149,14 @@ class RoleRunner:
                     unit = self.role.run_once()
                 except BgaiError as exc:
                     log.error("%s: refused: %s", self.worker_id, exc)
+                    return 2
+                except REFUSED as exc:  # wrong password or a key this role may not touch
+                    log.error(
+                        "%s: refused by Redis as user %r: %s (check redis.username / password)",
+                        self.worker_id,
+                        self.cfg.redis.username or "default",
+                        exc,
+                    )
                     return 2
                 except Exception as exc:
                     if not is_unavailable(exc):

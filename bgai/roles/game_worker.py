@@ -7,7 +7,9 @@ swaps to newer weights if they pass the codec's checks.
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from functools import partial
 from typing import Any, cast
 
@@ -26,13 +28,16 @@ from bgai.obs.metrics import RoleMetrics
 from bgai.roles.base import Unit, run_gate
 from bgai.roles.identity import Identity
 from bgai.store import runstate
-from bgai.store.client import Redis
+from bgai.store.client import Redis, is_unavailable
 from bgai.store.codec import encode_episode
 from bgai.store.keys import Keys
 from bgai.store.registry import WorkerInfo
 from bgai.store.replay import ReplayStore
+from bgai.store.spool import Spool
 from bgai.store.weights import WeightsFollower
 from bgai.train.local import movegen_of, self_play_decider
+
+log = logging.getLogger(__name__)
 
 _SURPRISE_ROWS = 4096  # forward-pass bucket for surprise (one compiled shape per multiple)
 
@@ -103,29 +108,49 @@ class GameWorker:
         )
         self.eq_fn = _surprise_fn(self.net)
         self.replay = ReplayStore(self.r, self.keys, cfg.buffer.capacity_positions)
+        source = f"{self.identity.worker_id}/{uuid.uuid4().hex[:8]}"  # this process's episodes
+        self.spool = Spool(self.replay, source, s.spool_episodes)
+        self.offline_since: float | None = None
         self.assembler = EpisodeAssembler()
         self.key = jax.random.key(self.seed)
         self.key, k = jax.random.split(self.key)
         self.slots = start_games(k, s.batch_size)
 
     def run_once(self) -> Unit:
-        run_id, run_status = runstate.get_run(self.r, self.keys)
+        reachable = True
+        try:
+            run_id, run_status = runstate.get_run(self.r, self.keys)
+        except Exception as exc:
+            if not (is_unavailable(exc) and self.can_play_offline()):
+                raise
+            self.go_offline(exc)
+            run_id, run_status, reachable = self.run_id, "running", False
         self.status, wait = run_gate(run_status)
         if wait:
             return wait
         if run_id != self.run_id:  # a new run: its own versions, and no half-played old games
             self.run_id = run_id
             self.follower.reset()
+            self.spool.items.clear()  # episodes of the old run
             self.assembler = EpisodeAssembler()
             self.key, k = jax.random.split(self.key)
             self.slots = start_games(k, self.cfg.selfplay.batch_size)
-        swapped = self.follower.update(self.r)
+        if reachable and self.offline_since is not None:
+            self.push_spool(reachable=True)  # Redis answers again: the backlog first
+        swapped = False
+        if self.offline_since is None:
+            try:
+                swapped = self.follower.update(self.r)
+            except Exception as exc:
+                if not (is_unavailable(exc) and self.can_play_offline()):
+                    raise
+                self.go_offline(exc)
         if swapped:
             self.loaded_at = self.clock.now()
         if self.follower.params is None:
             self.status = "idle"
             return Unit(idle_s=1.0)
-        self.status = "running"
+        self.status = "running" if self.offline_since is None else "offline"
         start = time.perf_counter()
         version = self.follower.version
         assert version is not None
@@ -134,9 +159,9 @@ class GameWorker:
         host = jax.device_get(chunk)
         episodes = self.assembler.add(host, version)
         surprise = episode_surprise(self.eq_fn, self.follower.params, episodes)
-        blobs = [encode_episode(ep, s) for ep, s in zip(episodes, surprise, strict=True)]
-        if blobs:
-            self.replay.push_many(blobs)
+        self.spool.add([encode_episode(ep, s) for ep, s in zip(episodes, surprise, strict=True)])
+        self.push_spool()
+        self.metrics.spool(len(self.spool), self.spool.dropped)
         self.games += len(episodes)
         self.metrics.add_games(len(episodes))
         n = sum(len(ep) for ep in episodes)
@@ -144,7 +169,50 @@ class GameWorker:
         self.unit_s = time.perf_counter() - start
         self.metrics.selfplay(n, self.leaf_evaluations(host) / max(self.unit_s, 1e-9))
         note = f" (now version {version})" if swapped else ""
+        if self.offline_since is not None:
+            return Unit(f"played {len(episodes)} games offline, {len(self.spool)} spooled{note}")
         return Unit(f"pushed {len(episodes)} games, {n} positions{note}")
+
+    def can_play_offline(self) -> bool:
+        """Redis is down: play on (spooling) if there is a model and the run was running."""
+        return self.follower.params is not None and self.status in ("running", "offline")
+
+    def go_offline(self, exc: BaseException) -> None:
+        if self.offline_since is None:
+            self.offline_since = self.clock.now()
+            log.warning(
+                "%s: Redis unreachable (%s): playing on with version %s, spooling episodes (up to %d)",
+                self.identity.worker_id,
+                exc,
+                self.follower.version,
+                self.spool.capacity,
+            )
+        self.status = "offline"
+
+    def push_spool(self, reachable: bool = False) -> None:
+        """Push the spool (this unit's episodes and any kept while Redis was down). Offline, a
+        push that reached Redis (or `reachable`: another command just did) means it is back."""
+        pushed_before, had = self.spool.pushed, len(self.spool)
+        try:
+            self.spool.drain()
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            self.go_offline(exc)
+            return
+        if self.offline_since is not None and (reachable or had):
+            down = self.clock.now() - self.offline_since
+            log.info(
+                "%s: Redis back after %.0f s: pushed %d spooled episodes (%d duplicates skipped, "
+                "%d dropped in all because the spool was full)",
+                self.identity.worker_id,
+                down,
+                self.spool.pushed - pushed_before,
+                self.spool.duplicates,
+                self.spool.dropped,
+            )
+            self.offline_since = None
+            self.status = "running"
 
     def leaf_evaluations(self, chunk: Any) -> int:
         """Search work in a chunk: simulations per decision (mcts), or legal plays scored."""
@@ -163,3 +231,11 @@ class GameWorker:
 
     def teardown(self) -> None:
         """Unfinished games are dropped: an episode is pushed whole or not at all."""
+        spool = getattr(self, "spool", None)
+        if spool is not None and len(spool):
+            try:
+                spool.drain()
+            except Exception as exc:
+                log.warning(
+                    "%s: %d spooled episodes lost at exit (%s)", self.identity.worker_id, len(spool), exc
+                )

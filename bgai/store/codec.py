@@ -43,6 +43,7 @@ MAGIC_W = b"BGAIWTS\n"
 
 EPISODE_FORMAT = 2
 MAX_EXPANDED = 64 * 2**20  # refuse to inflate an episode past this (a corrupt or hostile blob)
+MAX_EPISODE_BYTES = 4 * 2**20  # refuse to store a compressed episode past this (the push script too)
 MAGIC_E = b"BGEP"
 _EP_HEADER = struct.Struct("<4sBbHIf")  # magic, format, result, rows, model version, surprise
 EP_HEADER_SIZE = _EP_HEADER.size  # 16

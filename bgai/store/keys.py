@@ -29,6 +29,8 @@ two prefixes. Writers and readers name roles: coordinator (C), game worker (G), 
 | P:buffer:meta                | string | -     | G         | T         | ring of 4-byte slots (id % slots):|
 |                              |        |       |           |           | u16 length, u16 surprise x 1e4    |
 | P:buffer:next_id             | string | -     | G         | -         | int, last episode id given out    |
+| P:buffer:sources             | hash   | -     | G         | G         | game worker process -> highest    |
+|                              |        |       |           |           | episode seq pushed (dedup)        |
 | P:metrics:targets            | string | -     | C         | S, Prom.  | JSON [{host, port, labels}]       |
 | P:trainer:lock               | string | 30 s  | T         | T S       | holder's worker id (one trainer)  |
 | P:eval:target                | string | -     | E         | E S       | JSON {version, games, slice}      |
@@ -128,6 +130,10 @@ class Keys:
     @property
     def buffer_next_id(self) -> str:
         return self._k("buffer", "next_id")
+
+    @property
+    def buffer_sources(self) -> str:
+        return self._k("buffer", "sources")
 
     # metrics
     @property

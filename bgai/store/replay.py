@@ -18,11 +18,21 @@ from typing import Any, cast
 
 import redis
 
-from bgai.store.codec import read_episode_header
+from bgai.errors import CorruptDataError
+from bgai.store.codec import MAX_EPISODE_BYTES, read_episode_header
 from bgai.store.keys import Keys
 
 _PUSH = """
 local prefix, blob, n, cap = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local source, seq, max_bytes = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
+if string.len(blob) > max_bytes then
+  return redis.error_reply('episode of ' .. string.len(blob) .. ' bytes refused (max ' .. max_bytes .. ')')
+end
+if source ~= '' then  -- a worker's episodes land once and in order (see store/spool.py)
+  local last = tonumber(redis.call('HGET', KEYS[4], source) or '-1')
+  if seq <= last then return -1 end
+  redis.call('HSET', KEYS[4], source, seq)
+end
 local id = redis.call('INCR', KEYS[3])
 redis.call('SET', prefix .. id, blob)
 redis.call('RPUSH', KEYS[1], id)
@@ -63,18 +73,31 @@ class ReplayStore:
         self.capacity = capacity
         self._push = r.register_script(_PUSH)
 
-    def push(self, blob: bytes, pipe: Any = None) -> Any:
-        """Store one encoded episode (returns its id, or queues the push on `pipe`)."""
+    def push(self, blob: bytes, pipe: Any = None, source: str = "", seq: int = -1) -> Any:
+        """Store one encoded episode (returns its id, or queues the push on `pipe`).
+
+        With a `source` (one game worker process), `seq` numbers its episodes: one at or below
+        the highest seen from that source is skipped (returns -1), so a re-sent episode lands
+        once. An oversized blob is refused here and by the script (CorruptDataError).
+        """
+        if len(blob) > MAX_EPISODE_BYTES:
+            raise CorruptDataError(f"episode of {len(blob)} bytes refused (max {MAX_EPISODE_BYTES})")
         rows = read_episode_header(blob).rows
-        args = (self.keys.buffer_episode_prefix, blob, rows, self.capacity)
-        ks = (self.keys.buffer_episodes, self.keys.buffer_stats, self.keys.buffer_next_id)
+        args = (self.keys.buffer_episode_prefix, blob, rows, self.capacity, source, seq, MAX_EPISODE_BYTES)
+        ks = (
+            self.keys.buffer_episodes,
+            self.keys.buffer_stats,
+            self.keys.buffer_next_id,
+            self.keys.buffer_sources,
+        )
         return self._push(keys=ks, args=args, client=pipe if pipe is not None else self.r)
 
-    def push_many(self, blobs: list[bytes]) -> list[int]:
+    def push_many(self, blobs: list[bytes], source: str = "", seqs: list[int] | None = None) -> list[int]:
         """Push several episodes in one round trip (each push is still atomic on its own)."""
+        seqs = seqs if seqs is not None else [-1] * len(blobs)
         with self.r.pipeline(transaction=False) as pipe:
-            for blob in blobs:
-                self.push(blob, pipe)
+            for blob, seq in zip(blobs, seqs, strict=True):
+                self.push(blob, pipe, source, seq)
             return [int(i) for i in pipe.execute()]
 
     def stats(self) -> dict[str, Any]:
