@@ -13,6 +13,7 @@ from bgai.cli.common import config_option, load_or_exit, set_option
 from bgai.cli.eval import eval_command
 from bgai.cli.fleet import ROLE_COMMANDS, check_config, status
 from bgai.errors import BgaiError
+from bgai.store.keys import Keys
 
 
 @click.group()
@@ -161,6 +162,24 @@ def bench_eval(
     except BgaiError as exc:
         raise click.UsageError(str(exc)) from exc
     click.echo(json.dumps(result))
+
+
+@cli.command("acl")
+@config_option
+@set_option
+@click.option(
+    "--secrets", "secrets_file", type=click.Path(dir_okay=False), required=True, help="Secrets file (0600)."
+)
+@click.option(
+    "--acl-file", type=click.Path(dir_okay=False), required=True, help="Redis ACL file to write (0600)."
+)
+def acl(config: str | None, sets: tuple[str, ...], secrets_file: str, acl_file: str) -> None:
+    """Per-role Redis users: random passwords (kept if the secrets file has them) and the ACL file."""
+    from bgai.store.acl import ROLES, ensure_secrets
+
+    cfg = load_or_exit(config, sets)
+    ensure_secrets(Path(secrets_file), Path(acl_file), Keys(cfg.redis.prefix))
+    click.echo(f"Redis users {', '.join(ROLES)}: passwords in {secrets_file}, ACL in {acl_file}")
 
 
 for _command in (*ROLE_COMMANDS, check_config, status, eval_command):

@@ -40,7 +40,7 @@ from bgai.store.lock import TrainerLock
 from bgai.store.registry import WorkerInfo
 from bgai.store.replay import ReplayStore
 from bgai.store.sampler import ReplayMirror
-from bgai.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from bgai.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint, state_digest
 from bgai.train.local import movegen_of, optimizer_of
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,13 @@ class TrainingWorker:
                 if "rng" in meta:
                     self.rng.bit_generator.state = meta["rng"]
                 self.version = int(meta.get("model_version", 0))
-                log.info("resumed from %s at step %d, version %d", ckpts[-1], meta["step"], self.version)
+                log.info(
+                    "resumed from %s at step %d, version %d, state %s",
+                    ckpts[-1],
+                    meta["step"],
+                    self.version,
+                    state_digest(self._template()),
+                )
         self.base_step = self.step
         self.base_pushed = None
 

@@ -40,7 +40,10 @@ end
 _CLAIM = (
     _LIB
     + """
-local target_k, version_k, weights_k, versions_k, open_k = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local target_k, versions_k, open_k = KEYS[1], KEYS[2], KEYS[3]
+-- read-only keys go by name (an ACL user reading the model may not write it; declared keys
+-- count as written)
+local version_k, weights_k = ARGV[13], ARGV[14]
 local every, games, slice, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local claims_prefix, slices_prefix, weights_prefix = ARGV[5], ARGV[6], ARGV[7]
 local have, keep, keep_w = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
@@ -137,10 +140,8 @@ def claim(
     """The next slice to play for `worker_id`, or None when there is nothing to evaluate now."""
     got = r.eval(
         _CLAIM,
-        5,
+        3,
         keys.eval_target,
-        keys.model_version,
-        keys.model_weights,
         keys.eval_versions,
         keys.eval_open,
         every,
@@ -155,6 +156,8 @@ def claim(
         KEEP_WEIGHTS,
         worker_id,
         keys.worker(""),
+        keys.model_version,
+        keys.model_weights,
     )
     if not got:
         return None

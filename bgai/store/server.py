@@ -40,6 +40,8 @@ def local_redis(directory: Path, port: int | None = None, extra: tuple[str, ...]
             try:
                 if client.ping():
                     break
+            except (redis.AuthenticationError, redis.ResponseError):  # answering, wants a user (ACL)
+                break
             except redis.ConnectionError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"redis-server on port {port} did not start") from None

@@ -49,6 +49,15 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if _NAME.match(p.name))
 
 
+def state_digest(state: Any) -> str:
+    """SHA-256 of a state pytree's values (device or host arrays alike): equal digests, equal
+    params, optimizer state and step, bit for bit."""
+    import jax
+
+    host = jax.tree.map(np.asarray, jax.device_get(state))
+    return hashlib.sha256(serialization.msgpack_serialize(serialization.to_state_dict(host))).hexdigest()[:16]
+
+
 def read_meta(path: Path) -> dict[str, Any]:
     """A checkpoint's JSON header (model_version, step, ...) without reading its body."""
     with open(path, "rb") as f:

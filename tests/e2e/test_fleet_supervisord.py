@@ -26,6 +26,7 @@ from redis_server import free_port, redis_binary
 
 from bgai.obs.metrics import GPU_METRICS, declared_metrics
 from bgai.obs.tracking import Tracker
+from bgai.store.acl import ensure_secrets, env_name
 from bgai.store.keys import Keys
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,8 +77,12 @@ def fleet(tmp_path: Path) -> Iterator[tuple[dict[str, str], redis.Redis]]:
         # the eval worker also plays Debian's GNU Backgammon (a gnubg child process)
         "BGAI_EVAL__OPPONENTS": f"[{', '.join(OPPONENTS)}]",
     }
+    # one Redis ACL user per role, as scripts/fleet-local sets them up; the test is admin
+    secrets = ensure_secrets(run_dir / "secrets.env", run_dir / "users.acl", KEYS)
+    env.update({env_name(role): pw for role, pw in secrets.items()})
+    env.update({"BGAI_REDIS__USERNAME": "admin", "BGAI_REDIS__PASSWORD": secrets["admin"]})
     subprocess.run([BIN / "supervisord", "-c", CONF], env=env, check=True)
-    r = redis.Redis(port=port)
+    r = redis.Redis(port=port, username="admin", password=secrets["admin"])
     try:
         yield env, r
     finally:
@@ -237,7 +242,10 @@ def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, st
     logs = {p: Path(env["BGAI_RUN_DIR"]) / f"{p}.log" for p in PROGRAMS - SERVICES}
     wait_for(
         "every role to notice the outage",
-        lambda: all("Redis unavailable" in path.read_text() for path in logs.values()),
+        # game workers play on (spooling episodes); the others back off
+        lambda: all(
+            ("Redis unavailable" in t or "Redis unreachable" in t) for t in map(Path.read_text, logs.values())
+        ),
         300,
     )
     subprocess.run(
