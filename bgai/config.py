@@ -306,6 +306,8 @@ class RedisConfig(_Section):
         self._need("prefix", ok, "must match [A-Za-z0-9_.-]+")
         self._positive("socket_timeout_s", "backoff_base_s", "backoff_max_s")
         self._need("backoff_max_s", self.backoff_max_s >= self.backoff_base_s, "must be >= backoff_base_s")
+        loopback = self.host in ("127.0.0.1", "localhost", "::1")
+        self._need("password", loopback or bool(self.password), "is required for a Redis off this host")
 
 
 @dataclass(frozen=True, slots=True)

@@ -316,7 +316,11 @@ def test_fleet_sections() -> None:
 
 def test_deployment_sections_do_not_change_the_run_fingerprint() -> None:
     base = config_hash(Config())
-    moved = load_config(None, env={}, overrides={"redis.host": "10.0.0.5", "head.heartbeat_every_s": 2})
+    moved = load_config(
+        None,
+        env={},
+        overrides={"redis.host": "10.0.0.5", "redis.password": "pw", "head.heartbeat_every_s": 2},
+    )
     assert config_hash(moved) == base
     assert config_hash(load_config(None, env={}, overrides={"buffer.capacity_positions": 10**6})) != base
 

@@ -11,8 +11,9 @@
 Game and eval workers cannot write the weights, change the run state, or touch keys outside
 their own (a test proves a game worker cannot SET the weights key). Commands: reads, writes,
 scripts and transactions on those keys; nothing `@dangerous` (no KEYS, FLUSHALL, CONFIG,
-DEBUG, ACL...) except for admin. The default user is switched off: Redis never answers without
-a password. Passwords are stored as SHA-256 (`#hex`) in the ACL file, never in clear.
+DEBUG, ACL...) except for admin. The default user is the admin under another name (Redis 7.0
+replays its append-only file as the default user, which therefore needs every permission), so
+Redis never answers without a password. Passwords are stored as SHA-256 (`#hex`), never in clear.
 """
 
 from __future__ import annotations
@@ -51,7 +52,11 @@ def key_rules(keys: Keys) -> dict[str, str]:
 def acl_lines(keys: Keys, passwords: dict[str, str]) -> list[str]:
     """The ACL file's lines (users.acl) for these passwords."""
     rules = key_rules(keys)
-    lines = ["user default off resetkeys resetchannels -@all"]
+    # Redis 7.0 replays its append-only file as the default user: a default user without every
+    # permission loses every MULTI/EXEC on restart (NOPERM). So it keeps them, behind the admin
+    # password; without a password nothing is answered.
+    admin = hashlib.sha256(passwords["admin"].encode()).hexdigest()
+    lines = [f"user default on #{admin} resetkeys ~* resetchannels &* +@all"]
     for role in ROLES:
         digest = hashlib.sha256(passwords[role].encode()).hexdigest()
         commands = "+@all" if role == "admin" else _COMMANDS

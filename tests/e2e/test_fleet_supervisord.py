@@ -70,6 +70,7 @@ def fleet(tmp_path: Path) -> Iterator[tuple[dict[str, str], redis.Redis]]:
         "BGAI_REDIS__PORT": str(port),
         "BGAI_PROMETHEUS_PORT": str(free_port()),
         "BGAI_TRACKING_PORT": str(mlflow_port),
+        "BGAI_TRACKING_HOST": "127.0.0.1",
         "BGAI_MLFLOW__TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
         "BGAI_METRICS_ADDR": "127.0.0.1",
         "BGAI_TRAINING__CHECKPOINT_DIR": str(run_dir / "checkpoints"),

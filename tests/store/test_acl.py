@@ -33,7 +33,7 @@ def test_secrets_are_private_hashed_and_kept(tmp_path: Path) -> None:
         assert stat.S_IMODE((tmp_path / f).stat().st_mode) == 0o600
     text = (tmp_path / "users.acl").read_text()
     assert not any(p in text for p in pw.values())  # hashes only
-    assert "user default off" in text
+    assert "user default on #" in text and "nopass" not in text  # a password for every user
     assert acl.ensure_secrets(tmp_path / "secrets.env", tmp_path / "users.acl", keys) == pw  # kept
     assert acl.read_secrets(tmp_path / "secrets.env") == pw
 

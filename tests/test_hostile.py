@@ -1,0 +1,141 @@
+"""Hostile and bad input: each gets a clear error or a logged refusal, and loses nothing.
+
+Where each case of the list is proven:
+- a corrupt weights blob; weights of another model: tests/store/test_store.py
+  (test_weights_codec_refuses_corrupt_and_foreign_blobs, test_follower_keeps_last_good_model);
+- a truncated or garbage episode: below, and test_a_corrupt_episode_is_skipped_not_fatal;
+- malformed YAML, an unknown key, a value of the wrong type: tests/test_config.py, and below
+  through a role's command line (exit 2, the key named);
+- a wrong Redis password: below (a role process exits 2 saying so) and tests/store/test_acl.py;
+- a run id that does not exist: tests/runs/test_runs.py (test_bad_input_is_refused_with_exit_2);
+- a checkpoint of another model shape: tests/train/test_checkpoint.py and tests/runs;
+- an oversized episode: below (refused by the client and by the push script).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+from redis_server import redis_server
+
+from bgai.core.episodes import Episode
+from bgai.errors import CorruptDataError, IncompatibleError
+from bgai.store.codec import MAX_EPISODE_BYTES, encode_episode, expand_episode
+from bgai.store.keys import Keys
+from bgai.store.replay import ReplayStore
+
+BIN = Path(sys.executable).parent
+FLEET_YAML = Path(__file__).resolve().parent / "fleet.yaml"
+
+
+def episode(rows: int = 20) -> Episode:
+    rng = np.random.default_rng(rows)
+    k = 8
+    return Episode(
+        boards=rng.integers(-2, 3, size=(rows, 28)).astype(np.int8),
+        dice=rng.integers(0, 21, size=rows).astype(np.int8),
+        mask=np.ones((rows, k), bool),
+        steps=np.zeros((rows, k, 4), np.uint8),
+        policy=np.full((rows, k), 1 / k, np.float32),
+        player=(np.arange(rows) % 2).astype(np.int8),
+        result=1,
+        model_version=0,
+    )
+
+
+def test_truncated_or_garbage_episodes_are_refused() -> None:
+    blob = encode_episode(episode())
+    for bad in (blob[:10], blob[: len(blob) // 2], b"BGEP" + b"\x00" * 40, b"garbage" * 20):
+        with pytest.raises((CorruptDataError, IncompatibleError)):
+            expand_episode(bad)
+
+
+def test_an_oversized_episode_is_refused_and_nothing_is_stored(tmp_path: Path) -> None:
+    keys = Keys("hostile")
+    with redis_server(tmp_path / "redis") as port:
+        r = redis.Redis(port=port)
+        store = ReplayStore(r, keys, capacity=10_000)
+        blob = encode_episode(episode())
+        huge = blob + b"\x00" * MAX_EPISODE_BYTES
+        with pytest.raises(CorruptDataError, match="refused"):
+            store.push(huge)
+        assert r.get(keys.buffer_stats) is None  # nothing stored
+        assert store.push(blob) == 1  # a normal episode still goes in
+        r.close()
+
+
+def test_a_wrong_redis_password_exits_2_saying_so(tmp_path: Path) -> None:
+    with redis_server(tmp_path / "redis", extra=("--requirepass", "right-password")) as port:
+        out = subprocess.run(
+            [BIN / "bgai", "game-worker", "--config", str(FLEET_YAML), "--worker-id", "hostile:game"],
+            env={"BGAI_REDIS__PORT": str(port), "BGAI_REDIS__PASSWORD": "wrong", "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "refused by Redis" in out.stderr or "refused by Redis" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("selfplay: [unclosed\n", "yaml"),
+        ("selfplay:\n  batch_sise: 8\n", "selfplay.batch_sise"),
+        ("selfplay:\n  batch_size: eight\n", "selfplay.batch_size"),
+    ],
+)
+def test_a_bad_config_stops_a_role_with_exit_2_naming_the_key(tmp_path: Path, text: str, key: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    out = subprocess.run(
+        [BIN / "bgai", "game-worker", "--config", str(bad)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 2
+    assert key in (out.stdout + out.stderr).lower() or str(bad) in out.stdout + out.stderr
+
+
+def test_redis_off_this_host_needs_a_password() -> None:
+    from bgai.config import load_config
+    from bgai.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="redis.password"):
+        load_config(None, env={}, overrides={"redis.host": "10.0.0.5"})
+    assert load_config(
+        None, env={}, overrides={"redis.host": "10.0.0.5", "redis.password": "x"}
+    ).redis.password
+
+
+def test_data_formats_are_not_pickle(tmp_path: Path) -> None:
+    """Every byte format bgai writes starts with its own magic and is no pickle stream (pickle
+    protocol 2+ starts with 0x80); a pickle stream offered as any of them is refused."""
+    import jax
+
+    from bgai.config import Config
+    from bgai.core.network import BgNet, init_params
+    from bgai.runs.manager import train_template
+    from bgai.store.codec import MAGIC_E, MAGIC_W, decode_weights, encode_weights
+    from bgai.train.checkpoint import MAGIC, load_checkpoint, save_checkpoint
+
+    params = init_params(BgNet((8,)), jax.random.key(0))
+    weights = encode_weights(params, version=1, step=1, model_hash="m", config_hash="c")
+    ep = encode_episode(episode())
+    ckpt = save_checkpoint(tmp_path, 1, train_template(Config()), {"model_hash": "m"})
+    raw = ckpt.read_bytes()
+    assert weights.startswith(MAGIC_W) and ep.startswith(MAGIC_E) and raw.startswith(MAGIC)
+    n = int.from_bytes(raw[len(MAGIC) : len(MAGIC) + 4], "big")
+    assert raw[len(MAGIC) + 4 + n] != 0x80  # the body is msgpack (a map), not a pickle stream
+    evil = b"\x80\x04\x95" + b"\x00" * 64  # the start of a pickle protocol-4 stream
+    with pytest.raises((CorruptDataError, IncompatibleError)):
+        decode_weights(evil, params, "m")
+    with pytest.raises((CorruptDataError, IncompatibleError)):
+        expand_episode(evil)
+    bad = tmp_path / "ckpt_000000002.bgai"
+    bad.write_bytes(evil)
+    with pytest.raises(CorruptDataError):
+        load_checkpoint(bad, train_template(Config()))
