@@ -6,6 +6,8 @@ Roles never import redis: they catch `UNAVAILABLE` (re-exported here) and back o
 from __future__ import annotations
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from bgai.config import RedisConfig
 from bgai.store.keys import Keys
@@ -38,6 +40,9 @@ def connect(cfg: RedisConfig) -> redis.Redis:
         socket_timeout=cfg.socket_timeout_s,
         socket_connect_timeout=cfg.socket_timeout_s,
         health_check_interval=30,
+        # one immediate retry (a dropped connection); beyond that the roles' own capped backoff
+        # decides (redis-py's default retries 3 times with up to 10 s of sleeps per command)
+        retry=Retry(NoBackoff(), 1),
     )
 
 

@@ -204,7 +204,9 @@ def test_redis_unreachable_for_60_s(fleet: tuple[Fleet, Monitor]) -> None:
         m = re.search(r"pushed (\d+) spooled episodes \((\d+) duplicates skipped, (\d+) dropped", line)
         assert m, line
         n, dup, drop = (int(x) for x in m.groups())
-        assert n + dup == SPOOL if drop else n + dup <= SPOOL, line  # each spooled episode landed once
+        # a full spool landed, each episode once (plus the episodes of the unit in progress when
+        # Redis came back, if that unit's own push was the first to get through)
+        assert (SPOOL <= n + dup <= SPOOL + 64) if drop else n + dup <= SPOOL + 64, line
         landed, dropped = landed + n, dropped + drop
     assert dropped > 0  # 60 s of self-play overflows 10 episodes: counted and reported
     after = json.loads(f.r.get(KEYS.buffer_stats))["pushed_episodes"]
