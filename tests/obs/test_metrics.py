@@ -124,6 +124,7 @@ def test_declared_metrics_pass_promtool(tmp_path: Path) -> None:
     m.buffer({"size": 1})
     m.eval_result("pubeval", 0.5, 0.0)
     m.run("abc", "running")
+    m.spool(2, 1)
     m.registry.register(GpuCollector("h:game:0#fake", nvml=FakeNvml()))
     text = generate_latest(m.registry)
     out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
