@@ -21,8 +21,6 @@ from bgai.config import Config, model_hash
 from bgai.core.evaluate import MatchResult
 from bgai.errors import BgaiError
 
-OPPONENTS = ("random", "pubeval", "gnubg")
-
 
 @click.command("eval")
 @config_option
