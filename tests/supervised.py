@@ -90,6 +90,7 @@ def supervised_fleet(run_dir: Path, overrides: dict[str, str], game_workers: int
         "BGAI_RUN_DIR": str(run_dir),
         "BGAI_CONFIG": str(REPO / "tests" / "fleet.yaml"),
         "BGAI_GAME_WORKERS": str(game_workers),
+        "BGAI_NUM_EVAL_WORKERS": "1",
         "BGAI_REDIS__PORT": str(port),
         "BGAI_PROMETHEUS_PORT": str(free_port()),
         "BGAI_TRACKING_PORT": str(mlflow_port),

@@ -36,7 +36,7 @@ from bgai.store.codec import expand_episode, read_episode_header, read_weights_h
 from bgai.store.lock import TrainerLock
 from bgai.train.checkpoint import list_checkpoints, load_checkpoint, state_digest
 
-ROLES = ["coordinator", "training-worker", "game-worker-0", "game-worker-1", "eval-worker"]
+ROLES = ["coordinator", "training-worker", "game-worker-0", "game-worker-1", "eval-worker-0"]
 KILL_ROUNDS = 4
 SPOOL = 10
 OUTAGE_S = 60.0

@@ -42,7 +42,7 @@ PROGRAMS = {
     "training-worker",
     "game-worker-0",
     "game-worker-1",
-    "eval-worker",
+    "eval-worker-0",
 }
 OPPONENTS = ["random", "pubeval", *(["gnubg_0ply"] if Path("/usr/games/gnubg").exists() else [])]
 
@@ -67,6 +67,7 @@ def fleet(tmp_path: Path) -> Iterator[tuple[dict[str, str], redis.Redis]]:
         "BGAI_RUN_DIR": str(run_dir),
         "BGAI_CONFIG": str(REPO / "tests" / "fleet.yaml"),
         "BGAI_GAME_WORKERS": "2",
+        "BGAI_NUM_EVAL_WORKERS": "1",
         "BGAI_REDIS__PORT": str(port),
         "BGAI_PROMETHEUS_PORT": str(free_port()),
         "BGAI_TRACKING_PORT": str(mlflow_port),
@@ -177,7 +178,7 @@ def check_prometheus(env: dict[str, str], prom: PromAPI, instances: set[str]) ->
 def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, str], redis.Redis]) -> None:
     env, r = fleet
     host = os.uname().nodename
-    expected = {f"{host}:{k}" for k in ("coordinator", "training", "game:0", "game:1", "eval")}
+    expected = {f"{host}:{k}" for k in ("coordinator", "training", "game:0", "game:1", "eval:0")}
     wait_for("every program RUNNING", lambda: set(ctl_status(env).values()) == {"RUNNING"}, 120)
     assert set(ctl_status(env)) == PROGRAMS
     wait_for("model version >= 3", lambda: version(r) >= 3, 600)
@@ -207,7 +208,7 @@ def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, st
     must = {
         "game:0": "bgai_games_total{",
         "training": 'bgai_training_loss{kind="total"',
-        "eval": "bgai_eval_win_rate{",
+        "eval:0": "bgai_eval_win_rate{",
     }
     for worker_id, port in ports.items():
         kind = worker_id.split(":", 1)[1]
@@ -264,7 +265,7 @@ def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, st
     # `bgai-runs stop`: every worker finishes its unit and exits 0 by itself (EXITED), the trainer
     # checkpoints, and the run is FINISHED in MLflow
     runs_cli(env, "stop")
-    workers = {"game-worker-0", "eval-worker", "training-worker"}
+    workers = {"game-worker-0", "eval-worker-0", "training-worker"}
     wait_for("workers to exit", lambda: {ctl_status(env)[p] for p in workers} == {"EXITED"}, 180)
     assert registry_types(r) & expected == {f"{host}:coordinator"}
     log = (Path(env["BGAI_RUN_DIR"]) / "training-worker.log").read_text()
@@ -321,7 +322,7 @@ def check_mlflow(env: dict[str, str], r: redis.Redis) -> str:
 
 def check_pause_resume_and_kill(env: dict[str, str], r: redis.Redis, run_id: str, host: str) -> None:
     """Pause and resume reach every worker; a SIGKILLed trainer comes back from its checkpoint."""
-    workers = [f"{host}:{k}" for k in ("training", "game:0", "game:1", "eval")]
+    workers = [f"{host}:{k}" for k in ("training", "game:0", "game:1", "eval:0")]
 
     def statuses() -> set[str]:
         raws = [r.get(KEYS.worker(w)) for w in workers]
