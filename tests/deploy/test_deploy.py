@@ -111,6 +111,11 @@ class Deployed:
             return json.loads(resp.read())
 
 
+def wid(*parts: str | int) -> str:
+    """A worker id (supervisord's program: host, role, process number)."""
+    return ":".join(map(str, parts))
+
+
 def recap(out: str) -> dict[str, dict[str, int]]:
     """host -> {ok, changed, failed, ...} from ansible-playbook's PLAY RECAP."""
     found = {}
@@ -256,11 +261,17 @@ def test_workers_register_are_scraped_and_training_advances(deployed: Deployed) 
     d = deployed
     r = d.redis()
     head = socket.gethostname()  # supervisord's %(host_node_name)s
-    want = {"w1:game:0", "w1:eval:0", "w2:game:0", f"{head}:coordinator", f"{head}:training"}
+    want = {
+        wid("w1", "game", 0),
+        wid("w1", "eval", 0),
+        wid("w2", "game", 0),
+        wid(head, "coordinator"),
+        wid(head, "training"),
+    }
     ids = lambda: {k.decode().split(":", 2)[2] for k in r.scan_iter(KEYS.worker("*"))} - {"index"}  # noqa: E731
     wait_for(f"{want} registered", lambda: ids() >= want, 240)
     records = {i: json.loads(r.get(KEYS.worker(i))) for i in want}
-    assert records["w1:game:0"]["metrics_host"] == "10.231.0.11"
+    assert records[wid("w1", "game", 0)]["metrics_host"] == "10.231.0.11"
 
     def up() -> set[str]:
         targets = d.prometheus("/api/v1/targets")["data"]["activeTargets"]
@@ -277,7 +288,7 @@ def test_workers_register_are_scraped_and_training_advances(deployed: Deployed) 
 def test_restarted_worker_comes_back_and_reregisters(deployed: Deployed) -> None:
     d = deployed
     r = d.redis()
-    key = KEYS.worker("w2:game:0")
+    key = KEYS.worker(wid("w2", "game", 0))
     wait_for("w2:game:0 registered", lambda: r.get(key) is not None, 240)
     before = json.loads(r.get(key))
     out = d.supervisorctl("w2", "restart", "game-worker:game-worker-0")

@@ -3,8 +3,10 @@
 Starts `supervisor/local.conf` (the programs scripts/fleet-local runs) with the tiny test config,
 then waits, bounded and on conditions, until the model version is >= 3, an eval result exists and
 every program is in the registry; checks /metrics, Prometheus (targets through the file_sd file,
-every dashboard panel's PromQL, every declared metric set), then a Redis outage, then stops the
-workers warmly and checks they deregistered and dropped out of Prometheus's targets.
+every dashboard panel's PromQL, every declared metric set), MLflow, pause and resume, then stops
+the workers warmly and checks they deregistered and dropped out of Prometheus's targets.
+Failures have their own suites: kill -9 of every role (the trainer resuming bit-exact), a Redis
+restart and a 60 s Redis outage in tests/chaos; an MLflow outage in tests/runs.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CONF = REPO / "supervisor" / "local.conf"
 KEYS = Keys()  # the default prefix, as the fleet's config uses
-SERVICES = {"redis", "mlflow", "prometheus"}  # the programs that are not bgai roles
 PROGRAMS = {
     "redis",
     "mlflow",
@@ -107,17 +108,6 @@ def scrape(port: int) -> str:
             return resp.read().decode()
     except OSError:
         return ""
-
-
-def ctl_pids(env: dict[str, str]) -> dict[str, str]:
-    out = subprocess.run(
-        [BIN / "supervisorctl", "-c", CONF, "status"], env=env, capture_output=True, text=True
-    ).stdout
-    return {
-        line.split()[0].split(":")[-1]: line.split()[3].rstrip(",")
-        for line in out.splitlines()
-        if "pid" in line
-    }
 
 
 def registry_types(r: redis.Redis) -> set[str]:
@@ -234,30 +224,8 @@ def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, st
     assert "status running" in table and f"{host}:training" in table and "eval version" in table
     assert status["status"] == "running" and status["model_version"] >= 3
     assert status["buffer"]["size"] <= 5000 and set(status["workers"]) >= expected
-    # Redis goes away: every role waits it out inside its process (no exit, so no FATAL), then
-    # carries on where it was (the append-only file keeps the data across the restart)
-    pids = ctl_pids(env)
-    before = version(r)
-    subprocess.run(
-        [BIN / "supervisorctl", "-c", CONF, "stop", "redis"], env=env, check=True, capture_output=True
-    )
-    logs = {p: Path(env["BGAI_RUN_DIR"]) / f"{p}.log" for p in PROGRAMS - SERVICES}
-    wait_for(
-        "every role to notice the outage",
-        # game workers play on (spooling episodes); the others back off
-        lambda: all(
-            ("Redis unavailable" in t or "Redis unreachable" in t) for t in map(Path.read_text, logs.values())
-        ),
-        300,
-    )
-    subprocess.run(
-        [BIN / "supervisorctl", "-c", CONF, "start", "redis"], env=env, check=True, capture_output=True
-    )
-    wait_for("training to progress again", lambda: version(r) > before, 300)
-    assert ctl_pids(env) == {**pids, "redis": ctl_pids(env)["redis"]}  # no role was restarted
-    assert set(ctl_status(env).values()) == {"RUNNING"}
     run_id = check_mlflow(env, r)
-    check_pause_resume_and_kill(env, r, run_id, host)
+    check_pause_resume(r, env, run_id, host)
     # warm stop by TERM: finish the unit, deregister, exit 0 (not restarted: STOPPED)
     ctl(env, "stop", "game-worker:game-worker-1")
     assert ctl_status(env)["game-worker-1"] == "STOPPED"
@@ -304,24 +272,11 @@ def check_mlflow(env: dict[str, str], r: redis.Redis) -> str:
     wait_for("checkpoints in MLflow", lambda: bool(tracker.list_artifacts(run_id, "checkpoints")), 300)
     assert "config.yaml" in tracker.list_artifacts(run_id)
     assert run_id in runs_cli(env, "list")
-    # MLflow goes away: training goes on, no role restarts, and the metrics arrive afterwards
-    pids = ctl_pids(env)
-    ctl(env, "stop", "mlflow")
-    during = version(r)
-    wait_for("training to go on without MLflow", lambda: version(r) >= during + 2, 300)
-    ctl(env, "start", "mlflow")
-    assert {p: ctl_pids(env)[p] for p in PROGRAMS - SERVICES} == {p: pids[p] for p in PROGRAMS - SERVICES}
-
-    def caught_up() -> bool:
-        run = tracker.get_run(run_id)
-        return run is not None and run.metrics.get("model_version", -1) >= during + 2
-
-    wait_for("the metrics logged during the outage to reach MLflow", caught_up, 300)
     return run_id
 
 
-def check_pause_resume_and_kill(env: dict[str, str], r: redis.Redis, run_id: str, host: str) -> None:
-    """Pause and resume reach every worker; a SIGKILLed trainer comes back from its checkpoint."""
+def check_pause_resume(r: redis.Redis, env: dict[str, str], run_id: str, host: str) -> None:
+    """Pause and resume reach every worker."""
     workers = [f"{host}:{k}" for k in ("training", "game:0", "game:1", "eval:0")]
 
     def statuses() -> set[str]:
@@ -334,17 +289,3 @@ def check_pause_resume_and_kill(env: dict[str, str], r: redis.Redis, run_id: str
     print(f"every worker reports paused {time.monotonic() - paused_at:.1f} s after the status changed")
     runs_cli(env, "resume", "--run-id", run_id)
     wait_for("every worker running again", lambda: "paused" not in statuses(), 120)
-    pid = ctl_pids(env)["training-worker"]
-    ctl(env, "signal", "KILL", "training-worker")
-    seen = [version(r)]
-    log = Path(env["BGAI_RUN_DIR"]) / "training-worker.log"
-
-    def restored() -> bool:
-        seen.append(version(r))
-        return ctl_pids(env).get("training-worker", pid) != pid and "resumed from" in log.read_text()
-
-    # the new process restores the run's newest checkpoint, then publishes above what Redis holds
-    wait_for("the killed trainer to restart from its checkpoint", restored, 300)
-    top = max(seen)
-    wait_for("the restarted trainer to publish", lambda: seen.append(version(r)) or seen[-1] > top, 300)
-    assert [v for v in seen if v >= 0] == sorted(v for v in seen if v >= 0), f"version went back: {seen}"
