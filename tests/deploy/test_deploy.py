@@ -21,7 +21,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import redis
 import yaml
 from hosts import HEAD_ADDRESS, REPO, Host, Hosts
 from redis_server import free_port
+from supervised import wait_for
 
 from bgai.store.acl import ROLES, env_name
 from bgai.store.keys import Keys
@@ -52,14 +52,6 @@ pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("debootstrap") is None,
     reason="needs root and debootstrap (network namespaces, a bridge, a rootfs)",
 )
-
-
-def wait_for(what: str, check, timeout_s: float, poll_s: float = 0.5) -> None:  # type: ignore[no-untyped-def]
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(poll_s)  # polling interval of a condition wait
 
 
 @dataclass
