@@ -58,15 +58,31 @@ def afterstate_values(
     return jnp.where(plays.mask, value.reshape(boards.shape[:-1]), NEG_INF)
 
 
-def softmax_policy(values: jax.Array, mask: jax.Array, temperature: float) -> jax.Array:
+def softmax_policy(values: jax.Array, mask: jax.Array, temperature: float | jax.Array) -> jax.Array:
     """A distribution over plays [..., K] from their values (masked slots 0)."""
     logits = jnp.where(mask, values / jnp.maximum(temperature, 1e-6), NEG_INF)
     return jax.nn.softmax(logits, axis=-1) * mask
 
 
+def sample_index(key: jax.Array, probs: jax.Array) -> jax.Array:
+    """One index per row of `probs` [..., K] (rows need not be normalised); consumes `key`.
+
+    Inverse CDF with one uniform per row: `jax.random.categorical` draws K
+    Gumbels per row, and on a CPU those random bits cost as much as the network.
+    A zero-probability slot is never returned.
+    """
+    cdf = rules.prefix_sum(probs)
+    u = jax.random.uniform(key, probs.shape[:-1]) * cdf[..., -1]
+    idx = jnp.minimum(jnp.sum(cdf <= u[..., None], axis=-1), probs.shape[-1] - 1)
+    ok = jnp.take_along_axis(probs, idx[..., None], axis=-1)[..., 0] > 0
+    return jnp.where(ok, idx, jnp.argmax(probs, axis=-1))
+
+
 def choose(key: jax.Array, values: jax.Array, mask: jax.Array, temperature: float | jax.Array) -> jax.Array:
-    """Sample a play index from softmax(values / T); T == 0 means argmax. Consumes `key`."""
+    """Sample a play index [...] from softmax(values / T) over [..., K]; T == 0 means argmax.
+    Consumes `key`."""
     greedy = jnp.argmax(jnp.where(mask, values, NEG_INF), axis=-1)
     t = jnp.maximum(temperature, 1e-6)
-    sampled = jax.random.categorical(key, jnp.where(mask, values / t, NEG_INF), axis=-1)
+    t = jnp.reshape(t, jnp.shape(t) + (1,)) if jnp.ndim(t) else t
+    sampled = sample_index(key, softmax_policy(values, mask, t))
     return jnp.where(temperature > 0, sampled, greedy)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bgai.core import rules
-from bgai.core.afterstate import ApplyFn, afterstate_values, choose, softmax_policy
+from bgai.core.afterstate import ApplyFn, afterstate_values, choose, sample_index, softmax_policy
 from bgai.core.game import GameState
 from bgai.core.selfplay import Decide
 
@@ -36,8 +36,7 @@ def afterstate_decider(
         values = afterstate_values(apply_fn, params, plays, eval_slots)
         target = softmax_policy(values, plays.mask, policy_temperature)
         temp = jnp.where(states.turn < explore_turns, temperature, 0.0)
-        keys = jax.random.split(key, values.shape[0])
-        return jax.vmap(choose)(keys, values, plays.mask, temp), target
+        return choose(key, values, plays.mask, temp), target
 
     return decide
 
@@ -53,8 +52,7 @@ def random_decider() -> Decide:
     def decide(params: Any, key: jax.Array, states: GameState, plays: rules.Plays) -> tuple:
         del params, states
         uniform = plays.mask / jnp.maximum(jnp.sum(plays.mask, -1, keepdims=True), 1)
-        logits = jnp.where(plays.mask, 0.0, -1e9)
-        return jax.random.categorical(key, logits, axis=-1), uniform
+        return sample_index(key, uniform), uniform
 
     return decide
 

@@ -81,3 +81,30 @@ def test_episodes_are_whole_games(episodes: tuple) -> None:
 def test_assembler_stitches_across_chunks(episodes: tuple) -> None:
     eps, _ = episodes
     assert max(len(ep) for ep in eps) > 48, "some game spans more than one chunk"
+
+
+def test_sample_index_follows_the_distribution() -> None:
+    """Inverse-CDF sampling: frequencies match the probabilities; empty slots never come out."""
+    probs = jnp.asarray([0.5, 0.0, 0.3, 0.2, 0.0, 0.0])
+    keys = jax.random.split(jax.random.key(7), 20_000)
+    idx = np.asarray(jax.vmap(afterstate.sample_index, in_axes=(0, None))(keys, probs))
+    freq = np.bincount(idx, minlength=6) / len(idx)
+    assert freq[1] == freq[4] == freq[5] == 0
+    assert np.allclose(freq, np.asarray(probs), atol=0.015), freq
+    # batched rows, unnormalised, one per game
+    rows = jnp.asarray([[0.0, 2.0, 0.0], [1.0, 0.0, 0.0]])
+    assert np.array_equal(np.asarray(afterstate.sample_index(jax.random.key(1), rows)), [1, 0])
+
+
+def test_choose_is_greedy_at_zero_temperature() -> None:
+    values = jnp.asarray([[0.1, 0.9, 0.5], [0.3, -0.2, 0.8]])
+    mask = jnp.asarray([[True, False, True], [True, True, True]])
+    temps = jnp.asarray([0.0, 0.0])
+    assert np.array_equal(np.asarray(afterstate.choose(jax.random.key(0), values, mask, temps)), [2, 2])
+    hot = np.asarray(
+        jax.vmap(lambda k: afterstate.choose(k, values, mask, jnp.asarray([50.0, 50.0])))(
+            jax.random.split(jax.random.key(1), 2000)
+        )
+    )
+    assert not np.any(hot[:, 0] == 1), "a masked play is never chosen"
+    assert len(np.unique(hot[:, 1])) == 3, "a high temperature explores every legal play"

@@ -1,0 +1,116 @@
+"""`legal_plays_batch` (tiered capacities, sub-batches) equals `legal_plays` game by game.
+
+`legal_plays` is the generator proven against GNU Backgammon (test_rules_oracle);
+the batched one must give the same plays in the same slots, overflow flags
+included, whichever of its branches a batch takes.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bgai.core import rules
+from bgai.core.players import random_decider
+from bgai.core.selfplay import play_chunk, start_games
+
+CONFIGS = {
+    "default": rules.DEFAULT_MOVEGEN,
+    "tiny": rules.MoveGenConfig(max_plays=16, frontier2=8, frontier3=16),  # overflows often
+    "exact": rules.EXACT_MOVEGEN,
+}
+
+
+@pytest.fixture(scope="module")
+def positions() -> tuple[np.ndarray, np.ndarray]:
+    """4,096 positions and rolls from random play (bar, hits, bear-offs and doubles among them)."""
+    run = jax.jit(
+        partial(play_chunk, random_decider(), length=32, max_turns=300, movegen=rules.EXACT_MOVEGEN)
+    )
+    states = start_games(jax.random.key(5), 64)
+    boards, dice = [], []
+    for i in range(2):
+        states, chunk = run(None, states, jax.random.key(10 + i))
+        boards.append(np.asarray(chunk.boards).reshape(-1, rules.BOARD_SIZE))
+        dice.append(np.asarray(chunk.dice).reshape(-1))
+    return np.concatenate(boards).astype(np.int32), np.concatenate(dice).astype(np.int32)
+
+
+def _assert_same(batched: rules.Plays, single: rules.Plays) -> None:
+    """Equal plays in equal slots (what empty slots hold is not part of the contract)."""
+    mask = np.asarray(single.mask)
+    for name in rules.Plays._fields:
+        a, b = np.asarray(getattr(batched, name)), np.asarray(getattr(single, name))
+        if name in ("boards", "steps"):
+            a, b = np.where(mask[..., None], a, 0), np.where(mask[..., None], b, 0)
+        assert np.array_equal(a, b), (
+            f"{name} differs in {np.flatnonzero((a != b).reshape(len(a), -1).any(1))}"
+        )
+
+
+@pytest.fixture(scope="module")
+def expected(positions: tuple[np.ndarray, np.ndarray]) -> dict[str, list[rules.Plays]]:
+    """`legal_plays` vmapped, per config, in batches of 256 positions."""
+    boards, dice = positions
+    out = {}
+    for name, cfg in CONFIGS.items():
+        single = jax.jit(jax.vmap(partial(rules.legal_plays, cfg=cfg)))
+        out[name] = [
+            jax.device_get(single(jnp.asarray(boards[i : i + 256]), jnp.asarray(dice[i : i + 256])))
+            for i in range(0, len(dice), 256)
+        ]
+    return out
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_batched_equals_single(
+    positions: tuple[np.ndarray, np.ndarray], expected: dict[str, list[rules.Plays]], name: str
+) -> None:
+    cfg = CONFIGS[name]
+    boards, dice = positions
+    batched = jax.jit(partial(rules.legal_plays_batch, cfg=cfg))
+    for i, want in enumerate(expected[name]):
+        rows = slice(256 * i, 256 * (i + 1))
+        _assert_same(batched(jnp.asarray(boards[rows]), jnp.asarray(dice[rows])), want)
+    overflowed = sum(int(np.sum(w.overflow)) for w in expected[name])
+    print(f"{name}: {len(dice)} positions, {overflowed} overflow {cfg}")
+
+
+def test_every_branch(
+    positions: tuple[np.ndarray, np.ndarray], expected: dict[str, list[rules.Plays]]
+) -> None:
+    """Batches where more games than the sub-batches hold roll doubles or overflow the fast tier."""
+    boards, dice = positions
+    cfg = CONFIGS["default"]
+    fast, fast_double = rules.fast_tier(cfg)
+    want = jax.tree.map(lambda *x: np.concatenate(x), *expected["default"])
+    n = want.num_plays
+    is_double = rules.DICE[dice, 0] == rules.DICE[dice, 1]
+    many = np.flatnonzero(~is_double & (n > fast.max_plays))
+    many_doubles = np.flatnonzero(is_double & (n > fast_double.max_plays))
+    doubles = np.flatnonzero(is_double)
+    assert len(many) >= 16 and len(many_doubles) >= 8 and len(doubles) >= 16
+    cases = {
+        "all overflow the fast tier": many[:16],
+        "all doubles": doubles[:16],
+        "doubles overflowing": np.concatenate([many_doubles[:8], doubles[:8]]),
+        "no overflow": np.flatnonzero(n <= 8)[:16],
+        "one game": many[:1],
+    }
+    batched = jax.jit(partial(rules.legal_plays_batch, cfg=cfg))
+    for label, rows in cases.items():
+        b, d = jnp.asarray(boards[rows]), jnp.asarray(dice[rows])
+        _assert_same(batched(b, d), jax.tree.map(lambda x, rows=rows: x[rows], want))
+        print(f"{label}: {len(rows)} games ok")
+
+
+@pytest.mark.parametrize("n", [1, 25, 32, 33, 96, 1301])
+def test_prefix_sum_is_exact(n: int) -> None:
+    x = np.random.default_rng(n).integers(0, 2, size=(3, n))
+    assert np.array_equal(np.asarray(rules.prefix_sum(jnp.asarray(x))), np.cumsum(x, axis=-1))
+    big = np.full((1, n), 7)
+    assert np.array_equal(np.asarray(rules.prefix_sum(jnp.asarray(big))), np.cumsum(big, axis=-1))
