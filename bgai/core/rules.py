@@ -169,7 +169,7 @@ def prefix_sum(x: jax.Array) -> jax.Array:
 
 
 def compact_index(valid: jax.Array, size: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Indices of the first `size` valid rows (no sort: cumsum + a scatter of ints).
+    """Indices of the first `size` valid rows (no sort: `prefix_sum` + a scatter of ints).
 
     Returns (index [size], mask [size], count); count may exceed size.
     """
