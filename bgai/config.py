@@ -365,6 +365,21 @@ class LocalConfig(_Section):
 
 
 @dataclass(frozen=True, slots=True)
+class JaxConfig(_Section):
+    """How this host's JAX compiles: the on-disk cache of compiled programs."""
+
+    SECTION: ClassVar[str] = "jax"
+    # Directory of JAX's persistent compilation cache ("" = none; "~" is expanded). A restarted
+    # worker loads its compiled self-play from here instead of compiling it again.
+    cache_dir: str = "~/.cache/bgai/jax"
+    # Size the cache is kept under, least recently used entries evicted first.
+    cache_max_mb: int = 2048
+
+    def _validate(self) -> None:
+        self._positive("cache_max_mb")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole resolved configuration."""
 
@@ -379,6 +394,7 @@ class Config:
     redis: RedisConfig = field(default_factory=RedisConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    jax: JaxConfig = field(default_factory=JaxConfig)
 
     def __post_init__(self) -> None:
         for name, cls in SECTIONS.items():
@@ -407,12 +423,13 @@ SECTIONS: dict[str, type[_Section]] = {
         RedisConfig,
         HeadConfig,
         MlflowConfig,
+        JaxConfig,
     )
 }
 
 # Where and how processes run, not what is learned: left out of `config_hash`, so workers that
 # reach the same Redis by different addresses agree on the run's fingerprint.
-DEPLOYMENT_SECTIONS = ("local", "redis", "head", "mlflow")
+DEPLOYMENT_SECTIONS = ("local", "redis", "head", "mlflow", "jax")
 
 # ---------------------------------------------------------------------------------------------
 # Loading

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from bgai import compile_cache
 from bgai.config import Config, load_config
 from bgai.errors import ConfigError
 
@@ -20,6 +21,13 @@ def load_or_exit(config: str | None, sets: tuple[str, ...]) -> Config:
         return load_config(config, overrides=overrides)
     except ConfigError as exc:
         raise click.UsageError(f"bad configuration: {exc}") from exc
+
+
+def load_for_compute(config: str | None, sets: tuple[str, ...]) -> Config:
+    """`load_or_exit` for commands that compile JAX programs: also turns on the compilation cache."""
+    cfg = load_or_exit(config, sets)
+    compile_cache.enable(cfg.jax)
+    return cfg
 
 
 config_option = click.option(

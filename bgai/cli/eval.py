@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import click
 
-from bgai.cli.common import config_option, load_or_exit, set_option
+from bgai.cli.common import config_option, load_for_compute, set_option
 from bgai.config import Config, model_hash
 from bgai.core.evaluate import MatchResult
 from bgai.errors import BgaiError
@@ -68,7 +68,7 @@ def eval_command(
     """Play a model against an opponent; a table with win rate, points per game and 95% CIs."""
     from bgai.opponents.spec import parse_opponent
 
-    cfg = load_or_exit(config, sets)
+    cfg = load_for_compute(config, sets)
     if bool(checkpoints) == (version is not None):
         raise click.UsageError("give either --checkpoint PATH (repeatable) or --version N")
     name = f"gnubg_{plies}ply" if opponent == "gnubg" else opponent

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from bgai import compile_cache
 from bgai.cli.common import config_option, load_or_exit, set_option
 
 worker_id_option = click.option("--worker-id", default=None, help="Registry id (default: host:role:pid).")
@@ -54,6 +55,8 @@ def _serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    if kind != "coordinator":  # the coordinator compiles nothing
+        compile_cache.enable(cfg.jax)
     r, keys, clock = connect(cfg.redis), keys_for(cfg.redis), SystemClock()
     tracker, tracking = None, None
     if cfg.mlflow.tracking_uri:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from bgai.cli.common import config_option, load_or_exit, set_option
+from bgai.cli.common import config_option, load_for_compute, load_or_exit, set_option
 from bgai.cli.eval import eval_command
 from bgai.cli.fleet import ROLE_COMMANDS, check_config, status
 from bgai.errors import BgaiError
@@ -45,7 +45,7 @@ def train_local(
     """Train in one process: self-play, train, checkpoint, then eval vs random and pubeval."""
     from bgai.train.local import LocalRun, Report
 
-    cfg = load_or_exit(config, sets)
+    cfg = load_for_compute(config, sets)
     minutes = cfg.local.minutes if minutes is None else minutes
     eval_games = cfg.local.eval_games if eval_games is None else eval_games
     run = LocalRun(cfg, Path(checkpoint_dir or cfg.local.checkpoint_dir), log=click.echo)
@@ -106,7 +106,7 @@ def bench_selfplay(
     """Decisions/s and games/s of self-play (median of repeats)."""
     from bgai.bench.selfplay import bench_selfplay as run_bench
 
-    cfg = load_or_exit(config, sets)
+    cfg = load_for_compute(config, sets)
     result = run_bench(
         cfg, mode=mode, batch=batch, sims=sims, repeats=repeats, baseline=baseline, log=click.echo
     )
@@ -122,7 +122,7 @@ def bench_train(config: str | None, sets: tuple[str, ...], batch: int | None, re
     """Samples/s of the jitted train step (median of repeats)."""
     from bgai.bench.train import bench_train as run_bench
 
-    cfg = load_or_exit(config, sets)
+    cfg = load_for_compute(config, sets)
     result = run_bench(cfg, batch=batch, repeats=repeats, log=click.echo)
     click.echo(json.dumps(result))
 
@@ -154,7 +154,7 @@ def bench_eval(
     """Eval games/min of our greedy player against each opponent, side by side."""
     from bgai.bench.evalspeed import bench_eval as run_bench
 
-    cfg = load_or_exit(config, sets)
+    cfg = load_for_compute(config, sets)
     ops = [(o.partition(":")[0], o.partition(":")[2] or cfg.eval.gnubg_backend) for o in opponents]
     path = None if checkpoint is None else Path(checkpoint)
     try:

@@ -1,0 +1,29 @@
+"""Session-wide: one JAX compilation cache for this test run, shared by every process it starts.
+
+Most tests compile the same few programs (the tiny fleet of `tests/fleet.yaml`, the default
+self-play loop) in many processes: role subprocesses, supervisord programs, restarts after kill -9.
+`BGAI_JAX__CACHE_DIR` points all of them (through `bgai.compile_cache`) and this process at a
+fresh directory, so each program is compiled once per run. It starts empty: nothing carries over
+between runs, and a run never reads the developer's own `~/.cache/bgai/jax`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from bgai import compile_cache
+from bgai.config import JaxConfig
+
+_ENV = "BGAI_JAX__CACHE_DIR"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get(_ENV) is None:
+        path = tempfile.mkdtemp(prefix="bgai-jax-cache-")
+        os.environ[_ENV] = path
+        config.add_cleanup(lambda: shutil.rmtree(path, ignore_errors=True))
+    compile_cache.enable(JaxConfig(cache_dir=os.environ[_ENV]))
