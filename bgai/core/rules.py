@@ -320,23 +320,25 @@ def _redo_rows(
 ) -> Plays:
     """`out` with the selected rows replaced by `gen` (vmapped) on them.
 
-    Up to `cap` selected rows are gathered into a sub-batch, so only they pay for
-    `gen`; if more are selected, `gen` runs on the whole batch; if none, not at all.
+    The selected rows are gathered into sub-batches of `cap` rows, so only they
+    pay for `gen`: none selected costs nothing, more than `cap` takes more rounds
+    of the same sub-batch (one compiled `gen`, whatever the count).
     """
     batch = boards.shape[0]
-    idx, _, count = compact_index(select, cap)
 
-    def some() -> Plays:
+    def more(state: tuple[Plays, jax.Array]) -> jax.Array:
+        return jnp.any(state[1])
+
+    def redo(state: tuple[Plays, jax.Array]) -> tuple[Plays, jax.Array]:
+        plays, todo = state
+        idx, _, count = compact_index(todo, cap)
+        taken = jnp.arange(cap) < count
         sub = gen(boards[idx], d[idx])
-        slot = jnp.where(jnp.arange(cap) < count, idx, batch)  # unused slots are dropped
-        return jax.tree.map(lambda full, part: full.at[slot].set(part, mode="drop"), out, sub)
+        slot = jnp.where(taken, idx, batch)  # unused slots are dropped
+        plays = jax.tree.map(lambda full, part: full.at[slot].set(part, mode="drop"), plays, sub)
+        return plays, todo.at[slot].set(False, mode="drop")
 
-    def every() -> Plays:
-        new = gen(boards, d)
-        return jax.tree.map(lambda a, b: jnp.where(select.reshape(-1, *([1] * (a.ndim - 1))), b, a), out, new)
-
-    branch = (count > 0).astype(jnp.int32) + (count > cap).astype(jnp.int32)
-    return jax.lax.switch(branch, [lambda: out, some, every])
+    return jax.lax.while_loop(more, redo, (out, select))[0]
 
 
 def legal_plays_batch(boards: jax.Array, dice_idx: jax.Array, cfg: MoveGenConfig = DEFAULT_MOVEGEN) -> Plays:

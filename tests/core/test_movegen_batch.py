@@ -29,7 +29,7 @@ CONFIGS = {
 def positions() -> tuple[np.ndarray, np.ndarray]:
     """4,096 positions and rolls from random play (bar, hits, bear-offs and doubles among them)."""
     run = jax.jit(
-        partial(play_chunk, random_decider(), length=32, max_turns=300, movegen=rules.EXACT_MOVEGEN)
+        partial(play_chunk, random_decider(), length=32, max_turns=300, movegen=rules.DEFAULT_MOVEGEN)
     )
     states = start_games(jax.random.key(5), 64)
     boards, dice = [], []
@@ -83,7 +83,11 @@ def test_batched_equals_single(
 def test_every_branch(
     positions: tuple[np.ndarray, np.ndarray], expected: dict[str, list[rules.Plays]]
 ) -> None:
-    """Batches where more games than the sub-batches hold roll doubles or overflow the fast tier."""
+    """Batches where more games than a sub-batch holds roll doubles or overflow the fast tier.
+
+    Those take several rounds of the sub-batch (16 rows: 4 rows for redone non-doubles, 5 for
+    doubles, 2 for redone doubles); "no overflow" takes none.
+    """
     boards, dice = positions
     cfg = CONFIGS["default"]
     fast, fast_double = rules.fast_tier(cfg)

@@ -7,6 +7,7 @@ MLflow), refusals, pause/stop/list/delete, and an MLflow outage that training ri
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -75,7 +76,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             "mlflow.experiment": "bgai-test",
             "head.targets_file": str(tmp / "targets" / "bgai.json"),
         }
-        cfg = load_config(FLEET_YAML, env={}, overrides=overrides)
+        # the CLI also reads the session's compilation cache from the environment (conftest)
+        jax_env = {k: v for k, v in os.environ.items() if k.startswith("BGAI_JAX__")}
+        cfg = load_config(FLEET_YAML, env=jax_env, overrides=overrides)
         sets = [x for k, v in overrides.items() for x in ("--set", f"{k}={v}")]
         e = Env(cfg, sets, server, tmp)
         yield e
