@@ -78,3 +78,12 @@ def test_bench_eval() -> None:
     assert out.exit_code == 0, out.output
     res = _last_json(out.output)
     assert res["pubeval"]["games_per_min"] > 0 and res["gnubg_0ply_nn"]["games_per_min"] > 0
+
+
+def test_bench_compile() -> None:
+    """Two fresh processes on one empty cache: the figures come back (the hit itself is shown by
+    tests/test_compile_cache.py)."""
+    out = CliRunner().invoke(cli, ["bench", "compile", "--batch", "4", "--repeats", "1", *SMALL])
+    assert out.exit_code == 0, out.output
+    res = _last_json(out.output)
+    assert res["cold_first_chunk_s"] > 0 and res["cached_first_chunk_s"] > 0 and res["process_ratio"] > 0

@@ -68,9 +68,10 @@ def bench_selfplay(
 
     t = time.perf_counter()
     once(-1)
+    first_run_s = time.perf_counter() - t
     log(
         f"ours ({mode}, batch {batch}{f', {sims} sims' if mode == 'mcts' else ''}): "
-        f"compiled + first run in {time.perf_counter() - t:.1f} s"
+        f"compiled + first run in {first_run_s:.1f} s"
     )
     ours = _median_rate(once, repeats)
     result: dict[str, Any] = {
@@ -78,6 +79,7 @@ def bench_selfplay(
         "batch": batch,
         "hidden": list(cfg.model.hidden),
         "repeats": repeats,
+        "first_run_s": first_run_s,
         **ours,
     }
     log(f"ours: {ours['decisions_per_s']:.0f} decisions/s, {ours['games_per_s']:.2f} games/s (median)")

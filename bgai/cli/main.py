@@ -113,6 +113,22 @@ def bench_selfplay(
     click.echo(json.dumps(result))
 
 
+@bench.command("compile")
+@config_option
+@set_option
+@click.option("--mode", type=click.Choice(["afterstate", "mcts"]), default="afterstate", show_default=True)
+@click.option("--batch", type=int, default=128, show_default=True)
+@click.option("--repeats", type=int, default=3, show_default=True)
+def bench_compile(config: str | None, sets: tuple[str, ...], mode: str, batch: int, repeats: int) -> None:
+    """Seconds to a worker's first self-play chunk: compiling vs loading the compilation cache."""
+    from bgai.bench.compile import bench_compile as run_bench
+
+    load_or_exit(config, sets)  # refuse a bad config here, not in every child
+    args = [*(["--config", config] if config else []), *(x for s in sets for x in ("--set", s))]
+    result = run_bench([*args, "--mode", mode, "--batch", str(batch)], repeats, log=click.echo)
+    click.echo(json.dumps(result))
+
+
 @bench.command("train")
 @config_option
 @set_option
