@@ -2,9 +2,10 @@
 
 Compiling a self-play loop takes 10-15 s on a CPU; every worker start (and every restart after a
 crash) paid it again. With the cache a process compiles a program once per host and jax version,
-and later processes load it (~3 s with tracing). Entries are keyed by the program, the compile
-options and the jax version, so a changed program or an upgrade simply misses; an unreadable entry
-is reported by JAX and compiled again, never used.
+and later processes load it (`bgai bench compile`: first self-play chunk after 5.8 s instead of
+13.9). Entries are keyed by the program, the compile options and the jax version, so a changed
+program or an upgrade simply misses; an unreadable entry is reported by JAX and compiled again,
+never used.
 """
 
 from __future__ import annotations

@@ -331,8 +331,7 @@ def _redo_rows(
 
     def redo(state: tuple[Plays, jax.Array]) -> tuple[Plays, jax.Array]:
         plays, todo = state
-        idx, _, count = compact_index(todo, cap)
-        taken = jnp.arange(cap) < count
+        idx, taken, _ = compact_index(todo, cap)
         sub = gen(boards[idx], d[idx])
         slot = jnp.where(taken, idx, batch)  # unused slots are dropped
         plays = jax.tree.map(lambda full, part: full.at[slot].set(part, mode="drop"), plays, sub)
