@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -169,6 +170,15 @@ def test_loop_backs_off_on_unreachable_redis_then_carries_on(fleet: tuple) -> No
     assert role.calls == 4 and role.torn_down
 
 
+def _wait_alive(thread: threading.Thread, check: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    """Polls `check` while the role's thread must stay alive; fails after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        thread.join(0.05)
+        assert thread.is_alive()
+        assert time.monotonic() < deadline, "condition not reached"
+
+
 def test_loop_waits_out_a_dead_server_and_carries_on(tmp_path: Path) -> None:
     port = free_port()
     cfg = load_config(
@@ -186,14 +196,12 @@ def test_loop_waits_out_a_dead_server_and_carries_on(tmp_path: Path) -> None:
     thread = threading.Thread(target=runner.run, kwargs={"install_signals": False})
     thread.start()
     try:
-        while runner.backoff.failures < 4:  # nobody listens on the port: retrying, not exiting
-            thread.join(0.05)
-            assert thread.is_alive()
+        # nobody listens on the port: retrying, not exiting
+        _wait_alive(thread, lambda: runner.backoff.failures >= 4)
         with redis_server(tmp_path / "redis", port=port):
-            while runstate.get_run(r, keys)[1] != "running":  # the server is back: work resumes
-                thread.join(0.05)
-                assert thread.is_alive()
-            assert runner.backoff.failures == 0
+            # the server is back: work resumes, and the backoff resets once the unit returns
+            _wait_alive(thread, lambda: runstate.get_run(r, keys)[1] == "running")
+            _wait_alive(thread, lambda: runner.backoff.failures == 0)
             runner.stop.set()
             thread.join(30)
             assert not thread.is_alive()
