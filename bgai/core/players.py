@@ -126,9 +126,8 @@ def search_decider(
             dirichlet_fraction=dirichlet_fraction,
             chance_samples=chance_samples,
         )
-        summary = out.search_tree.summary()
         temp = jnp.where(states.turn < temperature_turns, temperature, 0.0)
-        action = select_play(k_select, summary.visit_counts, summary.qvalues, plays.mask, temp)
+        action = select_play(k_select, out.visit_counts, out.qvalues, plays.mask, temp)
         target = out.action_weights * plays.mask
         return action, target
 

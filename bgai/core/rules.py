@@ -20,6 +20,7 @@ single-checker steps that make it, so a policy over steps can score plays.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -126,6 +127,15 @@ def apply_step(board: jax.Array, src: jax.Array, die: jax.Array) -> jax.Array:
     hit = (dest_in & (board[jnp.maximum(dest, 0)] == -1)).astype(board.dtype)
     board = board.at[src].add(-1).at[to].add(1 + hit)
     return board.at[OPP_BAR].add(-hit)
+
+
+def apply_play(board: jax.Array, steps: jax.Array) -> jax.Array:
+    """The board after a play's steps [4] (step indices in the order played, NO_STEP padded)."""
+    for i in range(MAX_STEPS_PER_PLAY):
+        step = steps[i].astype(jnp.int32)
+        moved = apply_step(board, jnp.minimum(step // 6, NUM_SOURCES - 1), step % 6 + 1)
+        board = jnp.where(step < NO_STEP, moved, board)
+    return board
 
 
 def single_steps(board: jax.Array, die: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -373,6 +383,26 @@ def legal_plays_batch(boards: jax.Array, dice_idx: jax.Array, cfg: MoveGenConfig
     if fast_double != cfg:
         plays = _redo_rows(double(cfg), boards, d, is_double & plays.overflow, max(1, batch // 8), plays)
     return plays
+
+
+def legal_plays_rows(
+    boards: jax.Array, dice_idx: jax.Array, select: jax.Array, cap: int, cfg: MoveGenConfig = DEFAULT_MOVEGEN
+) -> Plays:
+    """`legal_plays_batch` for the selected rows [B] only, in sub-batches of `cap` rows.
+
+    The other rows get no plays (mask all False). The cost follows the number
+    of selected rows: none costs nothing, more than `cap` take more rounds.
+    """
+    batch, k = boards.shape[0], cfg.max_plays
+    empty = Plays(
+        jnp.zeros((batch, k, BOARD_SIZE), jnp.int32),
+        jnp.full((batch, k, MAX_STEPS_PER_PLAY), NO_STEP, jnp.int32),
+        jnp.zeros((batch, k), bool),
+        jnp.zeros(batch, jnp.int32),
+        jnp.zeros(batch, bool),
+    )
+    gen = partial(legal_plays_batch, cfg=cfg)
+    return _redo_rows(gen, boards.astype(jnp.int32), dice_idx, select, cap, empty)
 
 
 def win_points(board: jax.Array) -> jax.Array:

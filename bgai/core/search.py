@@ -1,52 +1,47 @@
-"""Stochastic MCTS over the true game: decisions are plays, chance nodes are the 21 rolls.
+"""Stochastic MCTS over the true game: decisions are whole plays, chance nodes are the 21 rolls.
 
-Built on `mctx.stochastic_muzero_policy`, but the "model" is our rules engine:
-a decision node holds a position and its legal plays, an action index picks
-one of those afterstates, and a chance outcome is the opponent's roll, whose
-legal plays `legal_plays_batch` generates. Only values and priors come from
-the network. By default a chance node branches on all 21 rolls with their
-probabilities; `chance_samples` > 0 branches on that many drawn rolls instead.
+Our own batched search, written for XLA's CPU backend. (Stops 1-15 drove
+`mctx.stochastic_muzero_policy`; on CPU it spent most of its time copying and
+`select`-ing whole trees, because its per-game while loops are vmapped and
+its recurrent function runs the decision and the chance model for every game
+on every simulation; see docs/results.md.) Here every loop runs over the batch
+explicitly: a simulation reads and writes only the B nodes it touches, and
+the large tables are written once per node, at its expansion.
 
-Sign convention (mctx: a node's value is for the side to move there, and the
-backup is `reward + discount * child value`):
+The tree of each game has two tables:
 
-    decision node D (side A to move)  value = A's pre-roll equity
-      -- action, reward 0, discount 1 (fixed by mctx) -->
-    chance node C (afterstate)        value = A's equity after the play
-      -- roll, reward r, discount -1 -->
-    decision node D' (side B to move) value = B's pre-roll equity
+    decision node d (side A to move, roll known)   value = A's equity
+      plays, prior over them, child chance node per play
+      -- play a -->
+    chance node c (A's afterstate)                 value = A's equity after the play
+      roll weights, child decision node per roll
+      -- roll r: the opponent B to move -->
+    decision node d'                               value = B's equity
 
-so C's value is `-value(D')` and a decision node maximises its children's
-values, as both players should.
+so a value crossing a roll edge changes sign, and a play edge keeps it. A
+decision node maximises over its plays with PUCT (AlphaZero's constants;
+Q-values min-max normalised over the node's value and its visited children).
+A chance node picks the roll whose visit share lags its probability most
+(`p - n / (N + 1)`), so all 21 rolls are visited before any is revisited.
 
-Terminal afterstates: a play that bears off the last checker has value = the
-points won (`rules.win_points`, 1..3) exactly. Its chance children return
-reward = those points and discount 0, so C keeps exactly that value however
-often it is visited; everything below a terminal is flagged `terminal`, has
-value 0, and cannot reach the nodes above it (the discount is 0).
+Terminal afterstates: a play that bears off the last checker is a chance node
+whose value is the points won (`rules.win_points`, 1..3); it is never expanded
+and every visit backs up exactly those points.
 
-Invalid actions: mctx masks them at the root only; below the root a masked
-play has prior 0 (`play_logits` gives it -1e9) and is therefore practically
-never chosen, but nothing forbids it (ties on the 1e-7 tie-break noise, or
-action indices of the other node type that mctx's stochastic wrapper feeds to
-both recurrent functions). Such an index is mapped to play 0, which is always
-legal (the move generator compacts real plays first and always yields at least
-one, the empty play when nothing moves): its value is a genuine sample of a
-legal play, and unlike a very low value it does not stretch the min-max
-normalisation of its siblings' Q-values.
-
-One network forward per simulation: the net sees no dice (encoding.py), so
-the forward of the opponent's view of an afterstate gives both the afterstate
-value and the step logits that become the priors below every roll of it.
+Network: one forward per new chance node, on the opponent's view of the
+afterstate (the net sees no dice, encoding.py). It gives both the afterstate's
+value and the step logits that become the priors of every decision node below
+it. A new decision node costs one move generation (its roll's plays).
+Illegal plays have prior 0 and are masked at every node, not only the root.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import mctx
 import numpy as np
 from flax import struct
 
@@ -55,28 +50,46 @@ from bgai.core.afterstate import ApplyFn
 from bgai.core.encoding import encode
 from bgai.core.network import NEG_INF, equity, play_logits
 
-LOG_DICE_PROBS = np.log(rules.DICE_PROBS).astype(np.float32)  # [21]
+DICE_PROBS = np.asarray(rules.DICE_PROBS, np.float32)  # [21]
+PB_C_INIT, PB_C_BASE = 1.25, 19652.0  # AlphaZero's exploration constants
+TIE_NOISE = 1e-7  # random tie-break between equal scores
+MOVEGEN_SHARE = 4  # move generation runs on sub-batches of B // 4 games (more rounds if more need it)
 
 
 @struct.dataclass
-class DecisionNode:
-    """Embedding of a decision node (a position with its roll), batched [B]."""
+class Tree:
+    """B search trees: decision nodes [B, D, ...] (D = sims + 1, root 0) and chance nodes [B, C, ...]."""
 
-    board: jax.Array  # [B, 28] int8 position, mover's view
-    plays: jax.Array  # [B, K, 28] int8 afterstates of the legal plays (rules.Plays.boards)
-    mask: jax.Array  # [B, K] bool real plays
-    terminal: jax.Array  # [B] bool at or below a finished game
+    d_board: jax.Array  # [B, D, 28] int8 position, mover's view
+    d_roll: jax.Array  # [B, D] int32 the roll to play
+    d_ready: jax.Array  # [B, D] bool plays generated (on the first simulation that enters the node)
+    d_steps: jax.Array  # [B, D, K, 4] uint8 steps of the legal plays (rules.apply_play)
+    d_prior: jax.Array  # [B, D, K] float32 prior probabilities (0 on illegal plays)
+    d_mask: jax.Array  # [B, D, K] bool legal plays
+    d_child: jax.Array  # [B, D, K] int32 chance node of each play, -1 if not expanded
+    d_parent: jax.Array  # [B, D] int32 chance node above, -1 at the root
+    d_visits: jax.Array  # [B, D] float32 (the node's own evaluation counts as one)
+    d_value_sum: jax.Array  # [B, D] float32 in the mover's view
+    c_board: jax.Array  # [B, C, 28] int8 afterstate, view of the side that just moved
+    c_logits: jax.Array  # [B, C, 150] float32 the opponent's step logits on flip(board)
+    c_weights: jax.Array  # [B, C, 21] float32 roll probabilities (0: not a branch)
+    c_points: jax.Array  # [B, C] float32 points won by this play (> 0: terminal)
+    c_opp: jax.Array  # [B, C] float32 the opponent's pre-roll equity of flip(board)
+    c_child: jax.Array  # [B, C, 21] int32 decision node of each roll, -1 if not expanded
+    c_parent: jax.Array  # [B, C] int32 decision node above
+    c_visits: jax.Array  # [B, C] float32
+    c_value_sum: jax.Array  # [B, C] float32 in the view of the side that played
+    num_decision: jax.Array  # [B] int32 decision nodes in use
+    num_chance: jax.Array  # [B] int32 chance nodes in use
 
 
 @struct.dataclass
-class ChanceNode:
-    """Embedding of a chance node (an afterstate before the opponent's roll), batched [B]."""
-
-    board: jax.Array  # [B, 28] int8 afterstate, view of the side that just moved
-    step_logits: jax.Array  # [B, 150] float32 the opponent's step logits on flip(board)
-    opp_value: jax.Array  # [B] float32 the opponent's pre-roll equity of flip(board)
-    points: jax.Array  # [B] float32 points won by this play (0 unless it ended the game)
-    terminal: jax.Array  # [B] bool the game is over at or above this node
+class SearchOutput:
+    visit_counts: jax.Array  # [B, K] simulations through each root play
+    qvalues: jax.Array  # [B, K] mean value of each root play (0 if unvisited)
+    action_weights: jax.Array  # [B, K] root visit distribution (the policy target)
+    value: jax.Array  # [B] the root's mean value
+    tree: Tree
 
 
 def _evaluate(apply_fn: ApplyFn, params: Any, boards: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -85,96 +98,275 @@ def _evaluate(apply_fn: ApplyFn, params: Any, boards: jax.Array) -> tuple[jax.Ar
     return step_logits.astype(jnp.float32), equity(value_logits).astype(jnp.float32)
 
 
-def safe_action(action: jax.Array, mask: jax.Array) -> jax.Array:
-    """Map an invalid or out-of-range play index [B] to play 0 (always legal), see module doc."""
-    k = mask.shape[-1]
-    clipped = jnp.clip(action, 0, k - 1)
-    legal = (action >= 0) & (action < k) & jnp.take_along_axis(mask, clipped[:, None], axis=1)[:, 0]
-    return jnp.where(legal, clipped, 0)
+def _roll_weights(key: jax.Array, batch: int, samples: int) -> jax.Array:
+    """Roll weights [B, 21] of new chance nodes: the dice distribution, or `samples` draws from it.
 
-
-def _chance_logits(key: jax.Array, batch: int, samples: int) -> jax.Array:
-    """Chance logits [B, 21]: the exact roll distribution, or `samples` rolls drawn from it.
-
-    mctx visits a chance node's outcomes in proportion to their probabilities,
-    so with all 21 rolls a decision node below it is revisited (and the tree
-    grows past one ply) only from that afterstate's 18th visit on. Drawing a few
-    rolls per afterstate (weights = their counts) lets small budgets look deeper.
+    With all 21 rolls a chance node revisits a roll (and the tree grows past
+    one ply below it) only after every roll was visited once. Drawing a few
+    rolls per afterstate (weights = their shares) lets small budgets look deeper.
     """
+    probs = jnp.asarray(DICE_PROBS)
     if samples <= 0:
-        return jnp.broadcast_to(jnp.asarray(LOG_DICE_PROBS), (batch, rules.NUM_ROLLS))
-    draws = jax.random.categorical(key, jnp.asarray(LOG_DICE_PROBS), shape=(batch, samples))  # [B, S]
-    counts = jnp.sum(jax.nn.one_hot(draws, rules.NUM_ROLLS), axis=1)  # [B, 21]
-    return jnp.where(counts > 0, jnp.log(jnp.maximum(counts, 1.0)), NEG_INF)
-
-
-def make_recurrent_fns(
-    apply_fn: ApplyFn, movegen: rules.MoveGenConfig, chance_samples: int = 0
-) -> tuple[Any, Any]:
-    """mctx's (decision_recurrent_fn, chance_recurrent_fn) for our rules and `apply_fn`.
-
-    The dynamics are exact; the rng key is used only to draw `chance_samples`
-    rolls per afterstate (0: every roll is a chance outcome, key unused).
-    """
-
-    def decision_fn(
-        params: Any, key: jax.Array, action: jax.Array, node: DecisionNode
-    ) -> tuple[mctx.DecisionRecurrentFnOutput, ChanceNode]:
-        a = safe_action(action, node.mask)  # [B]
-        after = jnp.take_along_axis(node.plays, a[:, None, None], axis=1)[:, 0].astype(jnp.int32)  # [B, 28]
-        points = jax.vmap(rules.win_points)(after).astype(jnp.float32)  # [B]
-        step_logits, opp_value = _evaluate(apply_fn, params, rules.flip(after))
-        ends = points > 0
-        terminal = node.terminal | ends
-        value = jnp.where(node.terminal, 0.0, jnp.where(ends, points, -opp_value))  # [B] mover's view
-        chance = ChanceNode(
-            board=after.astype(jnp.int8),
-            step_logits=step_logits,
-            opp_value=opp_value,
-            points=jnp.where(node.terminal, 0.0, points),
-            terminal=terminal,
-        )
-        chance_logits = _chance_logits(key, a.shape[0], chance_samples)  # [B, 21]
-        return mctx.DecisionRecurrentFnOutput(chance_logits=chance_logits, afterstate_value=value), chance
-
-    def chance_fn(
-        params: Any, key: jax.Array, outcome: jax.Array, node: ChanceNode
-    ) -> tuple[mctx.ChanceRecurrentFnOutput, DecisionNode]:
-        del key, params
-        roll = jnp.clip(outcome, 0, rules.NUM_ROLLS - 1)  # [B]; out of range when mctx evaluates both fns
-        board = rules.flip(node.board.astype(jnp.int32))  # [B, 28] the opponent to move
-        plays = rules.legal_plays_batch(board, roll, movegen)  # boards [B, K, 28]
-        prior = play_logits(node.step_logits, plays.steps, plays.mask)  # [B, K]
-        out = mctx.ChanceRecurrentFnOutput(
-            action_logits=prior,
-            value=jnp.where(node.terminal, 0.0, node.opp_value),
-            reward=node.points,  # nonzero only right below the winning play
-            discount=jnp.where(node.terminal, 0.0, -1.0),
-        )
-        nxt = DecisionNode(
-            board=board.astype(jnp.int8),
-            plays=plays.boards.astype(jnp.int8),
-            mask=plays.mask,
-            terminal=node.terminal,
-        )
-        return out, nxt
-
-    return decision_fn, chance_fn
+        return jnp.broadcast_to(probs, (batch, rules.NUM_ROLLS))
+    draws = jax.random.categorical(key, jnp.log(probs), shape=(batch, samples))  # [B, S]
+    return jnp.sum(jax.nn.one_hot(draws, rules.NUM_ROLLS), axis=1) / samples
 
 
 def _noisy_prior(
     key: jax.Array, logits: jax.Array, mask: jax.Array, alpha: float, fraction: float
 ) -> jax.Array:
-    """Root prior logits [B, K] mixed with Dirichlet(alpha) noise over the legal plays only.
-
-    (mctx's own noise is spread over all K slots, most of them masked, which
-    would shrink the noise the legal plays actually receive.) Consumes `key`.
-    """
+    """Root prior probabilities [B, K] mixed with Dirichlet(alpha) noise over the legal plays only."""
     probs = jax.nn.softmax(logits, axis=-1)  # masked slots are exactly 0
+    if fraction <= 0:
+        return probs
     noise = jnp.where(mask, jax.random.gamma(key, alpha, logits.shape), 0.0)
     noise = noise / jnp.maximum(jnp.sum(noise, axis=-1, keepdims=True), 1e-30)
-    mixed = (1.0 - fraction) * probs + fraction * noise
-    return jnp.where(mask, jnp.log(jnp.maximum(mixed, 1e-30)), NEG_INF)
+    return jnp.where(mask, (1.0 - fraction) * probs + fraction * noise, 0.0)
+
+
+def _tie_noise(seed: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Uniform-ish [0, 1) noise of `shape` from a uint32 seed: an integer hash of the slot index.
+
+    Only breaks ties between equal scores, so it needs no statistical quality, and
+    it costs a few integer ops where `jax.random.uniform` cost ~8% of a search on CPU.
+    """
+    x = jax.lax.iota(jnp.uint32, int(np.prod(shape))).reshape(shape) * jnp.uint32(0x9E3779B1) + seed
+    x = (x ^ (x >> 16)) * jnp.uint32(0x7FEB352D)
+    x = (x ^ (x >> 15)) * jnp.uint32(0x846CA68B)
+    return (x >> 8).astype(jnp.float32) / float(1 << 24)
+
+
+def _rows(x: jax.Array, idx: jax.Array) -> jax.Array:
+    """x[b, idx[b]] for every game b: [B, N, ...] -> [B, ...] (idx clipped into range)."""
+    return jnp.take_along_axis(x, jnp.clip(idx, 0, x.shape[1] - 1).reshape(-1, 1, *([1] * (x.ndim - 2))), 1)[
+        :, 0
+    ]
+
+
+def _children_stats(visits: jax.Array, value_sum: jax.Array, child: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Visits and mean values [B, A] of the children child [B, A] (-1: none, 0 visits) in tables [B, N]."""
+    safe = jnp.maximum(child, 0)
+    n = jnp.where(child >= 0, jnp.take_along_axis(visits, safe, 1), 0.0)
+    w = jnp.where(child >= 0, jnp.take_along_axis(value_sum, safe, 1), 0.0)
+    return n, w / jnp.maximum(n, 1.0)
+
+
+def _select_play(tree: Tree, d: jax.Array, noise: jax.Array) -> jax.Array:
+    """PUCT's play [B] at decision nodes d [B]."""
+    child, prior, mask = _rows(tree.d_child, d), _rows(tree.d_prior, d), _rows(tree.d_mask, d)
+    n_d = _rows(tree.d_visits[..., None], d)[:, 0]
+    v_d = _rows(tree.d_value_sum[..., None], d)[:, 0] / jnp.maximum(n_d, 1.0)
+    n, q = _children_stats(tree.c_visits, tree.c_value_sum, child)
+    q = jnp.where(n > 0, q, v_d[:, None])  # unvisited plays: the node's own value
+    lo = jnp.minimum(jnp.min(q, -1), v_d)[:, None]
+    hi = jnp.maximum(jnp.max(q, -1), v_d)[:, None]
+    q = (q - lo) / jnp.maximum(hi - lo, 1e-8)
+    pb_c = PB_C_INIT + jnp.log((n_d + PB_C_BASE + 1.0) / PB_C_BASE)
+    score = q + (pb_c * jnp.sqrt(n_d))[:, None] * prior / (n + 1.0) + TIE_NOISE * noise
+    return jnp.argmax(jnp.where(mask, score, NEG_INF), -1)
+
+
+def _select_roll(tree: Tree, c: jax.Array, noise: jax.Array) -> jax.Array:
+    """The roll [B] whose visits lag its weight most at chance nodes c [B]."""
+    weights, child = _rows(tree.c_weights, c), _rows(tree.c_child, c)
+    n, _ = _children_stats(tree.d_visits, tree.d_value_sum, child)
+    score = weights - n / (jnp.sum(n, -1, keepdims=True) + 1.0) + TIE_NOISE * noise
+    return jnp.argmax(jnp.where(weights > 0, score, NEG_INF), -1)
+
+
+# Leaf kinds of a simulation.
+NEW_CHANCE, NEW_DECISION, TERMINAL, NEW_PLAYS = 0, 1, 2, 3
+
+
+def _descend(tree: Tree, play_noise: jax.Array, roll_noise: jax.Array) -> tuple[jax.Array, ...]:
+    """Walk every game's tree from its root to a leaf: (node [B], edge [B], kind [B]).
+
+    NEW_CHANCE: play `edge` of decision node `node` has no chance node yet;
+    NEW_DECISION: roll `edge` of chance node `node` has no decision node yet;
+    TERMINAL: chance node `node` ends the game;
+    NEW_PLAYS: decision node `node` has no plays yet (entered for the first time).
+    """
+    batch = tree.d_prior.shape[0]
+    b = jnp.arange(batch)
+
+    def cond(carry: tuple) -> jax.Array:
+        return ~jnp.all(carry[2])
+
+    def body(carry: tuple) -> tuple:
+        node, is_dec, done, edge, kind = carry
+        play = _select_play(tree, node, play_noise)
+        roll = _select_roll(tree, node, roll_noise)
+        dn, cn = tree.d_child.shape[1], tree.c_child.shape[1]
+        d_next = tree.d_child[b, jnp.clip(node, 0, dn - 1), play]
+        c_next = tree.c_child[b, jnp.clip(node, 0, cn - 1), roll]
+        term = ~is_dec & (tree.c_points[b, jnp.clip(node, 0, cn - 1)] > 0)
+        unready = is_dec & ~tree.d_ready[b, jnp.clip(node, 0, dn - 1)]
+        nxt = jnp.where(is_dec, d_next, c_next)
+        leaf = ~done & (term | unready | (nxt < 0))
+        step = ~done & ~leaf
+        edge = jnp.where(leaf, jnp.where(is_dec, play, roll), edge)
+        new = jnp.where(is_dec, jnp.where(unready, NEW_PLAYS, NEW_CHANCE), NEW_DECISION)
+        kind = jnp.where(leaf, jnp.where(term, TERMINAL, new), kind)
+        return jnp.where(step, nxt, node), is_dec ^ step, done | leaf, edge, kind
+
+    zeros = jnp.zeros(batch, jnp.int32)
+    start = (zeros, jnp.ones(batch, bool), jnp.zeros(batch, bool), zeros, zeros)
+    node, _, _, edge, kind = jax.lax.while_loop(cond, body, start)
+    return node, edge, kind
+
+
+def _expand(
+    apply_fn: ApplyFn,
+    params: Any,
+    key: jax.Array,
+    tree: Tree,
+    node: jax.Array,
+    edge: jax.Array,
+    kind: jax.Array,
+    play_noise: jax.Array,
+    movegen: rules.MoveGenConfig,
+    chance_samples: int,
+) -> tuple[Tree, jax.Array, jax.Array, jax.Array]:
+    """Add each game's new node; returns (tree, backup start node, is it a decision node, value there)."""
+    batch, dn, cn = tree.d_board.shape[0], tree.d_board.shape[1], tree.c_board.shape[1]
+    b = jnp.arange(batch)
+    d_at, c_at = jnp.clip(node, 0, dn - 1), jnp.clip(node, 0, cn - 1)
+
+    # a decision node entered for the first time: its plays (one move generation, only the
+    # games that need one), then PUCT picks one of them and the simulation goes on as NEW_CHANCE
+    need = kind == NEW_PLAYS
+    cap = max(1, batch // MOVEGEN_SHARE)
+    plays = rules.legal_plays_rows(tree.d_board[b, d_at], tree.d_roll[b, d_at], need, cap, movegen)
+    parent_logits = tree.c_logits[b, jnp.clip(tree.d_parent[b, d_at], 0, cn - 1)]
+    prior = jax.nn.softmax(play_logits(parent_logits, plays.steps, plays.mask), -1)
+    pi = jnp.where(need, node, dn)
+    tree = dataclasses.replace(
+        tree,
+        d_steps=tree.d_steps.at[b, pi].set(plays.steps.astype(jnp.uint8), mode="drop"),
+        d_prior=tree.d_prior.at[b, pi].set(prior, mode="drop"),
+        d_mask=tree.d_mask.at[b, pi].set(plays.mask, mode="drop"),
+        d_ready=tree.d_ready.at[b, pi].set(True, mode="drop"),
+    )
+    edge = jnp.where(need, _select_play(tree, node, play_noise), edge)
+    new_chance, new_decision = (kind == NEW_CHANCE) | need, kind == NEW_DECISION
+
+    # a new chance node: the afterstate of play `edge`, valued by one network forward
+    steps = tree.d_steps[b, d_at, jnp.clip(edge, 0, tree.d_steps.shape[2] - 1)]
+    after = jax.vmap(rules.apply_play)(tree.d_board[b, d_at].astype(jnp.int32), steps)
+    points = jax.vmap(rules.win_points)(after).astype(jnp.float32)
+    step_logits, opp_value = _evaluate(apply_fn, params, rules.flip(after))
+    c_value = jnp.where(points > 0, points, -opp_value)
+    ci = jnp.where(new_chance, tree.num_chance, cn)  # out of range: dropped
+    c_set = {
+        "c_board": after.astype(jnp.int8),
+        "c_logits": step_logits,
+        "c_weights": _roll_weights(key, batch, chance_samples),
+        "c_points": points,
+        "c_opp": opp_value,
+        "c_parent": node,
+        "c_visits": jnp.ones(batch),
+        "c_value_sum": c_value,
+    }
+    changes = {f: getattr(tree, f).at[b, ci].set(v, mode="drop") for f, v in c_set.items()}
+    changes["d_child"] = tree.d_child.at[b, jnp.where(new_chance, node, dn), edge].set(
+        tree.num_chance, mode="drop"
+    )
+
+    # a new decision node: the opponent to move with roll `edge`, valued by the forward that
+    # made its parent; its plays wait until a simulation enters it (most never are)
+    board = rules.flip(tree.c_board[b, c_at].astype(jnp.int32))
+    d_value = tree.c_opp[b, c_at]
+    di = jnp.where(new_decision, tree.num_decision, dn)
+    d_set = {
+        "d_board": board.astype(jnp.int8),
+        "d_roll": edge,
+        "d_parent": node,
+        "d_visits": jnp.ones(batch),
+        "d_value_sum": d_value,
+    }
+    changes.update({f: getattr(tree, f).at[b, di].set(v, mode="drop") for f, v in d_set.items()})
+    changes["c_child"] = tree.c_child.at[b, jnp.where(new_decision, node, cn), edge].set(
+        tree.num_decision, mode="drop"
+    )
+    tree = dataclasses.replace(
+        tree,
+        **changes,
+        num_chance=tree.num_chance + new_chance,
+        num_decision=tree.num_decision + new_decision,
+    )
+    # the backup starts at the new node's parent (or the terminal node itself), in its mover's view
+    value = jnp.where(new_chance, c_value, jnp.where(new_decision, -d_value, tree.c_points[b, c_at]))
+    return tree, node, new_chance, value
+
+
+def _backup(tree: Tree, node: jax.Array, is_dec: jax.Array, value: jax.Array) -> Tree:
+    """Add one visit and `value` (flipped across every roll edge) from `node` up to the root."""
+    b = jnp.arange(tree.d_board.shape[0])
+    dn, cn = tree.d_board.shape[1], tree.c_board.shape[1]
+
+    def cond(carry: tuple) -> jax.Array:
+        return jnp.any(carry[1] >= 0)
+
+    def body(carry: tuple) -> tuple:
+        (d_visits, d_value_sum, c_visits, c_value_sum), node, is_dec, value = carry
+        live = node >= 0
+        di = jnp.where(live & is_dec, node, dn)
+        ci = jnp.where(live & ~is_dec, node, cn)
+        stats = (
+            d_visits.at[b, di].add(1.0, mode="drop"),
+            d_value_sum.at[b, di].add(value, mode="drop"),
+            c_visits.at[b, ci].add(1.0, mode="drop"),
+            c_value_sum.at[b, ci].add(value, mode="drop"),
+        )
+        parent = jnp.where(
+            is_dec, tree.d_parent[b, jnp.clip(node, 0, dn - 1)], tree.c_parent[b, jnp.clip(node, 0, cn - 1)]
+        )
+        value = jnp.where(is_dec, -value, value)  # up a roll edge the mover changes
+        return stats, jnp.where(live, parent, -1), ~is_dec, value
+
+    # only the statistics travel through the loop: carrying the whole tree would copy its tables
+    stats = (tree.d_visits, tree.d_value_sum, tree.c_visits, tree.c_value_sum)
+    d_visits, d_value_sum, c_visits, c_value_sum = jax.lax.while_loop(
+        cond, body, (stats, node, is_dec, value)
+    )[0]
+    return dataclasses.replace(
+        tree, d_visits=d_visits, d_value_sum=d_value_sum, c_visits=c_visits, c_value_sum=c_value_sum
+    )
+
+
+def _new_tree(boards: jax.Array, plays: rules.Plays, prior: jax.Array, value: jax.Array, sims: int) -> Tree:
+    batch, k = plays.mask.shape
+    dn, cn = sims + 1, max(sims, 1)
+
+    def table(
+        shape: tuple[int, ...], dtype: Any, root: jax.Array | None = None, fill: float = 0
+    ) -> jax.Array:
+        t = jnp.full((batch, *shape), fill, dtype)
+        return t if root is None else t.at[:, 0].set(root.astype(dtype))
+
+    return Tree(
+        d_board=table((dn, rules.BOARD_SIZE), jnp.int8, boards),
+        d_roll=table((dn,), jnp.int32),
+        d_ready=table((dn,), bool, jnp.ones(batch, bool)),
+        d_steps=table((dn, k, rules.MAX_STEPS_PER_PLAY), jnp.uint8, plays.steps),
+        d_prior=table((dn, k), jnp.float32, prior),
+        d_mask=table((dn, k), bool, plays.mask),
+        d_child=table((dn, k), jnp.int32, fill=-1),
+        d_parent=table((dn,), jnp.int32, fill=-1),
+        d_visits=table((dn,), jnp.float32, jnp.ones(batch)),
+        d_value_sum=table((dn,), jnp.float32, value),
+        c_board=table((cn, rules.BOARD_SIZE), jnp.int8),
+        c_logits=table((cn, rules.NUM_STEPS), jnp.float32),
+        c_weights=table((cn, rules.NUM_ROLLS), jnp.float32),
+        c_points=table((cn,), jnp.float32),
+        c_opp=table((cn,), jnp.float32),
+        c_child=table((cn, rules.NUM_ROLLS), jnp.int32, fill=-1),
+        c_parent=table((cn,), jnp.int32, fill=-1),
+        c_visits=table((cn,), jnp.float32),
+        c_value_sum=table((cn,), jnp.float32),
+        num_decision=jnp.ones(batch, jnp.int32),
+        num_chance=jnp.zeros(batch, jnp.int32),
+    )
 
 
 def run_search(
@@ -187,51 +379,56 @@ def run_search(
     movegen: rules.MoveGenConfig,
     dirichlet_alpha: float = 0.3,
     dirichlet_fraction: float = 0.25,
-    max_depth: int | None = None,
     chance_samples: int = 0,
-    qtransform: Any = None,
-) -> mctx.PolicyOutput:
+) -> SearchOutput:
     """Search from positions boards [B, 28] (mover's view) with their plays [B, K]; consumes `key`.
 
-    Runs exactly `num_simulations` simulations (the root ends with
-    num_simulations + 1 visits: mctx counts its evaluation as one). The result's
-    `action_weights` [B, K] are the root visit distribution (0 on masked plays)
-    and `search_tree` the decision-masked tree. `plays` must come from
-    `movegen` (same K), as the chance nodes generate theirs with it.
-    `chance_samples` > 0 replaces each afterstate's 21 rolls by that many
-    draws (see `_chance_logits`). `qtransform`: mctx's Q normalisation for
-    PUCT (None: its default, `qtransform_by_parent_and_siblings`).
+    Runs exactly `num_simulations` simulations: the root ends with
+    num_simulations + 1 visits (its own evaluation counts as one) and its plays
+    with num_simulations between them. `plays` must come from `movegen` (same
+    K), as new decision nodes generate theirs with it. `chance_samples` > 0
+    replaces each afterstate's 21 rolls by that many draws (`_roll_weights`).
     """
     if plays.mask.shape[-1] != movegen.max_plays:
         raise ValueError(f"plays have K={plays.mask.shape[-1]} but movegen.max_plays={movegen.max_plays}")
     k_noise, k_search = jax.random.split(key)
     step_logits, value = _evaluate(apply_fn, params, boards)
-    prior = play_logits(step_logits, plays.steps, plays.mask)  # [B, K]
-    if dirichlet_fraction > 0:
-        prior = _noisy_prior(k_noise, prior, plays.mask, float(dirichlet_alpha), float(dirichlet_fraction))
-    root = mctx.RootFnOutput(
-        prior_logits=prior,
-        value=value,
-        embedding=DecisionNode(
-            board=boards.astype(jnp.int8),
-            plays=plays.boards.astype(jnp.int8),
-            mask=plays.mask,
-            terminal=jnp.zeros(boards.shape[:1], bool),
-        ),
-    )
-    decision_fn, chance_fn = make_recurrent_fns(apply_fn, movegen, chance_samples)
-    return mctx.stochastic_muzero_policy(
-        params,
-        k_search,
-        root,
-        decision_fn,
-        chance_fn,
-        num_simulations,
-        invalid_actions=~plays.mask,
-        max_depth=max_depth,
-        dirichlet_fraction=0.0,  # the noise is already in `prior`, over legal plays only
-        dirichlet_alpha=float(dirichlet_alpha),
-        qtransform=qtransform or mctx.qtransform_by_parent_and_siblings,
+    logits = play_logits(step_logits, plays.steps, plays.mask)
+    prior = _noisy_prior(k_noise, logits, plays.mask, float(dirichlet_alpha), float(dirichlet_fraction))
+    tree = _new_tree(boards, plays, prior, value, num_simulations)
+
+    batch, k = plays.mask.shape
+
+    k_seed, k_rolls = jax.random.split(k_search)
+    seed = jax.random.bits(k_seed, (), jnp.uint32)
+
+    def simulate(i: int, tree: Tree) -> Tree:
+        s = seed + jnp.uint32(2) * jnp.asarray(i, jnp.uint32)
+        play_noise = _tie_noise(s, (batch, k))
+        node, edge, kind = _descend(tree, play_noise, _tie_noise(s + 1, (batch, rules.NUM_ROLLS)))
+        tree, start, is_dec, leaf_value = _expand(
+            apply_fn,
+            params,
+            jax.random.fold_in(k_rolls, i),
+            tree,
+            node,
+            edge,
+            kind,
+            play_noise,
+            movegen,
+            chance_samples,
+        )
+        return _backup(tree, start, is_dec, leaf_value)
+
+    tree = jax.lax.fori_loop(0, num_simulations, simulate, tree)
+    visits, q = _children_stats(tree.c_visits, tree.c_value_sum, tree.d_child[:, 0])
+    weights = visits / jnp.maximum(jnp.sum(visits, -1, keepdims=True), 1.0)
+    return SearchOutput(
+        visit_counts=visits,
+        qvalues=q,
+        action_weights=weights,
+        value=tree.d_value_sum[:, 0] / tree.d_visits[:, 0],
+        tree=tree,
     )
 
 

@@ -118,3 +118,19 @@ def test_prefix_sum_is_exact(n: int) -> None:
     assert np.array_equal(np.asarray(rules.prefix_sum(jnp.asarray(x))), np.cumsum(x, axis=-1))
     big = np.full((1, n), 7)
     assert np.array_equal(np.asarray(rules.prefix_sum(jnp.asarray(big))), np.cumsum(big, axis=-1))
+
+
+def test_applying_a_plays_steps_gives_its_afterstate(
+    positions: tuple[np.ndarray, np.ndarray], expected: dict[str, list[rules.Plays]]
+) -> None:
+    """`rules.apply_play` (the search stores steps, not boards) rebuilds every play of every position."""
+    boards, _ = positions
+    apply = jax.jit(jax.vmap(jax.vmap(rules.apply_play, in_axes=(None, 0))))
+    checked = 0
+    for i, want in enumerate(expected["exact"]):
+        got = np.asarray(apply(jnp.asarray(boards[256 * i : 256 * (i + 1)]), jnp.asarray(want.steps)))
+        mask = np.asarray(want.mask)
+        assert np.array_equal(got[mask], np.asarray(want.boards)[mask])
+        checked += int(mask.sum())
+    assert checked > 50_000
+    print(f"apply_play: {checked} plays rebuilt from their steps")

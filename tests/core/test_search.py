@@ -11,7 +11,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import mctx
 import numpy as np
 
 from bgai.core import rules
@@ -19,7 +18,7 @@ from bgai.core.afterstate import afterstate_values
 from bgai.core.game import GameState, new_game
 from bgai.core.network import BgNet, init_params
 from bgai.core.players import search_decider
-from bgai.core.search import DecisionNode, make_recurrent_fns, run_search, safe_action
+from bgai.core.search import SearchOutput, Tree, run_search
 from bgai.core.selfplay import play_batch
 
 MOVEGEN = rules.MoveGenConfig(max_plays=32, frontier2=32, frontier3=64)
@@ -95,15 +94,34 @@ def plays_of(boards: jax.Array, dice: list[int]) -> rules.Plays:
 FAKE = fake_apply()
 SEARCH = jax.jit(
     run_search,
-    static_argnames=("apply_fn", "num_simulations", "movegen", "dirichlet_alpha", "dirichlet_fraction"),
+    static_argnames=(
+        "apply_fn",
+        "num_simulations",
+        "movegen",
+        "dirichlet_alpha",
+        "dirichlet_fraction",
+        "chance_samples",
+    ),
 )
 # samples visits during turn 0, the most visited play afterwards
 DECIDE = jax.jit(search_decider(FAKE, 16, 0.3, 0.25, 1.0, 1, MOVEGEN))
 
 
-def search(apply_fn: Any, params: Any, boards: jax.Array, dice: list[int], sims: int) -> Any:
+def search(
+    apply_fn: Any, params: Any, boards: jax.Array, dice: list[int], sims: int, chance_samples: int = 0
+) -> tuple[rules.Plays, SearchOutput]:
     plays = plays_of(boards, dice)
-    out = SEARCH(apply_fn, params, jax.random.key(0), boards, plays, sims, MOVEGEN, dirichlet_fraction=0.0)
+    out = SEARCH(
+        apply_fn,
+        params,
+        jax.random.key(0),
+        boards,
+        plays,
+        sims,
+        MOVEGEN,
+        dirichlet_fraction=0.0,
+        chance_samples=chance_samples,
+    )
     return plays, out
 
 
@@ -119,12 +137,12 @@ def test_runs_exactly_the_configured_simulations() -> None:
     boards = jnp.stack([rules.start_board(), rules.start_board()])
     sims = 12
     _, out = search(net.apply, params, boards, [roll(3, 1), roll(6, 5)], sims)
-    tree = out.search_tree
-    # mctx counts the root's own evaluation as a visit, then one per simulation
-    assert np.all(np.asarray(tree.node_visits[:, 0]) == sims + 1)
-    assert np.all(np.asarray(tree.children_visits[:, 0].sum(-1)) == sims)
-    # every simulation expanded exactly one new node
-    assert np.all(np.asarray(tree.parents[:, 1:]) >= 0)
+    tree = out.tree
+    # the root's own evaluation counts as a visit, then one per simulation
+    assert np.all(np.asarray(tree.d_visits[:, 0]) == sims + 1)
+    assert np.all(np.asarray(out.visit_counts).sum(-1) == sims)
+    # no game ends within reach of the opening: every simulation expanded exactly one new node
+    assert np.all(np.asarray(tree.num_decision + tree.num_chance) == sims + 1)
 
 
 def test_search_finds_the_winning_play_and_values_it_exactly() -> None:
@@ -133,13 +151,13 @@ def test_search_finds_the_winning_play_and_values_it_exactly() -> None:
     mask = np.asarray(plays.mask[0])
     assert mask.sum() == 2 and points[mask].tolist().count(2) == 1  # one winning play, one not
     win = int(np.argmax(points))
-    visits = np.asarray(out.search_tree.summary().visit_counts[0])
+    visits = np.asarray(out.visit_counts[0])
     assert int(np.argmax(visits)) == win
-    q = np.asarray(out.search_tree.summary().qvalues[0])
+    q = np.asarray(out.qvalues[0])
     # the winning play's Q is the gammon, exactly, however often it was visited
     assert q[win] == 2.0
     # Signs: the other play was searched below its rolls, whose decision nodes back up
-    # the opponent's equity through discount -1, i.e. the afterstate value again.
+    # the opponent's equity with its sign flipped, i.e. the afterstate value again.
     other = int(np.flatnonzero(mask & (points == 0))[0])
     assert visits[other] >= 2
     expected = np.asarray(afterstate_values(FAKE, None, plays))[0, other]
@@ -182,57 +200,56 @@ def test_self_play_with_search_finishes_games() -> None:
     assert np.all(policy[~mask] == 0)
 
 
-def test_safe_action_maps_invalid_indices_to_play_zero() -> None:
-    mask = jnp.asarray([[True, True, False, False]] * 4)
-    got = safe_action(jnp.asarray([1, 2, -3, 25]), mask)
-    assert got.tolist() == [1, 0, 0, 0]
+def _check_tree(tree: Tree, game: int) -> int:
+    """Walk one game's tree against a slow reference; returns how many inner decision nodes have plays.
+
+    Every chance node is the afterstate of a legal play of its parent (regenerated
+    here by `rules.legal_plays` for the roll that led to the parent), and every
+    node's visits and value sum are its own evaluation plus its children's, with
+    the sign flipped across each roll.
+    """
+    t = jax.tree.map(lambda x: np.asarray(x[game]), tree)
+    nd, nc, entered = int(t.num_decision), int(t.num_chance), 0
+    roll_of = {0: None}
+    for c in range(nc):
+        for r in np.flatnonzero(t.c_child[c] >= 0):
+            roll_of[int(t.c_child[c, r])] = int(r)
+    for d in range(nd):
+        kids = t.d_child[d][t.d_child[d] >= 0]
+        assert np.all(t.d_mask[d][t.d_child[d] >= 0])  # only legal plays were expanded
+        own = t.d_value_sum[d] - t.c_value_sum[kids].sum()
+        assert t.d_visits[d] == 1 + t.c_visits[kids].sum()
+        if d == 0:
+            continue
+        np.testing.assert_allclose(own, t.c_opp[t.d_parent[d]], atol=1e-5)
+        assert t.d_roll[d] == roll_of[d]
+        if not t.d_ready[d]:  # never entered: no plays generated, nothing below
+            assert len(kids) == 0 and not t.d_mask[d].any()
+            continue
+        legal = rules.legal_plays(jnp.asarray(t.d_board[d], jnp.int32), roll_of[d], MOVEGEN)
+        assert np.array_equal(np.asarray(legal.mask), t.d_mask[d])
+        np.testing.assert_array_equal(np.asarray(legal.steps)[t.d_mask[d]], t.d_steps[d][t.d_mask[d]])
+        entered += 1
+    for c in range(nc):
+        d, kids = t.c_parent[c], t.c_child[c][t.c_child[c] >= 0]
+        plays = np.flatnonzero(t.d_child[d] == c)
+        assert len(plays) == 1
+        after = rules.apply_play(jnp.asarray(t.d_board[d], jnp.int32), jnp.asarray(t.d_steps[d, plays[0]]))
+        assert np.array_equal(np.asarray(after), t.c_board[c])
+        if t.c_points[c] > 0:  # terminal: never expanded, every visit is worth the points
+            assert len(kids) == 0 and t.c_value_sum[c] == t.c_points[c] * t.c_visits[c]
+            continue
+        assert t.c_visits[c] == 1 + t.d_visits[kids].sum()
+        np.testing.assert_allclose(t.c_value_sum[c] + t.d_value_sum[kids].sum(), -t.c_opp[c], atol=1e-4)
+    return entered
 
 
-def test_interior_actions_on_masked_slots_stay_legal() -> None:
-    """Priors below the root that favour masked slots: every afterstate in the tree is still a legal play."""
-    # one drawn roll per afterstate, so 16 simulations reach decisions below the root's children
-    decision_fn, chance_fn = make_recurrent_fns(FAKE, MOVEGEN, chance_samples=1)
-
-    def perverse_chance_fn(params: Any, key: jax.Array, outcome: jax.Array, node: Any) -> tuple:
-        out, nxt = chance_fn(params, key, outcome, node)
-        return out.replace(action_logits=jnp.where(nxt.mask, -1e9, 0.0)), nxt
-
-    boards = jnp.stack([rules.start_board(), GAMMON_WIN])
-    dice = [roll(2, 1), roll(4, 3)]
-    plays = plays_of(boards, dice)
-    root = mctx.RootFnOutput(
-        prior_logits=jnp.where(plays.mask, 0.0, -1e9),
-        value=jnp.zeros(2),
-        embedding=DecisionNode(
-            board=boards.astype(jnp.int8),
-            plays=plays.boards.astype(jnp.int8),
-            mask=plays.mask,
-            terminal=jnp.zeros(2, bool),
-        ),
-    )
-    policy = jax.jit(
-        lambda key: mctx.stochastic_muzero_policy(
-            None, key, root, decision_fn, perverse_chance_fn, 16, invalid_actions=~plays.mask
-        )
-    )
-    tree = policy(jax.random.key(0)).search_tree
-    emb = tree.embeddings
-    is_decision = np.asarray(emb.is_decision_node)
-    parents = np.asarray(tree.parents)
-    actions = np.asarray(tree.action_from_parent)
-    parent_masks = np.asarray(emb.state_embedding.mask)
-    parent_plays = np.asarray(emb.state_embedding.plays)
-    after = np.asarray(emb.afterstate_embedding.board)
-    masked_taken = 0
-    for b in range(2):
-        for i in range(1, 17):
-            if is_decision[b, i]:
-                continue
-            p = parents[b, i]
-            legal = parent_plays[b, p][parent_masks[b, p]]
-            assert any(np.array_equal(after[b, i], row) for row in legal), (b, i)
-            assert np.abs(after[b, i]).sum() == 30  # 15 checkers a side, wherever they are
-            masked_taken += int(not parent_masks[b, p][actions[b, i]])
-    assert masked_taken > 0  # the guard was exercised
-    root_visits = np.asarray(tree.children_visits[:, 0])
-    assert np.all(root_visits[~np.asarray(plays.mask)] == 0)  # mctx masks the root itself
+def test_tree_is_consistent_with_a_slow_reference() -> None:
+    """Deep trees (one drawn roll per afterstate) on three positions, a real network's priors."""
+    net = BgNet(hidden=(16,))
+    params = init_params(net, jax.random.key(2))
+    boards = jnp.stack([rules.start_board(), GAMMON_WIN, FORCED])
+    _, out = search(net.apply, params, boards, [roll(2, 1), roll(4, 3), roll(6, 1)], 24, chance_samples=1)
+    depth2 = np.asarray(out.tree.c_parent) > 0  # chance nodes below a non-root decision node
+    assert depth2.sum() > 0  # the search went past one ply
+    assert sum(_check_tree(out.tree, g) for g in range(3)) > 0
