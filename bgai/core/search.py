@@ -22,7 +22,8 @@ so a value crossing a roll edge changes sign, and a play edge keeps it. A
 decision node maximises over its plays with PUCT (AlphaZero's constants;
 Q-values min-max normalised over the node's value and its visited children).
 A chance node picks the roll whose visit share lags its probability most
-(`p - n / (N + 1)`), so all 21 rolls are visited before any is revisited.
+(`p - n / (N + 1)`): with the whole dice distribution, all 21 rolls are
+visited before any is revisited.
 
 Terminal afterstates: a play that bears off the last checker is a chance node
 whose value is the points won (`rules.win_points`, 1..3); it is never expanded
@@ -31,8 +32,10 @@ and every visit backs up exactly those points.
 Network: one forward per new chance node, on the opponent's view of the
 afterstate (the net sees no dice, encoding.py). It gives both the afterstate's
 value and the step logits that become the priors of every decision node below
-it. A new decision node costs one move generation (its roll's plays).
-Illegal plays have prior 0 and are masked at every node, not only the root.
+it. A new decision node costs nothing more: its plays are generated when a
+simulation first enters it (`d_ready`), which most nodes never are, and only
+for the games that need it (`rules.legal_plays_rows`). Illegal plays have
+prior 0 and are masked at every node, not only the root.
 """
 
 from __future__ import annotations
