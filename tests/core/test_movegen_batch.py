@@ -134,3 +134,16 @@ def test_applying_a_plays_steps_gives_its_afterstate(
         checked += int(mask.sum())
     assert checked > 50_000
     print(f"apply_play: {checked} plays rebuilt from their steps")
+
+
+def test_selected_rows_only(
+    positions: tuple[np.ndarray, np.ndarray], expected: dict[str, list[rules.Plays]]
+) -> None:
+    """`legal_plays_rows`: the selected rows equal `legal_plays`, the others have no plays, in rounds."""
+    boards, dice = positions
+    rows = jax.jit(partial(rules.legal_plays_rows, cap=16, cfg=rules.DEFAULT_MOVEGEN))
+    want = expected["default"][0]
+    select = np.random.default_rng(0).random(256) < 0.3  # ~77 rows: several rounds of 16
+    got = rows(jnp.asarray(boards[:256]), jnp.asarray(dice[:256]), jnp.asarray(select))
+    _assert_same(jax.tree.map(lambda x: x[select], got), jax.tree.map(lambda x: x[select], want))
+    assert not np.asarray(got.mask)[~select].any()
