@@ -20,7 +20,6 @@ single-checker steps that make it, so a policy over steps can score plays.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -55,8 +54,6 @@ _START[[0, 11, 16, 18]] = [-2, -5, -3, -5]
 # with probability ~2^-64, used only to find duplicate afterstates.
 _HASH = np.random.default_rng(20261128).integers(1, 2**31 - 1, size=(2, BOARD_SIZE), dtype=np.int64)
 _HASH = (_HASH | 1).astype(np.int32)
-# _ABOVE[j, s] = 1 where point j is above source s: mine @ _ABOVE counts checkers above each source
-_ABOVE = np.tril(np.ones((NUM_SOURCES, NUM_SOURCES), np.float32), k=-1)
 
 
 class MoveGenConfig(NamedTuple):
@@ -105,18 +102,27 @@ def opening_roll(key: jax.Array) -> jax.Array:
 
 
 def step_legality(board: jax.Array, die: jax.Array) -> jax.Array:
-    """legal [25]: may a checker step `die` pips from each source (24 = bar)?"""
+    """legal [25]: may a checker step `die` pips from each source (24 = bar)?
+
+    Written with static slices and no gathers: this runs for every parent
+    board of every candidate play, and a gather by a traced index costs a CPU
+    far more than six shifted copies of 25 booleans.
+    """
     src = jnp.arange(NUM_SOURCES)
-    dest = src - die  # the bar (24) enters at 24 - die, i.e. idx 23..18
     mine = jnp.maximum(board[:NUM_SOURCES], 0)  # [25]
     bar_ok = (board[BAR] == 0) | (src == BAR)
-    dest_in = dest >= 0
-    land_ok = board[jnp.clip(dest, 0, NUM_POINTS - 1)] >= -1
+    # landing on idx s - die: open unless the opponent holds it with 2+; idx < 0 is a bear-off
+    ext = jnp.concatenate([jnp.zeros(6, bool), board[:NUM_POINTS] >= -1])  # ext[i]: idx i - 6 is open
+    land = jnp.zeros(NUM_SOURCES, bool)
+    for d in range(1, 7):
+        land = land | ((die == d) & ext[6 - d : 6 - d + NUM_SOURCES])
+    # bearing off (all checkers home, so only home sources): exactly, or from the highest point
     all_home = jnp.sum(mine[6:]) == 0
-    # my checkers on points strictly above each source: overshooting bear-offs need none
-    above = jnp.matmul(mine.astype(jnp.float32), _ABOVE, precision=jax.lax.Precision.HIGHEST)
-    bear_ok = all_home & ((dest == -1) | (above == 0))
-    return (mine > 0) & bar_ok & jnp.where(dest_in, land_ok, bear_ok)
+    above = jnp.stack([jnp.sum(mine[s + 1 : 6]) for s in range(6)])  # my checkers above each home idx
+    dest = src[:6] - die
+    bear = all_home & (dest < 0) & ((dest == -1) | (above == 0))
+    bear = jnp.concatenate([bear, jnp.zeros(NUM_SOURCES - 6, bool)])
+    return (mine > 0) & bar_ok & (land | bear)
 
 
 def apply_step(board: jax.Array, src: jax.Array, die: jax.Array) -> jax.Array:
@@ -308,11 +314,11 @@ def fast_tier(cfg: MoveGenConfig) -> tuple[MoveGenConfig, MoveGenConfig]:
     return cap(_FAST_NON_DOUBLE), cap(_FAST_DOUBLE)
 
 
-def _pad(plays: Plays, k: int) -> Plays:
-    """Batched plays [n, k'] padded with empty slots to [n, k]."""
+def _pad(plays: Plays, k: int, boards: bool = True) -> Plays:
+    """Batched plays [n, k'] padded with empty slots to [n, k] (without boards: [n, k, 0])."""
     extra = k - plays.mask.shape[-1]
     return Plays(
-        jnp.pad(plays.boards, ((0, 0), (0, extra), (0, 0))),
+        jnp.pad(plays.boards if boards else plays.boards[..., :0], ((0, 0), (0, extra), (0, 0))),
         jnp.pad(plays.steps, ((0, 0), (0, extra), (0, 0)), constant_values=NO_STEP),
         jnp.pad(plays.mask, ((0, 0), (0, extra))),
         plays.num_plays,
@@ -350,7 +356,28 @@ def _redo_rows(
     return jax.lax.while_loop(more, redo, (out, select))[0]
 
 
-def legal_plays_batch(boards: jax.Array, dice_idx: jax.Array, cfg: MoveGenConfig = DEFAULT_MOVEGEN) -> Plays:
+def _generators(
+    cfg: MoveGenConfig, with_boards: bool
+) -> tuple[Callable[[MoveGenConfig], Callable], Callable[[MoveGenConfig], Callable]]:
+    """Vmapped non-double and double generators of capacity c, their plays padded to cfg's K."""
+    k = cfg.max_plays
+
+    def non_double(c: MoveGenConfig) -> Callable[[jax.Array, jax.Array], Plays]:
+        return lambda b, dd: _pad(
+            jax.vmap(_plays_non_double, in_axes=(0, 0, 0, None))(b, dd[:, 0], dd[:, 1], c), k, with_boards
+        )
+
+    def double(c: MoveGenConfig) -> Callable[[jax.Array, jax.Array], Plays]:
+        return lambda b, dd: _pad(
+            jax.vmap(_plays_double, in_axes=(0, 0, None))(b, dd[:, 0], c), k, with_boards
+        )
+
+    return non_double, double
+
+
+def legal_plays_batch(
+    boards: jax.Array, dice_idx: jax.Array, cfg: MoveGenConfig = DEFAULT_MOVEGEN, with_boards: bool = True
+) -> Plays:
     """`legal_plays` over a batch [B]: the same plays in the same slots, computed in tiers.
 
     Under vmap a `cond` evaluates both branches for every game, and a capacity
@@ -362,20 +389,11 @@ def legal_plays_batch(boards: jax.Array, dice_idx: jax.Array, cfg: MoveGenConfig
     the same order, so the result equals `legal_plays` game by game.
     """
     batch = boards.shape[0]
-    k = cfg.max_plays
     boards = boards.astype(jnp.int32)
     d = jnp.asarray(DICE)[dice_idx]  # [B, 2]
     is_double = d[:, 0] == d[:, 1]
     fast, fast_double = fast_tier(cfg)
-
-    def non_double(c: MoveGenConfig) -> Callable[[jax.Array, jax.Array], Plays]:
-        return lambda b, dd: _pad(
-            jax.vmap(_plays_non_double, in_axes=(0, 0, 0, None))(b, dd[:, 0], dd[:, 1], c), k
-        )
-
-    def double(c: MoveGenConfig) -> Callable[[jax.Array, jax.Array], Plays]:
-        return lambda b, dd: _pad(jax.vmap(_plays_double, in_axes=(0, 0, None))(b, dd[:, 0], c), k)
-
+    non_double, double = _generators(cfg, with_boards)
     plays = non_double(fast)(boards, d)
     if fast != cfg:
         plays = _redo_rows(non_double(cfg), boards, d, ~is_double & plays.overflow, max(1, batch // 4), plays)
@@ -392,17 +410,32 @@ def legal_plays_rows(
 
     The other rows get no plays (mask all False). The cost follows the number
     of selected rows: none costs nothing, more than `cap` take more rounds.
+    Each tier gathers only its own rows (non-doubles, doubles, then the few
+    that overflowed), so no sub-batch slot computes a play that is thrown away.
+    Only the steps are kept: `boards` is [B, K, 0] (`apply_play` rebuilds any
+    afterstate), which spares every round a [B, K, 28] scatter.
     """
     batch, k = boards.shape[0], cfg.max_plays
-    empty = Plays(
-        jnp.zeros((batch, k, BOARD_SIZE), jnp.int32),
+    boards = boards.astype(jnp.int32)
+    d = jnp.asarray(DICE)[dice_idx]
+    is_double = d[:, 0] == d[:, 1]
+    fast, fast_double = fast_tier(cfg)
+    non_double, double = _generators(cfg, False)
+    plays = Plays(
+        jnp.zeros((batch, k, 0), jnp.int32),
         jnp.full((batch, k, MAX_STEPS_PER_PLAY), NO_STEP, jnp.int32),
         jnp.zeros((batch, k), bool),
         jnp.zeros(batch, jnp.int32),
         jnp.zeros(batch, bool),
     )
-    gen = partial(legal_plays_batch, cfg=cfg)
-    return _redo_rows(gen, boards.astype(jnp.int32), dice_idx, select, cap, empty)
+    small = max(1, cap // 4)  # doubles are 1 in 6 rolls, overflows rarer
+    plays = _redo_rows(non_double(fast), boards, d, select & ~is_double, cap, plays)
+    if fast != cfg:
+        plays = _redo_rows(non_double(cfg), boards, d, select & ~is_double & plays.overflow, small, plays)
+    plays = _redo_rows(double(fast_double), boards, d, select & is_double, small, plays)
+    if fast_double != cfg:
+        plays = _redo_rows(double(cfg), boards, d, select & is_double & plays.overflow, small, plays)
+    return plays
 
 
 def win_points(board: jax.Array) -> jax.Array:

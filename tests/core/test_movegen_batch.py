@@ -139,11 +139,19 @@ def test_applying_a_plays_steps_gives_its_afterstate(
 def test_selected_rows_only(
     positions: tuple[np.ndarray, np.ndarray], expected: dict[str, list[rules.Plays]]
 ) -> None:
-    """`legal_plays_rows`: the selected rows equal `legal_plays`, the others have no plays, in rounds."""
+    """`legal_plays_rows`: the selected rows equal `legal_plays` (steps only, no boards), the others
+    have no plays, in rounds."""
     boards, dice = positions
     rows = jax.jit(partial(rules.legal_plays_rows, cap=16, cfg=rules.DEFAULT_MOVEGEN))
     want = expected["default"][0]
+    want = want._replace(boards=want.boards[..., :0])
     select = np.random.default_rng(0).random(256) < 0.3  # ~77 rows: several rounds of 16
     got = rows(jnp.asarray(boards[:256]), jnp.asarray(dice[:256]), jnp.asarray(select))
+    assert got.boards.shape == (256, rules.DEFAULT_MOVEGEN.max_plays, 0)
     _assert_same(jax.tree.map(lambda x: x[select], got), jax.tree.map(lambda x: x[select], want))
     assert not np.asarray(got.mask)[~select].any()
+    # the tiers past the first are exercised: doubles, and plays beyond the fast tier's capacity
+    is_double = rules.DICE[dice[:256], 0] == rules.DICE[dice[:256], 1]
+    assert (select & is_double).sum() > 0
+    fast_cap = rules.fast_tier(rules.DEFAULT_MOVEGEN)[0].max_plays
+    assert (select & (np.asarray(want.num_plays) > fast_cap)).sum() > 0
