@@ -298,7 +298,9 @@ def legal_plays(board: jax.Array, dice_idx: jax.Array, cfg: MoveGenConfig = DEFA
 
 
 _FAST_NON_DOUBLE = (48, 32, 48)
-_FAST_DOUBLE = (64, 40, 64)
+# A double's cost lies in its frontiers, not in how many plays it keeps; and it is the play
+# count that overflows (early-game doubles: median 49 plays, 37% over 64), so keep 128.
+_FAST_DOUBLE = (128, 40, 64)
 
 
 def fast_tier(cfg: MoveGenConfig) -> tuple[MoveGenConfig, MoveGenConfig]:
