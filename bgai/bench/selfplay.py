@@ -1,6 +1,7 @@
 """`bgai bench selfplay`: decisions/s and games/s of our self-play, side by side
 with the pgx + mctx baseline for the mcts mode. Medians of `repeats` timed runs
-after one compile run; the last line printed by the CLI is the JSON result.
+after one compile run (ours and the baseline's interleaved); the last line
+printed by the CLI is the JSON result.
 """
 
 from __future__ import annotations
@@ -21,16 +22,12 @@ from bgai.core.selfplay import play_chunk, start_games
 from bgai.train.local import movegen_of, self_play_decider
 
 
-def _median_rate(fn: Callable[[int], tuple[float, float]], repeats: int) -> dict[str, float]:
-    """fn(i) -> (decisions, games) of one run; returns median rates over the repeats."""
-    dec_rates, game_rates = [], []
-    for i in range(repeats):
-        t = time.perf_counter()
-        decisions, games = fn(i)
-        dt = time.perf_counter() - t
-        dec_rates.append(decisions / dt)
-        game_rates.append(games / dt)
-    return {"decisions_per_s": statistics.median(dec_rates), "games_per_s": statistics.median(game_rates)}
+def _rates(fn: Callable[[int], tuple[float, float]], i: int) -> tuple[float, float]:
+    """fn(i) -> (decisions, games) of one run; returns (decisions/s, games/s) of that run."""
+    t = time.perf_counter()
+    decisions, games = fn(i)
+    dt = time.perf_counter() - t
+    return decisions / dt, games / dt
 
 
 def bench_selfplay(
@@ -73,7 +70,18 @@ def bench_selfplay(
         f"ours ({mode}, batch {batch}{f', {sims} sims' if mode == 'mcts' else ''}): "
         f"compiled + first run in {first_run_s:.1f} s"
     )
-    ours = _median_rate(once, repeats)
+    # With the baseline, its runs alternate with ours: this machine's load comes in bursts, and
+    # timing one side after the other lets a burst land on one side only.
+    base_once = _baseline(cfg, batch, sims, log) if mode == "mcts" and baseline else None
+    ours_runs, base_runs = [], []
+    for i in range(repeats):
+        ours_runs.append(_rates(once, i))
+        if base_once is not None:
+            base_runs.append(base_once(i))
+    ours = {
+        "decisions_per_s": statistics.median(r[0] for r in ours_runs),
+        "games_per_s": statistics.median(r[1] for r in ours_runs),
+    }
     result: dict[str, Any] = {
         "mode": mode,
         "batch": batch,
@@ -86,20 +94,24 @@ def bench_selfplay(
     if mode == "mcts":
         result["sims"] = sims
         result["sims_per_s"] = ours["decisions_per_s"] * sims
-        if baseline:
-            base = _baseline(cfg, batch, sims, repeats, log)
+        if base_runs:
+            base = statistics.median(base_runs)
             result["baseline_decisions_per_s"] = base
             result["baseline_sims_per_s"] = base * sims
             result["ratio"] = result["sims_per_s"] / result["baseline_sims_per_s"]
+            paired = [o[0] / b for o, b in zip(ours_runs, base_runs, strict=True)]
+            result["ratio_paired_median"] = statistics.median(paired)
             log(
                 f"pgx+mctx baseline: {base:.0f} decisions/s (single-checker moves), "
-                f"{base * sims:.0f} sims/s; ratio ours/baseline {result['ratio']:.2f}"
+                f"{base * sims:.0f} sims/s; ratio ours/baseline {result['ratio']:.2f} "
+                f"(median of the {repeats} interleaved pairs: {result['ratio_paired_median']:.2f})"
             )
     return result
 
 
-def _baseline(cfg: Config, batch: int, sims: int, repeats: int, log: Callable[[str], None]) -> float:
-    """Decisions/s of pgx + mctx stochastic MuZero with the same trunk, batch and sims."""
+def _baseline(cfg: Config, batch: int, sims: int, log: Callable[[str], None]) -> Callable[[int], float]:
+    """A timed run of pgx + mctx stochastic MuZero with the same trunk, batch and sims: run(i) ->
+    its decisions/s. Compiled here, before the timed runs."""
     from bgai.bench.baseline_pgx import make_baseline
 
     params, init_fn, step_fn = make_baseline(cfg.model.hidden, batch, sims)
@@ -109,11 +121,13 @@ def _baseline(cfg: Config, batch: int, sims: int, repeats: int, log: Callable[[s
     states, _ = step_fn(params, states, jax.random.key(2))
     jax.block_until_ready(states)
     log(f"baseline compiled + first step in {time.perf_counter() - t:.1f} s")
-    rates = []
-    for r in range(repeats):
+
+    def run(r: int) -> float:
+        nonlocal states
         t = time.perf_counter()
         for i in range(steps):
             states, _ = step_fn(params, states, jax.random.key(1000 * r + i))
         jax.block_until_ready(states)
-        rates.append(steps * batch / (time.perf_counter() - t))
-    return statistics.median(rates)
+        return steps * batch / (time.perf_counter() - t)
+
+    return run

@@ -92,7 +92,7 @@ def bench() -> None:
 @click.option("--mode", type=click.Choice(["afterstate", "mcts"]), default="afterstate")
 @click.option("--batch", type=int, default=64)
 @click.option("--sims", type=int, default=None, help="MCTS simulations per move.")
-@click.option("--repeats", type=int, default=3)
+@click.option("--repeats", type=int, default=5, show_default=True)
 @click.option("--baseline/--no-baseline", default=True, help="mcts: also run the pgx + mctx baseline.")
 def bench_selfplay(
     config: str | None,
