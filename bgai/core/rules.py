@@ -144,12 +144,6 @@ def apply_play(board: jax.Array, steps: jax.Array) -> jax.Array:
     return board
 
 
-def single_steps(board: jax.Array, die: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Every one-checker step with `die`: boards [25, 28] (garbage where illegal), legal [25]."""
-    src = jnp.arange(NUM_SOURCES)
-    return jax.vmap(apply_step, in_axes=(None, 0, None))(board, src, die), step_legality(board, die)
-
-
 _legality_rows = jax.vmap(step_legality, in_axes=(0, None))
 _apply_rows = jax.vmap(apply_step, in_axes=(0, 0, None))
 _apply_rows_dice = jax.vmap(apply_step, in_axes=(0, 0, 0))
@@ -208,17 +202,27 @@ def _step_ids(die: jax.Array) -> jax.Array:
     return jnp.arange(NUM_SOURCES) * 6 + (die - 1)  # [25]
 
 
+MAX_FIRST = NUM_CHECKERS  # legal first steps with one die: one per occupied source, at most 15
+
+
 def _plays_non_double(board: jax.Array, hi: jax.Array, lo: jax.Array, cfg: MoveGenConfig) -> Plays:
     """Candidates: high die then low, low then high, one die only, or no move.
 
-    Candidate c is described by a parent board (0..24: after the high die from
-    source c, 25..49: after the low die, 50: the position itself) and an
-    optional second step; boards are built only for the valid ones.
+    The legal first steps of each die are gathered first (at most 15: one per
+    source holding a checker), so second steps are tried from those boards
+    only. Candidate c is described by a parent board (0..14: after the high
+    die's i-th legal step, 15..29: after the low die's, 30: the position
+    itself) and an optional second step; boards are built only for the valid
+    ones. Candidates keep the order of their sources, as without the gathering.
     """
-    b_hi, l_hi = single_steps(board, hi)
-    b_lo, l_lo = single_steps(board, lo)
-    l_hl = _legality_rows(b_hi, lo) & l_hi[:, None]  # [25, 25]
-    l_lh = _legality_rows(b_lo, hi) & l_lo[:, None]
+    m = MAX_FIRST
+    l_hi, l_lo = step_legality(board, hi), step_legality(board, lo)
+    src_hi, m_hi, _ = compact_index(l_hi, m)  # the legal sources in increasing order
+    src_lo, m_lo, _ = compact_index(l_lo, m)
+    b_hi = jax.vmap(apply_step, in_axes=(None, 0, None))(board, src_hi, hi)  # [15, 28]
+    b_lo = jax.vmap(apply_step, in_axes=(None, 0, None))(board, src_lo, lo)
+    l_hl = _legality_rows(b_hi, lo) & m_hi[:, None]  # [15, 25]
+    l_lh = _legality_rows(b_lo, hi) & m_lo[:, None]
     any2 = jnp.any(l_hl) | jnp.any(l_lh)
     any_hi = jnp.any(l_hi)
     any1 = any_hi | jnp.any(l_lo)
@@ -226,23 +230,24 @@ def _plays_non_double(board: jax.Array, hi: jax.Array, lo: jax.Array, cfg: MoveG
         [
             l_hl.reshape(-1),
             l_lh.reshape(-1),
-            l_hi & ~any2,
-            l_lo & ~any2 & ~any_hi,  # the larger die must be played if only one can
+            m_hi & ~any2,
+            m_lo & ~any2 & ~any_hi,  # the larger die must be played if only one can
             (~any1)[None],
         ]
     )
-    parents = jnp.concatenate([b_hi, b_lo, board[None]], 0)  # [51, 28]
+    parents = jnp.concatenate([b_hi, b_lo, board[None]], 0)  # [31, 28]
+    first_src = jnp.concatenate([src_hi, src_lo])  # [30]
     cap = 2 * cfg.max_plays  # the two orders reach many positions twice
     idx, mask, n_valid = compact_index(valid, cap)
     # What candidate idx is, by arithmetic (no per-candidate tables): parent p, second step s2 with die d2
-    n2 = NUM_SOURCES * NUM_SOURCES
+    n2 = m * NUM_SOURCES
     two = idx < 2 * n2
     order = idx // n2  # 0: high die first, 1: low die first (for two-step candidates)
-    p = jnp.where(two, order * NUM_SOURCES + (idx % n2) // NUM_SOURCES, idx - 2 * n2)
+    p = jnp.where(two, order * m + (idx % n2) // NUM_SOURCES, idx - 2 * n2)
     s2 = jnp.where(two, idx % NUM_SOURCES, 0)
     d2 = jnp.where(order == 0, lo, hi)
-    first_die = jnp.where(p < NUM_SOURCES, hi, lo)
-    first_step = jnp.where(p < 2 * NUM_SOURCES, (p % NUM_SOURCES) * 6 + first_die - 1, NO_STEP)
+    first_die = jnp.where(p < m, hi, lo)
+    first_step = jnp.where(p < 2 * m, first_src[jnp.minimum(p, 2 * m - 1)] * 6 + first_die - 1, NO_STEP)
     boards = jnp.where(two[:, None], _apply_rows_dice(parents[p], s2, d2), parents[p])
     steps = jnp.stack(
         [first_step, jnp.where(two, s2 * 6 + d2 - 1, NO_STEP)] + [jnp.full(cap, NO_STEP)] * 2,
