@@ -273,7 +273,8 @@ def _plays_double(board: jax.Array, die: jax.Array, cfg: MoveGenConfig) -> Plays
     m = jnp.ones(1, bool)
     levels = [(b, s, m)]
     overflow = jnp.zeros((), bool)
-    for depth, cap in enumerate((NUM_SOURCES, cfg.frontier2, cfg.frontier3, cfg.max_plays)):
+    # a first step has at most MAX_FIRST legal sources; deeper levels keep the configured frontiers
+    for depth, cap in enumerate((MAX_FIRST, cfg.frontier2, cfg.frontier3, cfg.max_plays)):
         legal = _legality_rows(b, die) & m[:, None] & (src[None, :] <= last[:, None])  # [n, 25]
         idx, m, count = compact_index(legal.reshape(-1), cap)
         row, last = idx // NUM_SOURCES, idx % NUM_SOURCES
