@@ -33,6 +33,7 @@ OFF = 26
 OPP_OFF = 27
 BOARD_SIZE = 28
 NUM_CHECKERS = 15
+MAX_FIRST = NUM_CHECKERS  # legal first steps with one die: one per occupied source, at most 15
 NUM_SOURCES = 25  # points 0..23 and the bar (24)
 NUM_STEPS = NUM_SOURCES * 6  # a single-checker step: source * 6 + (die - 1)
 NO_STEP = NUM_STEPS  # padding step index; policies give it logit 0
@@ -200,9 +201,6 @@ def _first_of_duplicates(boards: jax.Array, mask: jax.Array) -> jax.Array:
 
 def _step_ids(die: jax.Array) -> jax.Array:
     return jnp.arange(NUM_SOURCES) * 6 + (die - 1)  # [25]
-
-
-MAX_FIRST = NUM_CHECKERS  # legal first steps with one die: one per occupied source, at most 15
 
 
 def _plays_non_double(board: jax.Array, hi: jax.Array, lo: jax.Array, cfg: MoveGenConfig) -> Plays:
