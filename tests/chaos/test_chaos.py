@@ -265,20 +265,37 @@ def test_two_trainers_one_trains_the_other_takes_over(fleet: tuple[Fleet, Monito
     no_fatal(f)
 
 
+def _buffer_snapshot(r: redis.Redis, attempts: int = 100) -> tuple[dict, list[bytes | None]]:
+    """The buffer's stats and the blobs of its live ids, read as of one moment.
+
+    The fleet keeps pushing (and evicting) while this runs: WATCH the stats key, which every
+    push rewrites in the same script, and read again when a push lands in between.
+    """
+    with r.pipeline() as pipe:
+        for _ in range(attempts):
+            try:
+                pipe.watch(KEYS.buffer_stats)
+                stats = json.loads(pipe.get(KEYS.buffer_stats))
+                pipe.multi()
+                pipe.mget([KEYS.buffer_episode(x) for x in range(stats["oldest"], stats["newest"] + 1)])
+                return stats, pipe.execute()[0]
+            except redis.WatchError:
+                continue
+    raise AssertionError(f"the buffer changed during each of {attempts} reads")
+
+
 def test_buffer_has_no_partial_or_duplicate_episode(fleet: tuple[Fleet, Monitor]) -> None:
     f, monitor = fleet
-    stats = json.loads(f.r.get(KEYS.buffer_stats))
-    ids = list(range(stats["oldest"], stats["newest"] + 1))
+    stats, blobs = _buffer_snapshot(f.r)
     seen: set[str] = set()
     rows = 0
-    for i in range(0, len(ids), 500):
-        for blob in f.r.mget([KEYS.buffer_episode(x) for x in ids[i : i + 500]]):
-            assert blob is not None  # live ids are exactly oldest..newest
-            expand_episode(blob)  # whole: decompresses and checks every row offset
-            rows += read_episode_header(blob).rows
-            digest = hashlib.sha256(blob).hexdigest()
-            assert digest not in seen, "an episode is in the buffer twice"
-            seen.add(digest)
+    for blob in blobs:
+        assert blob is not None  # live ids are exactly oldest..newest
+        expand_episode(blob)  # whole: decompresses and checks every row offset
+        rows += read_episode_header(blob).rows
+        digest = hashlib.sha256(blob).hexdigest()
+        assert digest not in seen, "an episode is in the buffer twice"
+        seen.add(digest)
     assert len(seen) == stats["episodes"] and rows == stats["size"]
     assert monitor.decreases == 0 and monitor.torn == 0, monitor.problems[:5]
     print(f"chaos: buffer of {len(seen)} episodes ({rows} positions): none partial, none twice")
