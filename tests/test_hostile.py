@@ -9,7 +9,9 @@ Where each case of the list is proven:
 - a wrong Redis password: below (a role process exits 2 saying so) and tests/store/test_acl.py;
 - a run id that does not exist: tests/runs/test_runs.py (test_bad_input_is_refused_with_exit_2);
 - a checkpoint of another model shape: tests/train/test_checkpoint.py and tests/runs;
-- an oversized episode: below (refused by the client and by the push script).
+- an oversized episode: below (refused by the client and by the push script);
+- a zstd bomb (a 32 KB episode declaring 1 GiB), MemoryError while expanding:
+  tests/store/test_hostile_episodes.py.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ faster to expand than zlib for the same size, which matters to a trainer catchin
 Only legal plays are stored and the policy is quantised to 1/255 (renormalised when decoded):
 about 32 + 5n bytes per position before compression, ~64 after, instead of ~1.2 KB for padded float
 rows. The header stays readable without decompressing: Redis's eviction script reads the row
-count from it. `expand_episode` gives the row-addressable expanded form.
+count from it. `expand_episode` gives the row-addressable expanded form; it never inflates a blob
+past what its header's row count allows (`expanded_bound`), whatever the zstd frame declares.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import zstandard
 from flax import serialization
 from flax.traverse_util import flatten_dict
 
+from bgai.config_bounds import MAX_PLAYS
 from bgai.core import rules
 from bgai.core.episodes import Episode
 from bgai.errors import CorruptDataError, IncompatibleError
@@ -43,6 +45,7 @@ MAGIC_W = b"BGAIWTS\n"
 
 EPISODE_FORMAT = 2
 MAX_EXPANDED = 64 * 2**20  # refuse to inflate an episode past this (a corrupt or hostile blob)
+MAX_ROW_PLAYS = MAX_PLAYS  # the most plays a row holds (movegen.max_plays is held below it)
 MAX_EPISODE_BYTES = 4 * 2**20  # refuse to store a compressed episode past this (the push script too)
 MAGIC_E = b"BGEP"
 _EP_HEADER = struct.Struct("<4sBbHIf")  # magic, format, result, rows, model version, surprise
@@ -198,14 +201,38 @@ def _zstd() -> zstandard.ZstdDecompressor:
     return _ZSTD.d
 
 
+def expanded_bound(rows: int) -> int:
+    """The most bytes an episode of `rows` rows can expand to: header, offsets and rows of at most
+    `MAX_ROW_PLAYS` plays each, and never past `MAX_EXPANDED`."""
+    per_row = ROW_FIXED + (_STEPS + 1) * MAX_ROW_PLAYS
+    return min(MAX_EXPANDED, EP_HEADER_SIZE + 4 * (rows + 1) + rows * per_row)
+
+
+def _inflate(body: bytes, rows: int) -> bytes:
+    """The zstd frame `body`, refused before it can expand past what `rows` rows allow.
+
+    python-zstandard ignores `max_output_size` for a frame that declares its content size (and
+    allocates that size up front), so the declared size is checked first; a frame that declares
+    none is held to the bound by `max_output_size`. Extra bytes after the frame are refused.
+    """
+    bound = expanded_bound(rows)
+    try:
+        declared = zstandard.frame_content_size(body)
+        if declared > bound:
+            raise CorruptDataError(
+                f"episode blob: its frame declares {declared} bytes, {rows} rows expand to at most {bound}"
+            )
+        return _zstd().decompress(body, max_output_size=bound, allow_extra_data=False)
+    except zstandard.ZstdError as exc:
+        raise CorruptDataError(f"episode blob: {exc}") from None
+    except MemoryError:  # the bound is checked first; this is a host already short of memory
+        raise CorruptDataError(f"episode blob: out of memory expanding {rows} rows") from None
+
+
 def expand_episode(blob: bytes) -> bytes:
     """The row-addressable form: header + offsets + rows, checked (CorruptDataError if not)."""
     head = read_episode_header(blob)
-    try:
-        body = _zstd().decompress(blob[EP_HEADER_SIZE:], max_output_size=MAX_EXPANDED)
-    except zstandard.ZstdError as exc:
-        raise CorruptDataError(f"episode blob: {exc}") from None
-    raw = blob[:EP_HEADER_SIZE] + body
+    raw = blob[:EP_HEADER_SIZE] + _inflate(blob[EP_HEADER_SIZE:], head.rows)
     if len(raw) < EP_HEADER_SIZE + 4 * (head.rows + 1):
         raise CorruptDataError("episode blob: truncated offsets")
     offsets = np.frombuffer(raw, np.uint32, head.rows + 1, EP_HEADER_SIZE)
