@@ -6,6 +6,7 @@ input (exit non-zero, don't retry) from a bug or a lost connection. Anything els
     BgaiError
      ├─ ConfigError        a configuration value is unknown, mistyped or out of range
      ├─ CorruptDataError   bytes read back (weights, episodes, checkpoints) fail their checks
+     │   └─ NonFiniteWeightsError  weights holding a NaN or an infinity (a diverged network)
      └─ IncompatibleError  well-formed data made for another config/format (e.g. other model shapes)
 """
 
@@ -35,6 +36,10 @@ class ConfigError(BgaiError):
 
 class CorruptDataError(BgaiError):
     """Stored bytes failed their own checks (bad header, checksum, truncated or undecodable)."""
+
+
+class NonFiniteWeightsError(CorruptDataError):
+    """Weights with a NaN or an infinity: never encoded, published, checkpointed or taken."""
 
 
 class IncompatibleError(BgaiError):

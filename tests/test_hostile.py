@@ -11,7 +11,15 @@ Where each case of the list is proven:
 - a checkpoint of another model shape: tests/train/test_checkpoint.py and tests/runs;
 - an oversized episode: below (refused by the client and by the push script);
 - a zstd bomb (a 32 KB episode declaring 1 GiB), MemoryError while expanding:
-  tests/store/test_hostile_episodes.py.
+  tests/store/test_hostile_episodes.py;
+- an episode with a row length off its play count, offsets inside the table or backwards, an
+  outcome class, step index, board or result out of range, a NaN / infinite / negative surprise,
+  no rows, no zstd checksum or a wrong one, bytes after the frame (each refused on arrival; the
+  mirror skips and counts them and keeps sampling): tests/store/test_hostile_episodes.py; a
+  buffer of nothing but such episodes (the trainer waits): tests/roles/test_training_worker.py;
+- weights holding a NaN or an infinity (never encoded, taken, checkpointed or published; the
+  trainer rolls back): tests/store/test_store.py, tests/train/test_checkpoint.py,
+  tests/roles/test_training_worker.py.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ params state dict (plain numbers and arrays, nothing executable). The header car
 version, the model version and training step, `model_hash` (what fixes the shapes),
 `config_hash`, every leaf's shape and dtype and the body's sha256. `decode_weights` checks all of
 them before anything is handed to a model: a corrupt blob raises `CorruptDataError`, a foreign
-one (other format, model hash or shapes) `IncompatibleError`.
+one (other format, model hash or shapes) `IncompatibleError`. Weights holding a NaN or an
+infinity are neither encoded nor decoded (`NonFiniteWeightsError`).
 
 **Episodes**: a 16-byte header in the clear, then the rest compressed (zstd level 3: ~5x
 faster to expand than zlib for the same size, which matters to a trainer catching up):
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 import threading
 from dataclasses import dataclass
@@ -38,7 +40,7 @@ from flax.traverse_util import flatten_dict
 from bgai.config_bounds import MAX_PLAYS
 from bgai.core import rules
 from bgai.core.episodes import Episode
-from bgai.errors import CorruptDataError, IncompatibleError
+from bgai.errors import CorruptDataError, IncompatibleError, NonFiniteWeightsError
 
 WEIGHTS_FORMAT = 1
 MAGIC_W = b"BGAIWTS\n"
@@ -51,6 +53,10 @@ MAGIC_E = b"BGEP"
 _EP_HEADER = struct.Struct("<4sBbHIf")  # magic, format, result, rows, model version, surprise
 EP_HEADER_SIZE = _EP_HEADER.size  # 16
 ROW_FIXED = 32  # board 28, outcome 1, pad 1, n 2
+NUM_OUTCOMES = 6  # outcome classes: win single / gammon / backgammon, lose the same (Episode.outcome)
+RESULTS = (-3, -2, -1, 1, 2, 3)  # points won by player 0
+MAX_CHECKERS = 15
+MAX_SURPRISE = 1e30  # a stored surprise is finite, >= 0 and at most this (a float32)
 _STEPS = rules.MAX_STEPS_PER_PLAY
 
 
@@ -63,7 +69,28 @@ def _leaves(tree: Any) -> dict[str, tuple[list[int], str]]:
     return {k: (list(np.shape(v)), str(np.asarray(v).dtype)) for k, v in sorted(flat.items())}
 
 
+def non_finite_leaves(tree: Any) -> list[str]:
+    """Paths of the float leaves of a params tree (or state dict) holding a NaN or an infinity."""
+    flat = flatten_dict(serialization.to_state_dict(tree), sep="/")
+    return [
+        k
+        for k, v in sorted(flat.items())
+        if np.issubdtype(np.asarray(v).dtype, np.inexact) and not np.isfinite(np.asarray(v)).all()
+    ]
+
+
+def check_finite(tree: Any, what: str) -> None:
+    """NonFiniteWeightsError naming the first leaves of `tree` that hold a NaN or an infinity."""
+    bad = non_finite_leaves(tree)
+    if bad:
+        more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise NonFiniteWeightsError(f"{what}: not finite in {', '.join(bad[:3])}{more}")
+
+
 def encode_weights(params: Any, *, version: int, step: int, model_hash: str, config_hash: str) -> bytes:
+    """The weights codec blob of `params`; NonFiniteWeightsError if any weight is NaN or infinite
+    (a diverged network is never published)."""
+    check_finite(_to_numpy(params), f"weights of version {version}")
     body = serialization.msgpack_serialize(serialization.to_state_dict(_to_numpy(params)), in_place=True)
     header = {
         "format": WEIGHTS_FORMAT,
@@ -125,6 +152,7 @@ def decode_weights(blob: bytes, template: Any, model_hash: str) -> tuple[Any, di
         raise CorruptDataError(f"weights blob: undecodable body ({type(exc).__name__}: {exc})") from None
     if _normal(_leaves(params)) != want:
         raise CorruptDataError("weights blob: body does not match its header")
+    check_finite(params, "weights blob")
     return params, header
 
 
@@ -168,8 +196,13 @@ def encode_episode(ep: Episode, surprise: float = 0.0) -> bytes:
         pos += len(row)
         parts.append(row)
     offsets[rows] = pos
+    # a diverged value head can give a NaN surprise: stored as 0, never as an episode readers refuse
+    surprise = min(surprise, MAX_SURPRISE) if math.isfinite(surprise) and surprise > 0 else 0.0
     header = _EP_HEADER.pack(MAGIC_E, EPISODE_FORMAT, int(ep.result), rows, ep.model_version, surprise)
-    body = zstandard.ZstdCompressor(level=3).compress(offsets.tobytes() + b"".join(parts))
+    # a content checksum in every frame: `expand_episode` requires and verifies it
+    body = zstandard.ZstdCompressor(level=3, write_checksum=True).compress(
+        offsets.tobytes() + b"".join(parts)
+    )
     return header + body
 
 
@@ -213,10 +246,13 @@ def _inflate(body: bytes, rows: int) -> bytes:
 
     python-zstandard ignores `max_output_size` for a frame that declares its content size (and
     allocates that size up front), so the declared size is checked first; a frame that declares
-    none is held to the bound by `max_output_size`. Extra bytes after the frame are refused.
+    none is held to the bound by `max_output_size`. A frame must carry a content checksum (zstd
+    verifies it), and extra bytes after it are refused.
     """
     bound = expanded_bound(rows)
     try:
+        if not zstandard.get_frame_parameters(body).has_checksum:
+            raise CorruptDataError("episode blob: its frame carries no content checksum")
         declared = zstandard.frame_content_size(body)
         if declared > bound:
             raise CorruptDataError(
@@ -230,15 +266,61 @@ def _inflate(body: bytes, rows: int) -> bytes:
 
 
 def expand_episode(blob: bytes) -> bytes:
-    """The row-addressable form: header + offsets + rows, checked (CorruptDataError if not)."""
+    """The row-addressable form: header + offsets + rows, checked whole (CorruptDataError if not):
+    nothing read from it later (`decode_rows`, the sampler's surprise weights) can fail."""
     head = read_episode_header(blob)
+    _check_header(head)
     raw = blob[:EP_HEADER_SIZE] + _inflate(blob[EP_HEADER_SIZE:], head.rows)
-    if len(raw) < EP_HEADER_SIZE + 4 * (head.rows + 1):
-        raise CorruptDataError("episode blob: truncated offsets")
-    offsets = np.frombuffer(raw, np.uint32, head.rows + 1, EP_HEADER_SIZE)
-    if offsets[-1] != len(raw) or np.any(np.diff(offsets.astype(np.int64)) < ROW_FIXED):
-        raise CorruptDataError("episode blob: offsets do not match its length")
+    _check_rows(raw, _check_offsets(raw, head.rows))
     return raw
+
+
+# Validation of an arriving episode, one helper per part of the format (module docstring). A new
+# per-row field gets its check in `_check_rows`, next to the row layout it extends.
+
+
+def _check_header(head: EpisodeHeader) -> None:
+    if head.rows < 1:
+        raise CorruptDataError("episode blob: no rows")
+    if head.result not in RESULTS:
+        raise CorruptDataError(f"episode blob: result {head.result} is not one of {RESULTS}")
+    if not (math.isfinite(head.surprise) and head.surprise >= 0):
+        raise CorruptDataError(f"episode blob: surprise {head.surprise} is not finite and >= 0")
+
+
+def _check_offsets(raw: bytes, rows: int) -> np.ndarray:
+    """[rows + 1] int64 row offsets: the first right after the table, the last at the end,
+    each row at least its fixed part long (so also increasing)."""
+    table_end = EP_HEADER_SIZE + 4 * (rows + 1)
+    if len(raw) < table_end:
+        raise CorruptDataError("episode blob: truncated offsets")
+    offsets = np.frombuffer(raw, np.uint32, rows + 1, EP_HEADER_SIZE).astype(np.int64)
+    if offsets[0] != table_end or offsets[-1] != len(raw) or np.any(np.diff(offsets) < ROW_FIXED):
+        raise CorruptDataError("episode blob: offsets do not match its length")
+    return offsets
+
+
+def _check_rows(raw: bytes, offsets: np.ndarray) -> None:
+    """Every row as laid out: `32 + 5n` bytes for its own n <= MAX_ROW_PLAYS, a known outcome
+    class, at most 15 checkers on any point, and each step byte a step index or NO_STEP."""
+    buf = np.frombuffer(raw, np.uint8)
+    starts = offsets[:-1]
+    fixed = buf[starts[:, None] + np.arange(ROW_FIXED)]  # [R, 32]
+    n = fixed[:, 30].astype(np.int64) | (fixed[:, 31].astype(np.int64) << 8)  # [R] plays
+    if np.any(np.diff(offsets) != ROW_FIXED + (_STEPS + 1) * n):
+        raise CorruptDataError("episode blob: a row's length does not match its play count")
+    if np.any(n > MAX_ROW_PLAYS):
+        raise CorruptDataError(f"episode blob: a row holds more than {MAX_ROW_PLAYS} plays")
+    if np.any(fixed[:, 28] >= NUM_OUTCOMES):
+        raise CorruptDataError("episode blob: outcome class out of range")
+    if np.any(np.abs(fixed[:, :28].view(np.int8).astype(np.int16)) > MAX_CHECKERS):
+        raise CorruptDataError(f"episode blob: a board holds more than {MAX_CHECKERS} checkers on a point")
+    # the step bytes of row r are [starts[r] + 32, + 4 n[r]): reduceat over (begin, end) pairs gives
+    # each range's largest byte at the even places (rows without plays left out: empty ranges)
+    begin = starts[n > 0] + ROW_FIXED
+    edges = np.stack([begin, begin + _STEPS * n[n > 0]], 1).ravel()
+    if len(edges) and np.any(np.maximum.reduceat(buf, edges)[::2] > rules.NO_STEP):
+        raise CorruptDataError("episode blob: a step index out of range")
 
 
 def episode_rows(blob: bytes) -> list[bytes]:

@@ -8,6 +8,7 @@ import io
 import logging
 import struct
 import tracemalloc
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -53,7 +54,8 @@ def bomb(rows: int = 20, size: int = GIB) -> bytes:
     content size (as `ZstdCompressor` does by default), compressed in chunks (no 1 GiB buffer)."""
     out = io.BytesIO()
     chunk = bytes(1 << 22)
-    with zstandard.ZstdCompressor(level=1).stream_writer(out, size=size, closefd=False) as w:
+    cctx = zstandard.ZstdCompressor(level=1, write_checksum=True)
+    with cctx.stream_writer(out, size=size, closefd=False) as w:
         for _ in range(size // len(chunk)):
             w.write(chunk)
     header = struct.pack("<4sBbHIf", MAGIC_E, codec.EPISODE_FORMAT, 1, rows, 0, 0.0)
@@ -98,3 +100,102 @@ def test_a_memory_error_while_inflating_is_a_refusal(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(codec, "_zstd", lambda: Exhausted())
     with pytest.raises(CorruptDataError, match="memory"):
         expand_episode(blob)
+
+
+# --- every episode validated whole on arrival --------------------------------------------------
+
+
+def repack(raw: bytearray, checksum: bool = True) -> bytes:
+    """An episode blob from an expanded form (header + offsets + rows), as a writer would."""
+    body = zstandard.ZstdCompressor(level=3, write_checksum=checksum).compress(bytes(raw[EP_HEADER_SIZE:]))
+    return bytes(raw[:EP_HEADER_SIZE]) + body
+
+
+def _row0(raw: bytearray) -> int:
+    return int(np.frombuffer(bytes(raw), np.uint32, 1, EP_HEADER_SIZE)[0])
+
+
+def _set_offset(i: int, value: int) -> Callable[[bytearray], bytes]:
+    def mutate(raw: bytearray) -> bytes:
+        struct.pack_into("<I", raw, EP_HEADER_SIZE + 4 * i, value)
+        return repack(raw)
+
+    return mutate
+
+
+def _set(fmt: str, where: Callable[[bytearray], int], value: object) -> Callable[[bytearray], bytes]:
+    def mutate(raw: bytearray) -> bytes:
+        struct.pack_into(fmt, raw, where(raw), value)
+        return repack(raw)
+
+    return mutate
+
+
+def _flip_checksum(raw: bytearray) -> bytes:
+    blob = bytearray(repack(raw))
+    blob[-1] ^= 0x01  # the frame's last 4 bytes are its content checksum
+    return bytes(blob)
+
+
+# each: a good episode's expanded form -> a blob that must be refused
+MALFORMED: dict[str, Callable[[bytearray], bytes]] = {
+    "a row shorter than its play count": _set("<H", lambda raw: _row0(raw) + 30, 17),
+    "a row longer than its play count": _set("<H", lambda raw: _row0(raw) + 30, 0),
+    "the last row declaring 60,000 plays": _set(
+        "<H", lambda raw: int(np.frombuffer(bytes(raw), np.uint32, 30, EP_HEADER_SIZE)[-1]) + 30, 60_000
+    ),
+    "offsets inside the offset table": _set_offset(0, 0),
+    "offsets going backwards": _set_offset(2, EP_HEADER_SIZE + 4 * 31 + 40),
+    "outcome class 9": _set("<B", lambda raw: _row0(raw) + 28, 9),
+    "a step index past NO_STEP": _set("<B", lambda raw: _row0(raw) + 32, rules.NO_STEP + 1),
+    "a point holding 100 checkers": _set("<b", lambda raw: _row0(raw) + 3, 100),
+    "a NaN surprise": _set("<f", lambda raw: 12, float("nan")),
+    "an infinite surprise": _set("<f", lambda raw: 12, float("inf")),
+    "a negative surprise": _set("<f", lambda raw: 12, -0.5),
+    "result 0": _set("<b", lambda raw: 5, 0),
+    "result 7": _set("<b", lambda raw: 5, 7),
+    "no rows": lambda raw: repack(bytearray(raw[:6] + b"\x00\x00" + raw[8:16] + struct.pack("<I", 20))),
+    "a frame without a checksum": lambda raw: repack(raw, checksum=False),
+    "a content checksum mismatch": _flip_checksum,
+    "bytes after the frame": lambda raw: repack(raw) + b"\x00" * 8,
+}
+
+
+def good_raw(seed: int = 0) -> bytearray:
+    return bytearray(expand_episode(encode_episode(make_episode(30, seed))))
+
+
+def test_episodes_are_written_with_a_content_checksum() -> None:
+    blob = encode_episode(make_episode(30, 0))
+    assert zstandard.get_frame_parameters(blob[EP_HEADER_SIZE:]).has_checksum
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_a_malformed_episode_is_refused_whole_on_arrival(case: str) -> None:
+    bad = MALFORMED[case](good_raw())
+    with pytest.raises(CorruptDataError):
+        expand_episode(bad)
+
+
+def test_the_mirror_skips_and_counts_every_malformed_episode_and_keeps_sampling(r: redis.Redis) -> None:
+    store = ReplayStore(r, KEYS, capacity=100_000)
+    mirror = ReplayMirror(store, K)
+    good = [make_episode(30, 100 + i) for i in range(2)]
+    store.push(encode_episode(good[0], surprise=0.5))
+    for mutate in MALFORMED.values():
+        store.push(mutate(good_raw()))
+    store.push(encode_episode(good[1], surprise=0.5))
+    rng = np.random.default_rng(0)
+    for _ in range(3):  # neither the uniform nor the surprise draw ever meets a bad episode
+        got = mirror.sample(300, rng, surprise_fraction=0.5)
+        kept = np.concatenate([ep.boards for ep in good])
+        assert (got["boards"][:, None, :] == kept[None]).all(-1).any(-1).all()
+        assert set(np.unique(got["outcome"])) <= set(np.concatenate([ep.outcome for ep in good]))
+    assert mirror.skipped == len(MALFORMED) and mirror.size == 60
+
+
+def test_a_writer_never_stores_a_surprise_readers_refuse() -> None:
+    """A diverged value head gives NaN surprise: it is stored as 0, not as a refused episode."""
+    for surprise in (float("nan"), float("inf"), -1.0):
+        raw = expand_episode(encode_episode(make_episode(5, 0), surprise=surprise))
+        assert codec.read_episode_header(raw).surprise == 0.0

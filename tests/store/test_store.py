@@ -14,8 +14,8 @@ from bgai.clock import FakeClock
 from bgai.core import rules
 from bgai.core.episodes import Episode
 from bgai.core.network import BgNet, init_params
-from bgai.errors import CorruptDataError, IncompatibleError
-from bgai.store import registry, runstate, weights
+from bgai.errors import CorruptDataError, IncompatibleError, NonFiniteWeightsError
+from bgai.store import codec, registry, runstate, weights
 from bgai.store.codec import decode_rows, decode_weights, encode_episode, encode_weights, episode_rows
 from bgai.store.keys import Keys
 from bgai.store.lock import TrainerLock
@@ -101,6 +101,32 @@ def test_weights_codec_refuses_corrupt_and_foreign_blobs() -> None:
         decode_weights(blob, params, "other")
     with pytest.raises(IncompatibleError, match="shapes"):
         decode_weights(blob, small_params((9,)), "m1")
+
+
+def nan_params() -> dict:
+    """Small params with one NaN (a diverged network)."""
+    leaves, tree = jax.tree.flatten(small_params())
+    leaves[0] = np.asarray(leaves[0]).copy()
+    leaves[0].flat[0] = np.nan
+    return jax.tree.unflatten(tree, leaves)
+
+
+def test_weights_that_are_not_all_finite_are_never_encoded_nor_taken(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(NonFiniteWeightsError, match="not finite"):
+        encode_weights(nan_params(), version=2, step=2, model_hash="m", config_hash="c")
+    good = encode_weights(small_params(), version=1, step=1, model_hash="m", config_hash="c")
+    with monkeypatch.context() as m:  # a blob made behind the encoder's back
+        m.setattr(codec, "non_finite_leaves", lambda tree: [])
+        forged = encode_weights(nan_params(), version=2, step=2, model_hash="m", config_hash="c")
+    with pytest.raises(CorruptDataError, match="not finite"):
+        decode_weights(forged, small_params(), "m")
+    follower = weights.WeightsFollower(KEYS, small_params(), "m")
+    assert follower.offer(1, good)
+    with caplog.at_level(logging.ERROR):
+        assert not follower.offer(2, forged)
+    assert follower.version == 1 and "not finite" in caplog.text
 
 
 # --- weights in Redis ------------------------------------------------------------------------
