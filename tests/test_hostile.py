@@ -9,6 +9,10 @@ Where each case of the list is proven:
 - a wrong Redis password: below (a role process exits 2 saying so) and tests/store/test_acl.py;
 - a run id that does not exist: tests/runs/test_runs.py (test_bad_input_is_refused_with_exit_2);
 - a checkpoint of another model shape: tests/train/test_checkpoint.py and tests/runs;
+- a corrupt newest checkpoint (truncated, garbage), a crash's leftover temporary file: set aside
+  as `.bad` / removed, the newest good one restored: tests/train/test_checkpoint.py,
+  tests/roles/test_training_worker.py; a refusal under supervisord is not restart-looped:
+  tests/test_supervisor_conf.py;
 - an oversized episode: below (refused by the client and by the push script);
 - a zstd bomb (a 32 KB episode declaring 1 GiB), MemoryError while expanding:
   tests/store/test_hostile_episodes.py;

@@ -1,14 +1,18 @@
 """Checkpoints: params, optimizer state, step, model version, RNG and config hash.
 
 Stored as msgpack (flax.serialization), never pickle, behind a small JSON
-header; written to a temporary file and renamed, so a crash leaves either the
-old or the new file. Only the newest `keep` are kept.
+header; written to a temporary file, fsynced, renamed, and the directory fsynced, so a crash
+or a power loss leaves either the old or the new file. Only the newest `keep` are kept, and a
+state holding a NaN or an infinity is never written. `load_newest` restores the newest file
+that passes its checks: a corrupt one is renamed `<name>.bad` (kept for a post-mortem, never
+listed again) and the next older one tried; temporary files a crash left behind are removed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -18,16 +22,22 @@ import numpy as np
 from flax import serialization
 
 from bgai.errors import CorruptDataError, IncompatibleError
+from bgai.store.codec import check_finite
+
+log = logging.getLogger(__name__)
 
 MAGIC = b"BGAICKPT1\n"
 _NAME = re.compile(r"^ckpt_(\d{9})\.bgai$")
+_TMP = re.compile(r"^ckpt_(\d{9})\.tmp$")
 
 
 def save_checkpoint(
     directory: Path, step: int, state: dict[str, Any], meta: dict[str, Any], keep: int = 3
 ) -> Path:
-    """Write `state` (a pytree of arrays) and JSON-able `meta`; prune to the newest `keep`."""
+    """Write `state` (a pytree of arrays) and JSON-able `meta`; prune to the newest `keep`.
+    NonFiniteWeightsError (nothing written) if a float in `state` is NaN or infinite."""
     directory.mkdir(parents=True, exist_ok=True)
+    check_finite(state, f"checkpoint at step {step}")
     body = serialization.msgpack_serialize(serialization.to_state_dict(state))
     header = json.dumps({**meta, "step": step, "sha256": hashlib.sha256(body).hexdigest()}).encode()
     path = directory / f"ckpt_{step:09d}.bgai"
@@ -37,9 +47,69 @@ def save_checkpoint(
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_dir(directory)  # the rename itself survives a power loss
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
+    remove_stale_tmp(directory, below=step)
     return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_tmp(directory: Path, below: int | None = None) -> list[Path]:
+    """Delete the temporary files of saves that never finished (all, or those of steps < `below`:
+    steps only grow, so an older one is a crash's leftover, never a save in progress)."""
+    if not directory.is_dir():
+        return []
+    stale = [
+        p for p in directory.iterdir() if (m := _TMP.match(p.name)) and (below is None or int(m[1]) < below)
+    ]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def quarantine(path: Path) -> Path:
+    """Rename a checkpoint that failed its checks to `<name>.bad`: out of every listing, kept."""
+    bad = path.with_name(path.name + ".bad")
+    os.replace(path, bad)
+    _fsync_dir(path.parent)
+    return bad
+
+
+def load_newest(
+    directory: Path, template: dict[str, Any], model_hash: str | None = None
+) -> tuple[dict, dict, Path] | None:
+    """(state, meta, path) of the newest checkpoint in `directory` that passes its checks, or None.
+
+    A corrupt file (truncated, bad checksum, not a checkpoint, a NaN state) is logged, renamed
+    `.bad` and skipped for the next older one. A file of another model (IncompatibleError) is
+    raised: the config is what is wrong, and older files of the run would not fit either.
+    Temporary files a crash left behind are removed first (one writer per directory: the
+    trainer lock).
+    """
+    for tmp in remove_stale_tmp(directory):
+        log.warning("removed %s, left by a save that never finished", tmp)
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            state, meta = load_checkpoint(path, template, model_hash)
+            check_finite(state, str(path))  # written before saves refused NaN: as bad
+        except CorruptDataError as exc:
+            log.error(
+                "checkpoint %s refused (%s): renamed %s; trying an older one",
+                path,
+                exc,
+                quarantine(path).name,
+            )
+            continue
+        return state, meta, path
+    return None
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
