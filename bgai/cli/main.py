@@ -243,5 +243,98 @@ def bench_propagation(config: str | None, sets: tuple[str, ...], workers: int, r
     click.echo(json.dumps(result))
 
 
+@bench.command("strength")
+@config_option
+@set_option
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="A checkpoint file.")
+@click.option("--version", type=int, default=None, help="Model version N of the current run.")
+@click.option(
+    "--plies", type=click.IntRange(0, 0), default=0, show_default=True, help="Our player's lookahead."
+)
+@click.option("--decisions", type=click.IntRange(min=1), default=None, help="Use the set's first N only.")
+@click.option(
+    "--set-file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Decision set (default: the one bgai ships, bgai/bench/data/decisions.npz).",
+)
+def bench_strength(
+    config: str | None,
+    sets: tuple[str, ...],
+    checkpoint: str | None,
+    version: int | None,
+    plies: int,
+    decisions: int | None,
+    set_file: str | None,
+) -> None:
+    """Error rate on the decision set (equity lost per decision x1000, against gnubg 2-ply):
+    our greedy player (a checkpoint, --version N, or an untrained net) and the anchors."""
+    import jax
+
+    from bgai.bench.decisions import DEFAULT_SET, DecisionSet
+    from bgai.bench.strength import bench_strength as run_bench
+    from bgai.bench.strength import network_scorer
+    from bgai.cli.eval import _from_checkpoint, _from_version
+    from bgai.core.network import BgNet, init_params
+
+    cfg = load_for_compute(config, sets)
+    if checkpoint is not None and version is not None:
+        raise click.UsageError("give --checkpoint PATH or --version N, not both")
+    path = Path(set_file) if set_file else DEFAULT_SET
+    try:
+        dset = DecisionSet.load(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise click.UsageError(f"cannot read the decision set {path}: {exc}") from exc
+    if decisions is not None:
+        dset = dset.head(decisions)
+    net = BgNet(tuple(cfg.model.hidden))
+    label = "untrained (seed 0)"
+    try:
+        if checkpoint is not None:
+            label, params = Path(checkpoint).name, _from_checkpoint(cfg, Path(checkpoint))
+        elif version is not None:
+            label, params = f"version {version}", _from_version(cfg, version)
+        else:
+            params = init_params(net, jax.random.key(0))
+    except (BgaiError, OSError) as exc:
+        raise click.UsageError(f"cannot use {checkpoint or f'version {version}'}: {exc}") from exc
+    result = run_bench(dset, (label, network_scorer(net.apply, params)), str(path), log=click.echo)
+    click.echo(json.dumps(result))
+
+
+@bench.command("build-decisions")
+@click.option("--contact", type=click.IntRange(min=0), default=2000, show_default=True)
+@click.option("--race", type=click.IntRange(min=0), default=600, show_default=True)
+@click.option("--bearoff", type=click.IntRange(min=0), default=600, show_default=True)
+@click.option("--seed", type=int, default=20261217, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 8), default=2, show_default=True, help="gnubg processes.")
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default=None, help="Where to write (default: the shipped set)."
+)
+def bench_build_decisions(
+    contact: int, race: int, bearoff: int, seed: int, workers: int, out: str | None
+) -> None:
+    """Build the decision set of `bench strength`: gnubg 0-ply self-play positions, every legal
+    play scored by Debian gnubg (2-ply move evaluation). Minutes; needs gnubg and gnubg-nn."""
+    from bgai.bench.decisions import DEFAULT_SET
+    from bgai.bench.decisions_build import BuildSpec, build_decision_set
+    from bgai.opponents.gnubg import GnubgUnavailable
+
+    spec = BuildSpec(contact=contact, race=race, bearoff=bearoff, seed=seed, workers=workers)
+    if not any(spec.quotas):
+        raise click.UsageError("every class quota is 0: nothing to build")
+    try:
+        dset, report = build_decision_set(spec, log=click.echo)
+    except GnubgUnavailable as exc:
+        raise click.UsageError(str(exc)) from exc
+    path = Path(out) if out else DEFAULT_SET
+    dset.save(path)
+    click.echo(
+        f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {report['decisions']} decisions, "
+        f"{report['plays']} plays, {report['mismatches']} mismatches, {report['total_s']:.0f} s"
+    )
+    click.echo(json.dumps({**report, "file": str(path)}))
+
+
 if __name__ == "__main__":  # pragma: no cover
     cli()

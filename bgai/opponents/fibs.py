@@ -98,10 +98,15 @@ def _check_dice(dice: tuple[int, int]) -> tuple[int, int]:
     return d
 
 
-def board_line(board: np.ndarray, dice: tuple[int, int], name: str = "bgai", opponent: str = "gnubg") -> str:
-    """The FIBS board line of `board` (mover's view) with the mover on roll, cubeless money play."""
+def board_line(
+    board: np.ndarray, dice: tuple[int, int] | None, name: str = "bgai", opponent: str = "gnubg"
+) -> str:
+    """The FIBS board line of `board` (mover's view) with the mover on roll, cubeless money play.
+
+    `dice` None writes 0 0: the mover has not rolled yet (a position to evaluate).
+    """
     b = _check_board(board)
-    d1, d2 = _check_dice(dice)
+    d1, d2 = (0, 0) if dice is None else _check_dice(dice)
     names = [n.replace(":", "_") or "_" for n in (name, opponent)]
     fields: list[object] = [*names, 0, 0, 0]
     fields += [int(b[OPP_BAR]), *(int(x) for x in b[:NUM_POINTS]), int(b[BAR])]

@@ -11,7 +11,9 @@ after gnubg's best cubeless money play, so they can stand in for each other (`Mo
     external localhost:PORT                            # "Waiting for a connection from ..."
 
 then connects as gnubg's controller: each FIBS board line sent gets one reply line, gnubg's
-move (`8/3 6/3 `; empty when there is none), found with those evaluation settings.
+move (`8/3 6/3 `; empty when there is none), found with those evaluation settings. The same
+connection evaluates positions (`evaluate`: `evaluation fibsboard LINE plies N cube off` answers
+the five cubeless probabilities of the side on roll, then gnubg's equity).
 `GnubgProcess` is the subprocess itself: commands in, stdout lines collected by a thread
 that callers wait on with deadlines.
 """
@@ -38,6 +40,7 @@ from bgai.errors import BgaiError
 from bgai.opponents.fibs import apply_hops, apply_move, board_line
 
 DEFAULT_BINARY = "/usr/games/gnubg"
+_MAX_LINE = 256  # gnubg's external reader keeps one line in a 256-byte buffer (CommandExternal)
 
 
 class GnubgError(BgaiError, RuntimeError):
@@ -46,6 +49,12 @@ class GnubgError(BgaiError, RuntimeError):
 
 class GnubgUnavailable(GnubgError):  # noqa: N818 (the name callers import)
     """GNU Backgammon (the binary or the gnubg_nn module) is not installed."""
+
+
+def money_equity(probs: np.ndarray) -> np.ndarray:
+    """Cubeless money equity [...] of gnubg's five probabilities [..., 5] (gammons count)."""
+    p = np.asarray(probs, dtype=np.float64)
+    return 2.0 * p[..., 0] - 1.0 + p[..., 1] - p[..., 3] + p[..., 2] - p[..., 4]
 
 
 class MoveEngine(Protocol):
@@ -232,9 +241,28 @@ class GnubgExternal:
 
     def best_move(self, board: np.ndarray, dice: tuple[int, int]) -> str:
         """gnubg's move in its notation ('' when there is none)."""
+        return self._request(board_line(board, dice)).strip()
+
+    def evaluate(self, board: np.ndarray, plies: int) -> np.ndarray:
+        """gnubg's cubeless probabilities [5] of the side to move in `board` (its view), before it
+        rolls, at `plies` (0: the net; 1: the mean over the 21 rolls of its best 0-ply reply):
+        win, win gammon or more, win backgammon, lose gammon or more, lose backgammon.
+
+        The external socket's `evaluation fibsboard LINE plies N cube off` command; gammons count
+        (`set jacoby off` at start). `money_equity` turns the five into cubeless money equity.
+        """
+        reply = self._request(f"evaluation fibsboard {board_line(board, None)} plies {int(plies)} cube off")
+        fields = reply.split()
+        if len(fields) != 6:  # the five probabilities, then gnubg's equity
+            raise GnubgError(f"gnubg's evaluation is not six numbers: {reply!r}")
+        return np.asarray([float(x) for x in fields[:5]])
+
+    def _request(self, line: str) -> str:
+        """Send one line, return gnubg's one-line reply; GnubgError if it refuses or the link breaks."""
         if self._sock is None or self._gnubg is None:
             raise GnubgError(self._failure or "GnubgExternal is not started")
-        line = board_line(board, dice)
+        if len(line) >= _MAX_LINE:
+            raise GnubgError(f"gnubg reads at most {_MAX_LINE - 1} characters a line: {line!r}")
         try:
             self._sock.sendall((line + "\n").encode("ascii"))
             reply = self._readline()
@@ -245,7 +273,7 @@ class GnubgExternal:
             raise GnubgError(failure) from exc
         if reply.startswith("Error"):
             raise GnubgError(f"gnubg refused {line!r}: {reply}")
-        return reply.strip()
+        return reply
 
     def _readline(self) -> str:
         assert self._sock is not None and self._gnubg is not None

@@ -1,0 +1,161 @@
+"""`bgai bench strength`: error rate (ER) on the decision set, ours and the anchors'.
+
+A player is a `Scorer`: a function from a decision set to a score for each of its plays [P]
+(it would play, in each decision, the play it scores highest). `error_rate` turns scores into
+the ER, the mean equity given up per decision against the reference's best play (gnubg's
+2-ply move evaluation stored in the set), x1000, overall and per class. Ties count as broken
+uniformly at random, in expectation: a decision's loss is the mean loss over the plays that
+share its top score. So `random_scorer` (every play scores the same) is random play's exact
+expectation, and a deterministic player whose top play is unique is scored on that play.
+
+    ours        greedy 0-ply: argmax of the network's afterstate value (`score_afterstates`,
+                the formula of bgai.core.afterstate: minus the opponent's equity of the
+                flipped afterstate, or the points won when the play ends the game)
+    pubeval     Tesauro's pubeval, race or contact weights chosen by the position before the
+                play (as pubeval.c and gnubg's pub_best_move do)
+    gnubg_0ply  the set's stored gnubg 0-ply equities
+    random      every legal play alike
+
+Another lookahead (1-ply: the mean over the opponent's 21 rolls) is one more `Scorer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bgai.bench.decisions import CLASSES, DecisionSet
+from bgai.core.afterstate import ApplyFn, _values_of
+from bgai.core.pubeval import is_race, pubeval_score
+
+Scorer = Callable[[DecisionSet], np.ndarray]  # a set -> the player's score of each play [P]
+BATCH = 8192  # afterstates per network call
+
+
+@dataclass(frozen=True)
+class ErReport:
+    """A player's error rates (mean equity lost per decision x 1000); None for an empty class."""
+
+    decisions: int
+    er: float
+    er_contact: float | None
+    er_race: float | None
+    er_bearoff: float | None
+    best: float  # share of decisions where it plays the reference's best play
+
+    def as_dict(self) -> dict[str, Any]:
+        """For JSON: figures rounded to 4 decimals (ER in thousandths of a point: ~1e-7 points)."""
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def _in_batches(fn: Callable[..., jax.Array], arrays: tuple[np.ndarray, ...], batch: int) -> np.ndarray:
+    """fn over rows of `arrays`, `batch` rows a call (the last padded: one compiled shape)."""
+    n = len(arrays[0])
+    size = max(1, min(batch, n))
+    out = []
+    for start in range(0, n, size):
+        rows = np.resize(np.arange(start, min(start + size, n)), size)
+        out.append(np.asarray(fn(*(jnp.asarray(a[rows]) for a in arrays)))[: min(size, n - start)])
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def score_afterstates(apply_fn: ApplyFn, params: Any, boards: np.ndarray, batch: int = BATCH) -> np.ndarray:
+    """The network's value for the mover of each afterstate [P, 28] (mover's view): float32 [P]."""
+    values = jax.jit(lambda p, b: _values_of(apply_fn, p, b))
+    return _in_batches(lambda b: values(params, b.astype(jnp.int32)), (boards,), batch)
+
+
+def network_scorer(apply_fn: ApplyFn, params: Any) -> Scorer:
+    """Our greedy 0-ply player."""
+    return lambda s: score_afterstates(apply_fn, params, s.afterstates)
+
+
+_pubeval = jax.jit(jax.vmap(lambda after, before: pubeval_score(after, is_race(before))))
+
+
+def pubeval_scorer(s: DecisionSet) -> np.ndarray:
+    return _in_batches(
+        _pubeval, (s.afterstates.astype(np.int32), s.boards[s.decision_of].astype(np.int32)), BATCH
+    )
+
+
+def gnubg_0ply_scorer(s: DecisionSet) -> np.ndarray:
+    return s.equity_0ply
+
+
+def random_scorer(s: DecisionSet) -> np.ndarray:
+    return np.zeros(len(s.afterstates), np.float32)
+
+
+ANCHORS: dict[str, Scorer] = {
+    "pubeval": pubeval_scorer,
+    "gnubg_0ply": gnubg_0ply_scorer,
+    "random": random_scorer,
+}
+
+
+def error_rate(s: DecisionSet, scores: np.ndarray) -> ErReport:
+    """The ER of a player whose score of each play [P] is `scores` (it plays its top score)."""
+    scores = np.asarray(scores)
+    if scores.shape != s.equity.shape or not np.all(np.isfinite(scores)):
+        raise ValueError(f"need a finite score per play, shape {s.equity.shape}; got {scores.shape}")
+    starts, dec = s.offsets[:-1], s.decision_of
+    equity = s.equity.astype(np.float64)
+    loss = np.maximum.reduceat(equity, starts)[dec] - equity  # [P] equity given up by each play
+    top = scores == np.maximum.reduceat(scores, starts)[dec]  # [P] the plays the player picks among
+    ties = np.add.reduceat(top.astype(np.float64), starts)
+    lost = np.add.reduceat(np.where(top, loss, 0.0), starts) / ties  # [N]
+    best = np.add.reduceat((top & (loss == 0)).astype(np.float64), starts) / ties
+
+    def mean(mask: np.ndarray) -> float | None:
+        return float(1000 * lost[mask].mean()) if mask.any() else None
+
+    if s.size == 0:
+        raise ValueError("the decision set is empty")
+    contact, race, bearoff = (mean(s.classes == c) for c in range(len(CLASSES)))
+    return ErReport(s.size, float(1000 * lost.mean()), contact, race, bearoff, float(best.mean()))
+
+
+def evaluate_er(s: DecisionSet, scorer: Scorer) -> ErReport:
+    return error_rate(s, scorer(s))
+
+
+def _fmt(x: float | None) -> str:
+    return f"{x:8.1f}" if x is not None else f"{'-':>8s}"
+
+
+def bench_strength(
+    s: DecisionSet,
+    player: tuple[str, Scorer],
+    set_name: str,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """ER of `player` (label, scorer) and of the anchors on `s`; prints a table; the JSON dict."""
+    counts = s.counts()
+    log(
+        f"decision set {set_name}: {s.size} decisions ("
+        + ", ".join(f"{k} {v}" for k, v in counts.items())
+        + f"), {len(s.afterstates)} plays"
+    )
+    log(f"reference: {s.meta.get('reference', '?')}")
+    label, scorer = player
+    reports = {label: evaluate_er(s, scorer)} | {name: evaluate_er(s, f) for name, f in ANCHORS.items()}
+    log(f"{'player':28s} {'ER':>8s} " + " ".join(f"{c:>8s}" for c in CLASSES) + f" {'best %':>7s}")
+    for name, r in reports.items():
+        row = [r.er, r.er_contact, r.er_race, r.er_bearoff]
+        log(f"{name[:28]:28s} " + " ".join(_fmt(x) for x in row) + f" {100 * r.best:7.1f}")
+    ours = reports.pop(label)
+    return {
+        "bench": "strength",
+        "player": label,
+        "plies": 0,
+        "set": set_name,
+        "classes": counts,
+        **ours.as_dict(),
+        "anchors": {name: r.as_dict() for name, r in reports.items()},
+    }

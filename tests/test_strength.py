@@ -1,0 +1,117 @@
+"""`bgai bench strength`: the ER arithmetic on a hand-built set, and a small run of the command.
+
+Nothing here asserts a strength: only the JSON's shape, that ERs are finite and >= 0, and one
+order that the file fixes (random play gives up more than gnubg 0-ply's stored choices).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bgai.bench.decisions import BEAROFF, CONTACT, RACE, DecisionSet
+from bgai.bench.strength import error_rate, evaluate_er, gnubg_0ply_scorer, random_scorer
+from bgai.cli.main import cli
+from bgai.config import load_config, model_hash
+from bgai.core import rules
+from bgai.runs.manager import train_template
+from bgai.train.checkpoint import save_checkpoint
+
+SETS = {"model.hidden": "[16]"}
+ARGS = [x for k, v in SETS.items() for x in ("--set", f"{k}={v}")]
+KEYS = ("er", "er_contact", "er_race", "er_bearoff")
+
+
+def two_decisions() -> DecisionSet:
+    """Decision 0 (contact): three plays worth +0.5, +0.2, -0.1; decision 1 (race): 0.0 and -0.4."""
+    start = np.asarray(rules.start_board(), np.int8)
+    equity = np.array([0.5, 0.2, -0.1, 0.0, -0.4], np.float32)
+    return DecisionSet(
+        boards=np.stack([start, start]),
+        dice=np.array([[3, 1], [6, 5]], np.int8),
+        classes=np.array([CONTACT, RACE], np.int8),
+        offsets=np.array([0, 3, 5], np.int32),
+        afterstates=np.tile(start, (5, 1)),
+        equity=equity,
+        equity_0ply=np.array([0.1, 0.3, 0.0, -0.2, -0.1], np.float32),  # picks 0.2, then -0.4
+    )
+
+
+def test_error_rate_is_the_mean_equity_lost_per_decision_times_1000() -> None:
+    s = two_decisions()
+    s.check()
+    # decision 0 plays +0.2 (loses 0.3); decision 1 ties its two plays (loses 0.4 / 2 = 0.2)
+    r = error_rate(s, np.array([0.0, 1.0, 0.5, 7.0, 7.0]))
+    assert r.decisions == 2
+    assert r.er == pytest.approx(250.0, abs=1e-4)
+    assert r.er_contact == pytest.approx(300.0, abs=1e-4)
+    assert r.er_race == pytest.approx(200.0, abs=1e-4)
+    assert r.er_bearoff is None
+    assert r.best == pytest.approx(0.25)  # decision 1's tie holds the best play half the time
+
+
+def test_the_best_play_loses_nothing_and_the_anchors_read_the_file() -> None:
+    s = two_decisions()
+    perfect = error_rate(s, s.equity)
+    assert perfect.er == 0.0 and perfect.best == 1.0
+    # random: the mean loss over each decision's plays, (0 + 0.3 + 0.6) / 3 and (0 + 0.4) / 2
+    assert evaluate_er(s, random_scorer).er == pytest.approx(1000 * (0.3 + 0.2) / 2, abs=1e-4)
+    assert evaluate_er(s, gnubg_0ply_scorer).er == pytest.approx(1000 * (0.3 + 0.4) / 2, abs=1e-4)
+
+
+def test_error_rate_refuses_scores_that_do_not_fit() -> None:
+    s = two_decisions()
+    with pytest.raises(ValueError, match="finite score per play"):
+        error_rate(s, np.zeros(4))
+    with pytest.raises(ValueError, match="finite score per play"):
+        error_rate(s, np.array([0.0, np.nan, 0.0, 0.0, 0.0]))
+
+
+def test_head_keeps_whole_decisions() -> None:
+    s = two_decisions().head(1)
+    s.check()
+    assert s.size == 1 and len(s.afterstates) == 3 and s.classes.tolist() == [CONTACT]
+    assert BEAROFF not in s.classes
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cfg = load_config(None, env={}, overrides=SETS)
+    meta = {"model_hash": model_hash(cfg), "model_version": 1}
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt"), 1, train_template(cfg), meta)
+
+
+def strength(*args: str) -> tuple[int, str]:
+    out = CliRunner().invoke(cli, ["bench", "strength", *args, *ARGS])
+    return out.exit_code, out.output
+
+
+def test_bench_strength_on_300_decisions(ckpt: Path) -> None:
+    code, out = strength("--checkpoint", str(ckpt), "--decisions", "300")
+    assert code == 0, out
+    assert "gnubg_0ply" in out and "pubeval" in out and ckpt.name in out
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["bench"] == "strength" and res["decisions"] == 300 and res["player"] == ckpt.name
+    assert sum(res["classes"].values()) == 300 and all(res["classes"].values())
+    assert set(res["anchors"]) == {"pubeval", "gnubg_0ply", "random"}
+    for r in [res, *res["anchors"].values()]:
+        assert r["decisions"] == 300
+        assert all(math.isfinite(r[k]) and r[k] >= 0 for k in KEYS), r
+    anchors = res["anchors"]
+    assert anchors["random"]["er"] > anchors["gnubg_0ply"]["er"]  # fixed by the file alone
+
+
+def test_bench_strength_refuses_bad_input(ckpt: Path, tmp_path: Path) -> None:
+    code, out = strength("--checkpoint", str(ckpt), "--version", "3")
+    assert code == 2 and "not both" in out
+    code, out = strength("--plies", "1")
+    assert code == 2
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a set")
+    code, out = strength("--set-file", str(bad))
+    assert code == 2 and "cannot read the decision set" in out
