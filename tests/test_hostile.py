@@ -8,6 +8,9 @@ Where each case of the list is proven:
   through a role's command line (exit 2, the key named);
 - a wrong Redis password: below (a role process exits 2 saying so) and tests/store/test_acl.py;
 - a run id that does not exist: tests/runs/test_runs.py (test_bad_input_is_refused_with_exit_2);
+- eval weights a worker refuses (another model, corrupt, expired): its slice released to the
+  others, the version skipped, no tight loop: tests/store/test_evals.py,
+  tests/roles/test_eval_worker.py;
 - a checkpoint of another model shape: tests/train/test_checkpoint.py and tests/runs;
 - a corrupt newest checkpoint (truncated, garbage), a crash's leftover temporary file: set aside
   as `.bad` / removed, the newest good one restored: tests/train/test_checkpoint.py,

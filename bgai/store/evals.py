@@ -2,11 +2,18 @@
 
 `claim` (one Lua script) hands out, in this order:
 1. a slice of an unfinished version whose owner died (its heartbeat key `workers:{id}` is gone,
-   or it is the caller itself: a worker only claims when it holds nothing) — re-issued;
+   or it is the caller itself: a worker only claims when it holds nothing) or released it — re-issued;
 2. the next slice of the current target;
 3. when the target's slices are all claimed and the model is at least `every` versions past it,
    a first slice of the newest version, which becomes the target; its weights are copied to
    `eval:weights:{v}` so every eval worker plays the same bytes even after training moves on.
+Versions in the caller's `skip` (ones whose weights it refused) are never handed to it. Every
+hand-out refreshes the version's slices hash and its weights together, so the weights live as
+long as the slices that need them.
+
+`release` gives a claimed slice back (its owner becomes `=free`) when the worker cannot play it
+(it refused the version's weights): another worker takes it at once, and the refusing worker
+skips that version instead of taking the same slice again in a loop.
 
 `add_slice` (one Lua script) adds a finished slice's sums for every opponent at once, and only
 once: a slice finished twice (re-issued while its first owner was merely slow) counts once, so
@@ -17,6 +24,7 @@ not a queue: nothing grows with time, and everything of a version expires after 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import cast
 
@@ -48,21 +56,30 @@ local every, games, slice, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(
 local claims_prefix, slices_prefix, weights_prefix = ARGV[5], ARGV[6], ARGV[7]
 local have, keep, keep_w = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local me, hb_prefix = ARGV[11], ARGV[12]
--- 1. a slice whose owner died
+local skip = {}  -- versions the caller will not play (it refused their weights)
+for sv in string.gmatch(ARGV[15], '[^,]+') do skip[sv] = true end
+-- a hand-out keeps the version's slices and weights alive together
+local function touch(v)
+  redis.call('EXPIRE', slices_prefix .. v, ttl)
+  redis.call('EXPIRE', weights_prefix .. v, ttl)
+end
+-- 1. a slice whose owner died or released it
 for _, ov in ipairs(redis.call('ZRANGE', open_k, 0, -1)) do
   local sk = slices_prefix .. ov
-  local h = redis.call('HGETALL', sk)
-  if #h == 0 then
+  local h = {}
+  if not skip[ov] then h = redis.call('HGETALL', sk) end
+  if #h == 0 and not skip[ov] then
     redis.call('ZREM', open_k, ov)
-  else
+  elseif #h > 0 then
     local meta = {}
     for i = 1, #h, 2 do meta[h[i]] = h[i + 1] end
     for i = 1, #h, 2 do
       local f, owner = h[i], h[i + 1]
-      local dead = owner == me or redis.call('EXISTS', hb_prefix .. owner) == 0
+      local dead = owner == me or owner == '=free' or redis.call('EXISTS', hb_prefix .. owner) == 0
       if tonumber(f) and owner ~= '=done' and dead then
         redis.call('HSET', sk, f, me)
         redis.call('HINCRBY', sk, 'reissued', 1)
+        touch(ov)
         return reply(tonumber(ov), tonumber(f), tonumber(meta.g), tonumber(meta.s), have, weights_prefix)
       end
     end
@@ -75,18 +92,18 @@ if raw then t = cjson.decode(raw) end
 local function take(v, idx, g, s)
   local sk = slices_prefix .. v
   redis.call('HSET', sk, idx, me, 'g', g, 's', s)
-  redis.call('EXPIRE', sk, ttl)
+  touch(v)
   redis.call('ZADD', open_k, v, v)
   return reply(v, idx, g, s, have, weights_prefix)
 end
-if t then
+if t and not skip[tostring(t.version)] then
   local n = redis.call('INCR', claims_prefix .. t.version)
   redis.call('EXPIRE', claims_prefix .. t.version, ttl)
   if (n - 1) * t.slice < t.games then return take(t.version, n - 1, t.games, t.slice) end
 end
 -- 3. a new target
 local v = tonumber(redis.call('GET', version_k) or '-1')
-if v < 0 or (t and v < t.version + every) then return false end
+if v < 0 or (t and v < t.version + every) or skip[tostring(v)] then return false end
 local w = redis.call('GET', weights_k)
 if not w then return false end
 t = {version = v, games = games, slice = slice}
@@ -102,6 +119,13 @@ redis.call('SET', claims_prefix .. v, 1, 'EX', ttl)
 return take(v, 0, games, slice)
 """
 )
+
+_RELEASE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], '=free')
+redis.call('HINCRBY', KEYS[1], 'released', 1)
+return 1
+"""
 
 _ADD = """
 local slices_k, results_k, open_k = KEYS[1], KEYS[2], KEYS[3]
@@ -136,8 +160,10 @@ def claim(
     slice_games: int,
     have: int | None,
     worker_id: str,
+    skip: Iterable[int] = (),
 ) -> Claim | None:
-    """The next slice to play for `worker_id`, or None when there is nothing to evaluate now."""
+    """The next slice to play for `worker_id`, or None when there is nothing to evaluate now.
+    No slice of a version in `skip` (versions this worker refused) is handed out."""
     got = r.eval(
         _CLAIM,
         3,
@@ -158,6 +184,7 @@ def claim(
         keys.worker(""),
         keys.model_version,
         keys.model_weights,
+        ",".join(str(int(v)) for v in skip),
     )
     if not got:
         return None
@@ -165,6 +192,12 @@ def claim(
     blob = got[4]
     n = min(size, total - index * size)
     return Claim(version, index, n, blob or None, -(-total // size))
+
+
+def release(r: redis.Redis, keys: Keys, got: Claim, worker_id: str) -> bool:
+    """Give back a claimed slice `worker_id` cannot play: the next claim by any other worker
+    takes it. False if the slice is no longer this worker's (re-issued, or already counted)."""
+    return bool(r.eval(_RELEASE, 1, keys.eval_slices(got.version), got.slice_index, worker_id))
 
 
 def slice_sums(points: list[int]) -> dict[str, int]:

@@ -36,11 +36,13 @@ two prefixes. Writers and readers name roles: coordinator (C), game worker (G), 
 | P:eval:target                | string | -     | E         | E S       | JSON {version, games, slice}      |
 |                              |        |       |           |           | the version being evaluated       |
 | P:eval:weights:{v}           | string | 1 day | E         | E         | weights blob of evaluated v (the  |
-|                              |        |       |           |           | newest 16, and unfinished ones)   |
+|                              |        |       |           |           | newest 16, and unfinished ones);  |
+|                              |        |       |           |           | TTL refreshed with its slices     |
 | P:eval:claims:{v}            | string | 1 day | E         | E         | int, game slices handed out of v  |
-| P:eval:slices:{v}            | hash   | 1 day | E         | E         | slice index -> owner worker id or |
-|                              |        |       |           |           | `=done`; g, s (games, slice size),|
-|                              |        |       |           |           | d (done), reissued                |
+| P:eval:slices:{v}            | hash   | 1 day | E         | E         | slice index -> owner worker id,   |
+|                              |        |       |           |           | `=free` (released) or `=done`;    |
+|                              |        |       |           |           | g, s (games, slice size), d       |
+|                              |        |       |           |           | (done), reissued, released        |
 | P:eval:open                  | zset   | -     | E         | E         | versions with unfinished slices   |
 | P:eval:results:{v}           | hash   | 1 day | E         | S         | {opp}:{games,wins,points,sq,      |
 |                              |        |       |           |           | w1,w2,w3,l1,l2,l3} (w2: gammon    |

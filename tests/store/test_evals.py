@@ -112,3 +112,35 @@ def test_past_weights_are_the_newest_kept_version_at_or_below(r: redis.Redis) ->
     assert evals.past_weights(r, KEYS, 5) == (4, b"weights-4")
     assert evals.past_weights(r, KEYS, 4) == (4, b"weights-4")
     assert evals.past_weights(r, KEYS, 1) is None
+
+
+def test_a_refused_slice_is_released_to_another_worker_and_its_version_skipped(r: redis.Redis) -> None:
+    alive(r, "a", "b")
+    set_model(r, 5)
+    got = claim(r, "a")
+    assert got and (got.version, got.slice_index) == (5, 0)
+    evals.release(r, KEYS, got, "a")  # a cannot play v5 (another model on its host)
+    for _ in range(3):  # a skips v5 from now on: neither its released slice nor the next one
+        assert evals.claim(r, KEYS, 2, 10, 4, None, "a", skip=[5]) is None
+    done, seen = 0, []
+    while (b := claim(r, "b", have=5 if seen else None)) is not None:
+        seen.append(b.slice_index)
+        done = evals.add_slice(r, KEYS, b, {"pubeval": [1] * b.games})
+    assert sorted(seen) == [0, 1, 2] and done == 3  # b took the released slice and finished v5
+    assert evals.results_of(r, KEYS, 5)["pubeval"]["games"] == 10
+    assert r.zscore(KEYS.eval_open, 5) is None
+
+
+def test_an_eval_targets_weights_live_as_long_as_its_slices(r: redis.Redis) -> None:
+    alive(r, "a", "b")
+    set_model(r, 3)
+    assert claim(r, "a")
+    r.expire(KEYS.eval_weights(3), 10)  # a day has nearly passed since the target was made
+    r.expire(KEYS.eval_slices(3), 10)
+    b = claim(r, "b")  # a take refreshes the slices hash and the weights together
+    assert b and b.version == 3
+    assert r.ttl(KEYS.eval_slices(3)) > 10 and r.ttl(KEYS.eval_weights(3)) > 10
+    r.expire(KEYS.eval_weights(3), 10)
+    r.delete(KEYS.worker("a"))  # a dies: its slice re-issued, the weights kept alive with it
+    again = claim(r, "b", have=3)
+    assert again and again.slice_index == 0 and r.ttl(KEYS.eval_weights(3)) > 10
