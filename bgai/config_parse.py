@@ -8,12 +8,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import reprlib
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any, cast, get_args, get_origin, get_type_hints
 
 import yaml
 
+from bgai.config_bounds import check_value, is_secret
 from bgai.errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------
@@ -31,28 +33,46 @@ def field_types(cls: type) -> dict[str, Any]:
     return _FIELD_TYPES[cls]
 
 
-def describe(value: object) -> str:
-    text = repr(value)
+# a bounded repr: never more than a few items per level and a few levels, whatever the value
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 2, 40, 40
+_REPR.maxtuple = _REPR.maxlist = _REPR.maxdict = _REPR.maxset = 4
+
+
+def describe(value: object, secret: bool = False) -> str:
+    """`type value` for an error message, in bounded time and size (a value built from YAML
+    aliases can share a billion leaves); a secret's value is never shown."""
+    if secret:
+        return f"{type(value).__name__} (value hidden)"
+    text = _REPR.repr(value)
     return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
 def coerce(key: str, value: object, hint: Any) -> object:
-    """`value` as the field type `hint`, or ConfigError. Only int->float and list->tuple convert."""
+    """`value` as the field type `hint`, within its ceilings (`config_bounds.check_value`), or
+    ConfigError. Only int->float and list->tuple convert."""
+    converted = _convert(key, value, hint)
+    check_value(key, converted)
+    return converted
+
+
+def _convert(key: str, value: object, hint: Any) -> object:
+    secret = is_secret(key)
     if get_origin(hint) is tuple:
         item = get_args(hint)[0]
         if not isinstance(value, list | tuple):
-            raise ConfigError(key, f"expected a list of {item.__name__}, got {describe(value)}")
+            raise ConfigError(key, f"expected a list of {item.__name__}, got {describe(value, secret)}")
         return tuple(coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value))
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(key, f"expected float, got {describe(value)}")
+            raise ConfigError(key, f"expected float, got {describe(value, secret)}")
         if not math.isfinite(value):
-            raise ConfigError(key, f"must be finite, got {value!r}")
+            raise ConfigError(key, f"must be finite, got {describe(value, secret)}")
         return float(value)
     if hint is int and isinstance(value, bool):  # bool subclasses int; never accept it as one
-        raise ConfigError(key, f"expected int, got {describe(value)}")
+        raise ConfigError(key, f"expected int, got {describe(value, secret)}")
     if not isinstance(value, hint):
-        raise ConfigError(key, f"expected {hint.__name__}, got {describe(value)}")
+        raise ConfigError(key, f"expected {hint.__name__}, got {describe(value, secret)}")
     return value
 
 
@@ -61,8 +81,17 @@ def coerce(key: str, value: object, hint: Any) -> object:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads `1e-3` as a float (PyYAML's YAML 1.1 reads it as a string) and refuses
-    duplicate keys (YAML would silently keep the last one)."""
+    """SafeLoader that reads `1e-3` as a float (PyYAML's YAML 1.1 reads it as a string), refuses
+    duplicate keys (YAML would silently keep the last one) and refuses aliases (`*a`): a config
+    never needs them, and ten levels of ten aliases each make 10**10 values from 300 bytes."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases are not allowed in a bgai config (*{event.anchor})", event.start_mark
+            )
+        return super().compose_node(parent, index)
 
 
 _Loader.add_implicit_resolver(
@@ -88,18 +117,26 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few KB; nothing bigger is read
+
+
 def read_yaml(path: Path) -> Mapping[Any, Any]:
     where = str(path)
     if not path.is_file():
         raise ConfigError(where, "config file not found")
     try:
-        with path.open(encoding="utf-8") as stream:  # a stream, so YAML errors name the file
-            # _Loader is a SafeLoader: it builds plain data, never arbitrary objects.
-            data = yaml.load(stream, Loader=_Loader)
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(where, f"config file larger than {MAX_CONFIG_BYTES} bytes")
+        # _Loader is a SafeLoader: it builds plain data, never arbitrary objects.
+        data = yaml.load(raw.decode("utf-8"), Loader=_Loader)
     except OSError as err:
         raise ConfigError(where, f"cannot read config file: {err}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(where, f"malformed YAML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(where, f"malformed YAML: not UTF-8 ({err.reason} at byte {err.start})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(where, f"malformed YAML: {yaml_problem(err)}") from None
     if data is None:  # an empty file (or only comments)
         return {}
     if not isinstance(data, Mapping):
@@ -124,4 +161,16 @@ def _yaml_scalar(key: str, text: str) -> object:
     try:
         return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as err:
-        raise ConfigError(key, f"cannot parse {text!r}: {err}") from None
+        shown = "the value" if is_secret(key) else _REPR.repr(text)
+        raise ConfigError(key, f"cannot parse {shown}: {yaml_problem(err)}") from None
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """What is wrong and where (line, column), without PyYAML's snippet of the text: the snippet
+    could show a password from the same file."""
+    if not isinstance(err, yaml.MarkedYAMLError):
+        return type(err).__name__
+    mark = err.problem_mark or err.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context = f" ({err.context})" if err.context else ""
+    return f"{where}{err.problem or 'unreadable'}{context}"

@@ -6,6 +6,7 @@ import ast
 import copy
 import dataclasses
 import json
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -328,3 +329,112 @@ def test_deployment_sections_do_not_change_the_run_fingerprint() -> None:
 def test_distributed_yaml_loads() -> None:
     cfg = load_config(REPO / "configs" / "distributed.yaml", env={})
     assert cfg.redis.password == "" and cfg.redis.host == "127.0.0.1"  # nothing secret committed
+
+
+# --- hostile configs: bombs, absurd sizes, secrets ----------------------------------------------
+
+
+def alias_bomb(depth: int) -> str:
+    """The review's bomb: each level a list of ten aliases of the one before (10**depth leaves
+    from a file of a few hundred bytes), under a key whose value must be a mapping."""
+    levels = ['&a0 ["xxxxxxxxxx", "xxxxxxxxxx", "xxxxxxxxxx", "xxxxxxxxxx", "xxxxxxxxxx"]']
+    levels += [f"&a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, depth + 1)]
+    return f"training: [{', '.join(levels)}]\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from bgai.cli.main import cli
+
+    bomb = write(tmp_path, alias_bomb(8))
+    assert len(bomb.read_bytes()) < 1000
+    tracemalloc.start()
+    try:
+        out = CliRunner().invoke(cli, ["check-config", "--config", str(bomb)])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.exit_code == 2 and "alias" in out.output, out.output
+    assert peak < 32 << 20, f"{peak >> 20} MiB"
+    with pytest.raises(ConfigError, match="alias"):  # env and --set values are YAML too
+        load_config(None, env={"BGAI_MODEL__HIDDEN": "[&w 64, *w]"})
+
+
+def test_a_config_file_over_a_mebibyte_is_not_read(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="larger than"):
+        load_config(write(tmp_path, "# padding\n" * 200_000), env={})
+
+
+def test_an_error_never_builds_a_full_repr() -> None:
+    from bgai.config_parse import describe
+
+    shared: object = ["xxxxxxxxxx"] * 10
+    for _ in range(6):  # 10**7 leaves by reference: a full repr is ~140 MB
+        shared = [shared] * 10
+    tracemalloc.start()
+    try:
+        text = describe(shared)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert text.startswith("list [[[") and len(text) <= 80 and peak < 1 << 20
+
+
+# (dotted key, a value past its ceiling): each refused, naming the key
+ABSURD = [
+    ("buffer.capacity_positions", 10**23),
+    ("model.hidden", [10**9, 10**9]),
+    ("model.hidden", [64] * 100),
+    ("selfplay.spool_episodes", 10**11),
+    ("head.heartbeat_ttl_s", 1e308),
+    ("head.trainer_lock_ttl_s", 2 * 86_400.0),
+    ("selfplay.batch_size", 10**9),
+    ("training.batch_size", 10**9),
+    ("movegen.max_plays", 10**6),
+    ("selfplay.max_turns", 10**6),
+    ("search.num_simulations", 10**9),
+    ("eval.games", 10**12),
+    ("redis.socket_timeout_s", 1e9),
+    ("jax.cache_max_mb", 10**12),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), ABSURD)
+def test_sizes_counts_and_durations_have_ceilings(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match="must be <=") as err:
+        load_config(None, env={}, overrides={key: value})
+    assert err.value.key.startswith(key)
+
+
+def test_every_number_in_the_config_has_a_ceiling() -> None:
+    from bgai.config_bounds import BOUNDED_BY_SECTION, CEILINGS
+    from bgai.config_parse import field_types
+
+    for section, cls in SECTIONS.items():
+        for name, hint in field_types(cls).items():
+            key = f"{section}.{name}"
+            if hint in (int, float) or hint == tuple[int, ...]:
+                assert key in CEILINGS or key in BOUNDED_BY_SECTION, f"{key}: add a ceiling in config_bounds"
+
+
+@pytest.mark.parametrize("key", ["training.checkpoint_dir", "head.targets_file", "local.checkpoint_dir"])
+def test_an_empty_path_is_refused(key: str) -> None:
+    for empty in ("", "  "):
+        with pytest.raises(ConfigError, match="non-empty") as err:
+            load_config(None, env={}, overrides={key: empty})
+        assert err.value.key == key
+
+
+def test_a_password_is_never_echoed(tmp_path: Path) -> None:
+    secret = "918273645546372819"
+    cases = [
+        lambda: load_config(write(tmp_path, f"redis:\n  password: {secret}\n"), env={}),
+        lambda: load_config(None, env={}, overrides={"redis.password": int(secret)}),
+        lambda: load_config(write(tmp_path, f'redis:\n  password: "{secret}\n'), env={}),  # malformed
+        lambda: load_config(write(tmp_path, f"redis:\n  password: [{secret}]\n"), env={}),
+    ]
+    for case in cases:
+        with pytest.raises(ConfigError) as err:
+            case()
+        assert secret not in str(err.value), str(err.value)

@@ -6,6 +6,9 @@ Where each case of the list is proven:
 - a truncated or garbage episode: below, and test_a_corrupt_episode_is_skipped_not_fatal;
 - malformed YAML, an unknown key, a value of the wrong type: tests/test_config.py, and below
   through a role's command line (exit 2, the key named);
+- a YAML alias bomb (exit 2 at once, bounded memory), a config file over 1 MiB, a size, count or
+  duration past its ceiling, an empty path, a password that would show in an error (never
+  echoed): tests/test_config.py;
 - a wrong Redis password: below (a role process exits 2 saying so) and tests/store/test_acl.py;
 - a run id that does not exist: tests/runs/test_runs.py (test_bad_input_is_refused_with_exit_2);
 - eval weights a worker refuses (another model, corrupt, expired): its slice released to the
