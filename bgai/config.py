@@ -37,6 +37,7 @@ from typing import Any, ClassVar, cast
 
 from bgai.config_parse import coerce, describe, field_types, parse_text, read_yaml
 from bgai.errors import ConfigError
+from bgai.opponent_names import parse_opponent
 
 ENV_PREFIX = "BGAI_"
 
@@ -193,6 +194,12 @@ class TrainingConfig(_Section):
     value_weight: float = 1.0
     # Weight of the policy loss.
     policy_weight: float = 1.0
+    # Value-head targets: `td` (TD(lambda) returns over each episode, from the values of the
+    # weights that played it) or `one_ply` (the exact 1-ply expectation of each position: the
+    # average over the 21 rolls of the best play's value; ~20x the cost of a self-play decision).
+    value_target: str = "td"
+    # lambda of the TD(lambda) returns: 1 = the final outcome (Monte-Carlo), 0 = TD(0).
+    td_lambda: float = 0.7
     # Target replay ratio: positions sampled for training per position generated.
     samples_per_position: float = 1.0
     # Training waits until the buffer holds this many positions.
@@ -214,6 +221,8 @@ class TrainingConfig(_Section):
         self._positive("batch_size", "learning_rate", "decay_steps", "samples_per_position")
         self._positive("publish_every", "checkpoint_every", "keep_checkpoints")
         self._choice("lr_schedule", ("constant", "cosine"))
+        self._choice("value_target", ("td", "one_ply"))
+        self._fraction("td_lambda")
         self._non_negative("warmup_steps", "weight_decay", "grad_clip", "value_weight", "policy_weight")
         self._non_negative("min_buffer_positions")
         self._positive("sample_block")
@@ -247,6 +256,11 @@ class EvalConfig(_Section):
     opponents: tuple[str, ...] = ("random", "pubeval")
     # How the model plays: `greedy` (0-ply afterstates) or `search` (MCTS, `search` section).
     player: str = "greedy"
+    # Lookahead of the greedy player: 0 = the best afterstate by value; 1 = the best of the
+    # `one_ply_candidates` top 0-ply plays by an exact average over the opponent's 21 rolls.
+    plies: int = 0
+    # 1-ply: plays (ranked by 0-ply) that get the lookahead.
+    one_ply_candidates: int = 8
     # Fleet: evaluate a new version once it is this many versions past the last evaluated one.
     every_versions: int = 1
     # Fleet: games per claimed slice (eval workers split a version's games into slices). Games
@@ -259,17 +273,18 @@ class EvalConfig(_Section):
     gnubg_path: str = "/usr/games/gnubg"
 
     def _validate(self) -> None:
-        from bgai.opponents.spec import parse_opponent
-
         self._positive("games", "every_versions", "slice_games")
         self._need("games", self.games % 2 == 0, "must be even (games come in pairs)")
         self._need("slice_games", self.slice_games % 2 == 0, "must be even (games come in pairs)")
+        self._need("slice_games", self.slice_games <= self.games, "must be <= eval.games")
         for name in self.opponents:
             try:
                 parse_opponent(name)
             except ValueError as exc:
                 self._need("opponents", False, str(exc))
         self._choice("player", ("greedy", "search"))
+        self._choice("plies", (0, 1))
+        self._positive("one_ply_candidates")
         self._choice("gnubg_backend", ("external", "nn"))
 
 

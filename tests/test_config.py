@@ -426,6 +426,12 @@ def test_an_empty_path_is_refused(key: str) -> None:
         assert err.value.key == key
 
 
+def test_a_slice_is_at_most_the_games_of_a_version() -> None:
+    with pytest.raises(ConfigError, match="eval.games") as err:
+        load_config(None, env={}, overrides={"eval.games": "10", "eval.slice_games": "50"})
+    assert err.value.key == "eval.slice_games"
+
+
 def test_a_password_is_never_echoed(tmp_path: Path) -> None:
     secret = "918273645546372819"
     cases = [

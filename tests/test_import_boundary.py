@@ -233,3 +233,92 @@ def spelled_keys_at(path: Path) -> list[str]:
         for node in ast.walk(tree)
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and KEY_SPELLING.search(node.value)
     ]
+
+
+# Layers, lowest first: a module may import its own layer or lower ones, never a higher one
+# (function-level imports included: one that hides a circle is still a circle).
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("bgai.core", "bgai.errors", "bgai.clock", "bgai.opponent_names", "bgai.config_bounds"),
+    ("bgai.config_parse", "bgai.config"),
+    ("bgai.agent", "bgai.devices", "bgai.compile_cache"),
+    ("bgai.store", "bgai.obs", "bgai.opponents", "bgai.train"),
+    ("bgai.runs", "bgai.roles", "bgai.bench"),
+    ("bgai.cli",),
+)
+
+
+def layer_of(module: str) -> int | None:
+    for i, layer in enumerate(LAYERS):
+        if matches(module, layer):
+            return i
+    return None
+
+
+def import_graph() -> dict[str, set[str]]:
+    """bgai module -> the bgai modules it imports anywhere in its body (submodules resolved)."""
+    modules = {module_name(p): p for p in bgai_files()}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        graph[name] = {
+            target
+            for _, target in imported_names(path)
+            if target in modules and target != name and not name.startswith(target + ".")
+        }
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_bgai_imports_have_no_circle() -> None:
+    assert cycles(import_graph()) == []
+
+
+def test_imports_run_down_the_layers() -> None:
+    graph = import_graph()
+    unplaced = sorted(m for m in graph if layer_of(m) is None and m != "bgai")
+    assert not unplaced, f"modules in no layer (add them to LAYERS): {unplaced}"
+    bad = [
+        f"{src} (layer {layer_of(src)}) imports {dst} (layer {layer_of(dst)})"
+        for src, targets in sorted(graph.items())
+        for dst in sorted(targets)
+        if src != "bgai" and dst != "bgai" and (layer_of(dst) or 0) > (layer_of(src) or 0)
+    ]
+    assert not bad
+
+
+def test_the_cycle_finder_finds_a_circle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []

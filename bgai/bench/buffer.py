@@ -23,6 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from bgai.agent import movegen_of
 from bgai.config import Config
 from bgai.core.episodes import EpisodeAssembler
 from bgai.core.players import random_decider
@@ -33,7 +34,6 @@ from bgai.store.keys import Keys
 from bgai.store.replay import ReplayStore
 from bgai.store.sampler import ReplayMirror
 from bgai.store.server import local_redis
-from bgai.train.local import movegen_of
 
 
 def episode_pool(cfg: Config, games: int, seed: int = 0) -> list[bytes]:

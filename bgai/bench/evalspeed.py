@@ -15,13 +15,13 @@ from typing import Any
 
 import jax
 
+from bgai.agent import eval_decider, movegen_of
 from bgai.config import Config, model_hash
 from bgai.core.evaluate import paired_match, run_pairs
 from bgai.core.network import BgNet, init_params
+from bgai.opponent_names import parse_opponent
 from bgai.opponents.players import build_opponent
-from bgai.opponents.spec import parse_opponent
 from bgai.train.checkpoint import load_params
-from bgai.train.local import eval_decider, movegen_of
 
 
 def bench_eval(

@@ -15,11 +15,11 @@ from typing import Any
 
 import jax
 
+from bgai.agent import movegen_of, self_play_decider
 from bgai.config import Config
 from bgai.core.episodes import EpisodeAssembler
 from bgai.core.network import BgNet, init_params
 from bgai.core.selfplay import play_chunk, start_games
-from bgai.train.local import movegen_of, self_play_decider
 
 
 def _rates(fn: Callable[[int], tuple[float, float]], i: int) -> tuple[float, float]:

@@ -11,11 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bgai.agent import optimizer_of
 from bgai.config import Config
 from bgai.core import rules
 from bgai.core.network import BgNet, init_params
 from bgai.core.train_step import Batch, init_train_state, make_train_step
-from bgai.train.local import optimizer_of
 
 
 def synthetic_batch(n: int, max_plays: int, seed: int = 0) -> Batch:
@@ -26,9 +26,12 @@ def synthetic_batch(n: int, max_plays: int, seed: int = 0) -> Batch:
     mask = np.arange(max_plays)[None, :] < rng.integers(1, 40, size=(n, 1))
     policy = rng.random((n, max_plays)).astype(np.float32) * mask
     policy /= policy.sum(-1, keepdims=True)
-    outcome = rng.integers(0, 6, size=n).astype(np.int32)
+    # soft outcome targets, mostly on one outcome (as TD returns late in a game are)
+    value = (0.9 * np.eye(6)[rng.integers(0, 6, size=n)] + 0.1 * rng.dirichlet(np.ones(6), size=n)).astype(
+        np.float32
+    )
     return Batch(
-        jnp.asarray(boards), jnp.asarray(steps), jnp.asarray(mask), jnp.asarray(policy), jnp.asarray(outcome)
+        jnp.asarray(boards), jnp.asarray(steps), jnp.asarray(mask), jnp.asarray(policy), jnp.asarray(value)
     )
 
 

@@ -66,7 +66,7 @@ def eval_command(
     seed: int,
 ) -> None:
     """Play a model against an opponent; a table with win rate, points per game and 95% CIs."""
-    from bgai.opponents.spec import parse_opponent
+    from bgai.opponent_names import parse_opponent
 
     cfg = load_for_compute(config, sets)
     if bool(checkpoints) == (version is not None):
@@ -116,10 +116,10 @@ class Evaluator:
     def __enter__(self) -> Evaluator:
         import jax
 
+        from bgai.agent import eval_decider, movegen_of
         from bgai.core.evaluate import paired_match
         from bgai.core.network import BgNet, init_params
         from bgai.opponents.players import build_opponent
-        from bgai.train.local import eval_decider, movegen_of
 
         cfg = self.cfg
         self.net = BgNet(tuple(cfg.model.hidden))

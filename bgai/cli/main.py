@@ -35,12 +35,19 @@ def cli() -> None:
     help="Where checkpoints go (default: local.checkpoint_dir); an existing run there is resumed.",
 )
 @click.option("--eval-games", type=int, default=None, help="Games per opponent in the final eval (0: none).")
+@click.option(
+    "--games",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Also stop once the run has played this many self-play games (resumes included).",
+)
 def train_local(
     config: str | None,
     sets: tuple[str, ...],
     minutes: float | None,
     checkpoint_dir: str | None,
     eval_games: int | None,
+    games: int | None,
 ) -> None:
     """Train in one process: self-play, train, checkpoint, then eval vs random and pubeval."""
     from bgai.train.local import LocalRun, Report
@@ -71,7 +78,7 @@ def train_local(
         )
         sys.stdout.flush()
 
-    run.run(minutes, cfg.local.log_every_s, progress)
+    run.run(minutes, cfg.local.log_every_s, progress, max_games=games)
     click.echo(f"checkpoint: {run.checkpoint()}")
     for opponent in cfg.eval.opponents if eval_games > 0 else ():
         if opponent.startswith("past_"):  # earlier versions: the fleet's eval workers play those

@@ -7,6 +7,7 @@ whole games ever leave self-play (an abandoned game is dropped).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,9 @@ class Episode:
     player: np.ndarray  # [T] int8 side to move
     result: int  # points won by player 0 (+-1..3)
     model_version: int
+    # [T, 6] float32 value target of each position (mover's outcome distribution), once labelled
+    # (`bgai.agent.EpisodeValues`); None straight out of self-play
+    value: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.dice)
@@ -36,6 +40,19 @@ class Episode:
         """[T] int32 outcome class (0..5) of the mover at each decision."""
         pts = np.where(self.player == 0, self.result, -self.result)
         return np.where(pts > 0, pts - 1, 2 - pts).astype(np.int32)
+
+    @property
+    def value_targets(self) -> np.ndarray:
+        """[T, 6] float32: the value targets if labelled, else the final outcome (one-hot)."""
+        if self.value is not None:
+            return self.value
+        return np.eye(6, dtype=np.float32)[self.outcome]
+
+    def labelled(self, value: np.ndarray) -> Episode:
+        """This episode with its value targets [T, 6]."""
+        if value.shape != (len(self), 6):
+            raise ValueError(f"value targets of shape {value.shape} for an episode of {len(self)} rows")
+        return dataclasses.replace(self, value=np.asarray(value, np.float32))
 
 
 class EpisodeAssembler:

@@ -16,7 +16,9 @@ import numpy as np
 from bgai.core import rules
 from bgai.core.afterstate import ApplyFn, afterstate_values, choose, sample_index, softmax_policy
 from bgai.core.game import GameState
+from bgai.core.network import NEG_INF, OUTCOME_POINTS
 from bgai.core.selfplay import Decide
+from bgai.core.targets import one_ply_distribution
 
 
 def afterstate_decider(
@@ -44,6 +46,33 @@ def afterstate_decider(
 def greedy_decider(apply_fn: ApplyFn, eval_slots: int | None = None) -> Decide:
     """0-ply: the play whose afterstate has the highest equity."""
     return afterstate_decider(apply_fn, 0.0, 0, 1.0, eval_slots)
+
+
+def one_ply_decider(
+    apply_fn: ApplyFn, movegen: rules.MoveGenConfig, candidates: int = 8, eval_slots: int | None = None
+) -> Decide:
+    """1-ply: the `candidates` best plays by 0-ply equity are scored by an exact expectation over
+    the opponent's 21 rolls (its best 0-ply reply to each), and the best of them is played.
+
+    Each decision costs `candidates` x 21 move generations (gnubg's move filter works alike:
+    lookahead only for the plays that 0-ply ranks highest).
+    """
+
+    def decide(params: Any, key: jax.Array, states: GameState, plays: rules.Plays) -> tuple:
+        del key, states
+        values = afterstate_values(apply_fn, params, plays, eval_slots)  # [B, K]
+        m = min(candidates, values.shape[-1])
+        top_v, top_i = jax.lax.top_k(values, m)  # [B, M]
+        after = jnp.take_along_axis(plays.boards, top_i[..., None], axis=1)  # [B, M, 28]
+        flat = after.reshape(-1, rules.BOARD_SIZE)
+        opp = one_ply_distribution(apply_fn, params, rules.flip(flat), movegen, eval_slots)
+        won = jax.vmap(rules.win_points)(flat).astype(jnp.float32)
+        ply1 = jnp.where(won > 0, won, -(opp @ OUTCOME_POINTS)).reshape(top_v.shape)
+        ply1 = jnp.where(top_v > NEG_INF / 2, ply1, NEG_INF)  # fewer legal plays than candidates
+        action = jnp.take_along_axis(top_i, jnp.argmax(ply1, axis=-1)[:, None], axis=1)[:, 0]
+        return action, jax.nn.one_hot(action, plays.mask.shape[-1])
+
+    return decide
 
 
 def random_decider() -> Decide:

@@ -2,7 +2,9 @@
 
 A training sample is one decision: the position (for the value head), the
 legal plays' steps and mask (to turn step logits into play logits) and two
-targets: a distribution over plays and the final outcome class of the mover.
+targets: a distribution over plays and a distribution over the mover's six outcomes (a soft
+label: a TD(lambda) return or a 1-ply expectation, `bgai.core.targets`; one-hot for the final
+outcome).
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ class Batch:
     steps: jax.Array  # [N, K, 4] uint8
     mask: jax.Array  # [N, K] bool
     policy: jax.Array  # [N, K] float32 target over plays
-    outcome: jax.Array  # [N] int32 outcome class 0..5 of the mover
+    value: jax.Array  # [N, 6] float32 target outcome distribution of the mover
+
+
+BATCH_FIELDS = ("boards", "steps", "mask", "policy", "value")
 
 
 @struct.dataclass
@@ -66,7 +71,7 @@ def losses(apply_fn: ApplyFn, params: Any, batch: Batch) -> tuple[jax.Array, jax
     logits = play_logits(step_logits, batch.steps, batch.mask)  # [N, K]
     logp = jax.nn.log_softmax(logits, axis=-1)
     policy_loss = -jnp.mean(jnp.sum(jnp.where(batch.mask, batch.policy * logp, 0.0), axis=-1))
-    value_loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(value_logits, batch.outcome))
+    value_loss = jnp.mean(optax.softmax_cross_entropy(value_logits, batch.value))
     return policy_loss, value_loss
 
 

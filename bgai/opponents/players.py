@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bgai.agent import eval_decider, movegen_of
 from bgai.config import Config, EvalConfig
 from bgai.core import rules
 from bgai.core.players import HostChoose, host_decider, pubeval_decider, random_decider
 from bgai.core.positionid import position_id
 from bgai.core.selfplay import Decide
 from bgai.errors import ConfigError
-from bgai.opponents.spec import Opponent
+from bgai.opponent_names import Opponent
 
 if TYPE_CHECKING:
     from bgai.opponents.gnubg import MoveEngine
@@ -114,7 +115,6 @@ def agent_choose(cfg: Config, params: Any) -> Callable[[np.ndarray, tuple[int, i
     from bgai.core.game import GameState
     from bgai.core.network import BgNet
     from bgai.opponents.fibs import format_play
-    from bgai.train.local import eval_decider, movegen_of
 
     decide, movegen = eval_decider(cfg, BgNet(tuple(cfg.model.hidden))), movegen_of(cfg)
     index = {(int(a), int(b)): i for i, (a, b) in enumerate(rules.DICE)}

@@ -13,14 +13,15 @@ from typing import Any
 
 import jax
 
+from bgai.agent import eval_decider, movegen_of
 from bgai.config import Config, model_hash
 from bgai.core.evaluate import MatchResult, paired_match, run_pairs
 from bgai.core.network import BgNet, init_params
 from bgai.errors import CorruptDataError, IncompatibleError
 from bgai.obs.metrics import RoleMetrics
 from bgai.obs.tracking import TrackingQueue
+from bgai.opponent_names import parse_opponent
 from bgai.opponents.players import Built, build_opponent
-from bgai.opponents.spec import parse_opponent
 from bgai.roles.base import Unit, run_gate
 from bgai.roles.identity import Identity
 from bgai.store import evals, runstate
@@ -29,7 +30,6 @@ from bgai.store.codec import decode_weights
 from bgai.store.keys import Keys
 from bgai.store.registry import WorkerInfo
 from bgai.store.weights import WeightsFollower
-from bgai.train.local import eval_decider, movegen_of
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class EvalWorker:
         self.run_id: str | None = None
         self.opponents = [parse_opponent(name) for name in cfg.eval.opponents]
         self.built: list[Built] = []
+        self.skipped: dict[int, str] = {}  # version -> why this worker does not play it (this run)
 
     def setup(self) -> None:
         cfg = self.cfg
@@ -78,6 +79,7 @@ class EvalWorker:
             self.run_id = run_id
             self.follower.reset()
             self._past.clear()
+            self.skipped.clear()
         got = evals.claim(
             self.r,
             self.keys,
@@ -86,6 +88,7 @@ class EvalWorker:
             e.slice_games,
             self.follower.version,
             self.identity.worker_id,
+            skip=sorted(self.skipped)[-evals.KEEP_VERSIONS :],
         )
         if got is None:
             self.status = "idle"
@@ -93,7 +96,7 @@ class EvalWorker:
         if got.version != self.follower.version and (
             got.blob is None or not self.follower.offer(got.version, got.blob)
         ):
-            return Unit(f"skipped slice {got.slice_index} of version {got.version}: no usable weights")
+            return self.skip_version(got)
         self.status = "evaluating"
         points: dict[str, list[int]] = {}
         parts = []
@@ -123,6 +126,21 @@ class EvalWorker:
             for name, t in totals.items():  # the version is complete
                 self.tracking.metrics(run_id, eval_metrics(name, t), got.version)
         return Unit(f"version {got.version} slice {got.slice_index}: won " + ", ".join(parts))
+
+    def skip_version(self, got: evals.Claim) -> Unit:
+        """This worker cannot play `got.version` (its weights were refused, or are gone): give the
+        slice back for another worker and never claim that version again (this run)."""
+        reason = self.follower.refused.get(got.version, "its weights are no longer in Redis")
+        self.skipped[got.version] = reason
+        evals.release(self.r, self.keys, got, self.identity.worker_id)
+        log.warning(
+            "skipping version %d on this worker (%s); slice %d released to the others",
+            got.version,
+            reason,
+            got.slice_index,
+        )
+        self.status = "idle"
+        return Unit(f"skipped version {got.version} ({reason}); released slice {got.slice_index}", idle_s=1.0)
 
     def past_params(self, version: int) -> tuple[int, Any] | None:
         """(version, params) of the newest evaluated version <= `version` still kept, or None."""

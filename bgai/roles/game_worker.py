@@ -11,18 +11,16 @@ import logging
 import time
 import uuid
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from bgai.agent import EpisodeValues, movegen_of, net_of, self_play_decider
 from bgai.clock import Clock, SystemClock
 from bgai.config import Config, model_hash
-from bgai.core import rules
-from bgai.core.encoding import encode
-from bgai.core.episodes import Episode, EpisodeAssembler
-from bgai.core.network import BgNet, equity, init_params
+from bgai.core.episodes import EpisodeAssembler
+from bgai.core.network import init_params
 from bgai.core.selfplay import play_chunk, start_games
 from bgai.obs.metrics import RoleMetrics
 from bgai.roles.base import Unit, run_gate
@@ -35,38 +33,8 @@ from bgai.store.registry import WorkerInfo
 from bgai.store.replay import ReplayStore
 from bgai.store.spool import Spool
 from bgai.store.weights import WeightsFollower
-from bgai.train.local import movegen_of, self_play_decider
 
 log = logging.getLogger(__name__)
-
-_SURPRISE_ROWS = 4096  # forward-pass bucket for surprise (one compiled shape per multiple)
-
-
-def _surprise_fn(net: BgNet) -> Any:
-    @jax.jit
-    def mover_equity(params: Any, boards: jax.Array) -> jax.Array:
-        _, value_logits = net.apply(params, jax.vmap(encode)(boards))
-        return equity(cast(jax.Array, value_logits))
-
-    return mover_equity
-
-
-def episode_surprise(eq_fn: Any, params: Any, episodes: list[Episode]) -> list[float]:
-    """Per episode: mean |predicted cubeless equity - points the mover actually won| / 3."""
-    if not episodes:
-        return []
-    boards = np.concatenate([ep.boards for ep in episodes])
-    n = len(boards)
-    padded = np.zeros((-(-n // _SURPRISE_ROWS) * _SURPRISE_ROWS, rules.BOARD_SIZE), np.int8)
-    padded[:n] = boards
-    eq = np.asarray(eq_fn(params, jnp.asarray(padded)))[:n]
-    out, at = [], 0
-    for ep in episodes:
-        pts = np.where(ep.player == 0, ep.result, -ep.result)
-        out.append(float(np.mean(np.abs(eq[at : at + len(ep)] - pts)) / 3.0))
-        at += len(ep)
-    return out
-
 
 class GameWorker:
     def __init__(
@@ -92,7 +60,7 @@ class GameWorker:
 
     def setup(self) -> None:
         cfg = self.cfg
-        self.net = BgNet(tuple(cfg.model.hidden))
+        self.net = net_of(cfg)
         template = init_params(self.net, jax.random.key(0))
         self.follower = WeightsFollower(self.keys, template, model_hash(cfg))
         movegen = movegen_of(cfg)
@@ -106,7 +74,7 @@ class GameWorker:
                 movegen=movegen,
             )
         )
-        self.eq_fn = _surprise_fn(self.net)
+        self.values = EpisodeValues(cfg, self.net)
         self.replay = ReplayStore(self.r, self.keys, cfg.buffer.capacity_positions)
         source = f"{self.identity.worker_id}/{uuid.uuid4().hex[:8]}"  # this process's episodes
         self.spool = Spool(self.replay, source, s.spool_episodes)
@@ -158,8 +126,13 @@ class GameWorker:
         self.slots, chunk = self.play(self.follower.params, self.slots, k)
         host = jax.device_get(chunk)
         episodes = self.assembler.add(host, version)
-        surprise = episode_surprise(self.eq_fn, self.follower.params, episodes)
-        self.spool.add([encode_episode(ep, s) for ep, s in zip(episodes, surprise, strict=True)])
+        labels = self.values.label(self.follower.params, episodes)  # value targets and surprise
+        self.spool.add(
+            [
+                encode_episode(ep.labelled(v), s)
+                for ep, v, s in zip(episodes, labels.targets, labels.surprise, strict=True)
+            ]
+        )
         self.push_spool()
         self.metrics.spool(len(self.spool), self.spool.dropped)
         self.games += len(episodes)

@@ -25,25 +25,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bgai.agent import movegen_of, net_of, optimizer_of, train_step_of
 from bgai.config import Config, config_hash, model_hash
-from bgai.core.network import BgNet, init_params
-from bgai.core.train_step import Batch, TrainState, init_train_state, make_train_step
+from bgai.core.network import init_params
+from bgai.core.train_step import BATCH_FIELDS, Batch, TrainState, init_train_state
+from bgai.errors import BgaiError, NonFiniteWeightsError
 from bgai.obs.metrics import RoleMetrics
 from bgai.obs.tracking import TrackingQueue
 from bgai.roles.base import Unit, run_gate
 from bgai.roles.identity import Identity
 from bgai.store import runstate, weights
 from bgai.store.client import Redis
-from bgai.store.codec import encode_weights
+from bgai.store.codec import check_finite, encode_weights
 from bgai.store.keys import Keys
 from bgai.store.lock import TrainerLock
 from bgai.store.registry import WorkerInfo
 from bgai.store.replay import ReplayStore
 from bgai.store.sampler import ReplayMirror
-from bgai.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint, state_digest
-from bgai.train.local import movegen_of, optimizer_of
+from bgai.train.checkpoint import list_checkpoints, load_newest, save_checkpoint, state_digest
 
 log = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(BgaiError):
+    """The weights went NaN or infinite with no good checkpoint to go back to."""
 
 
 class TrainingWorker:
@@ -68,9 +73,9 @@ class TrainingWorker:
 
     def setup(self) -> None:
         cfg, t = self.cfg, self.cfg.training
-        self.net = BgNet(tuple(cfg.model.hidden))
+        self.net = net_of(cfg)
         self.optimizer = optimizer_of(cfg)
-        self.train_step = make_train_step(self.net.apply, self.optimizer, t.policy_weight, t.value_weight)
+        self.train_step = train_step_of(cfg, self.net, self.optimizer)
         self.fresh_state()
         self.dir = Path(t.checkpoint_dir)
         self.lock = TrainerLock(self.keys, self.identity.worker_id, cfg.head.trainer_lock_ttl_s)
@@ -100,27 +105,42 @@ class TrainingWorker:
         log.info("run %s: step %d, version %s", run_id, self.step, self.version)
 
     def restore_latest(self) -> None:
-        """Continue from the newest checkpoint if it is ahead of us; restart the replay-ratio count."""
-        ckpts = list_checkpoints(self.dir)
-        if ckpts:
-            restored, meta = load_checkpoint(ckpts[-1], self._template(), self.model_hash)
-            if int(meta["step"]) > self.step:
-                self.state = TrainState(
-                    restored["params"], restored["opt_state"], jnp.asarray(restored["step"])
-                )
-                self.rng = np.random.default_rng(self.cfg.training.seed)
-                if "rng" in meta:
-                    self.rng.bit_generator.state = meta["rng"]
-                self.version = int(meta.get("model_version", 0))
-                log.info(
-                    "resumed from %s at step %d, version %d, state %s",
-                    ckpts[-1],
-                    meta["step"],
-                    self.version,
-                    state_digest(self._template()),
-                )
+        """Continue from the newest good checkpoint if it is ahead of us (a corrupt newer one is
+        set aside: `checkpoint.load_newest`); restart the replay-ratio count."""
+        found = load_newest(self.dir, self._template(), self.model_hash)
+        if found is not None and int(found[1]["step"]) > self.step:
+            self._adopt(*found, "resumed from")
         self.base_step = self.step
         self.base_pushed = None
+
+    def _adopt(self, restored: dict[str, Any], meta: dict[str, Any], path: Path, how: str) -> None:
+        self.state = TrainState(restored["params"], restored["opt_state"], jnp.asarray(restored["step"]))
+        self.rng = np.random.default_rng(self.cfg.training.seed)
+        if "rng" in meta:
+            self.rng.bit_generator.state = meta["rng"]
+        self.version = int(meta.get("model_version", 0))
+        log.info(
+            "%s %s at step %d, version %d, state %s",
+            how,
+            path,
+            meta["step"],
+            self.version,
+            state_digest(self._template()),
+        )
+
+    def roll_back(self, why: str) -> str:
+        """Back to the newest good checkpoint after a diverged step (nothing of the bad state is
+        published or written); TrainingDivergedError (exit 2) if there is none to go back to."""
+        found = load_newest(self.dir, self._template(), self.model_hash)
+        if found is None:
+            raise TrainingDivergedError(
+                f"{why}, and no checkpoint in {self.dir} to roll back to "
+                "(lower training.learning_rate or training.grad_clip)"
+            )
+        self._adopt(*found, "rolled back to")
+        self.base_step = self.step
+        self.base_pushed = None
+        return f"{why}: rolled back to {found[2].name} (step {self.step}, version {self.version})"
 
     @property
     def step(self) -> int:
@@ -193,6 +213,10 @@ class TrainingWorker:
         if size < t.min_buffer_positions:
             self.status = "waiting"
             return Unit(idle_s=1.0)
+        self.mirror.refresh()
+        if self.mirror.size == 0:  # every live episode was refused (logged and counted)
+            self.status = "waiting"
+            return Unit(f"no usable episodes in the buffer ({self.mirror.skipped} skipped)", idle_s=1.0)
         owed = int((pushed - self.base_pushed) * t.samples_per_position / t.batch_size) - (
             self.step - self.base_step
         )
@@ -205,6 +229,11 @@ class TrainingWorker:
         started = time.perf_counter()
         metrics = self._train(steps)
         took = max(time.perf_counter() - started, 1e-9)
+        try:  # a diverged step is never published nor checkpointed
+            check_finite(self.state.params, f"params after step {self.step}")
+        except NonFiniteWeightsError as exc:
+            log.error("%s: not publishing; Redis keeps version %s", exc, self.version)
+            return Unit(f"step {self.step}: {self.roll_back(str(exc))}")
         losses = {"total": metrics["loss"], "policy": metrics["policy_loss"], "value": metrics["value_loss"]}
         self.metrics.training(losses, steps / took, steps * t.batch_size / took)
         note = ""
@@ -234,7 +263,7 @@ class TrainingWorker:
             block = self.mirror.sample(n * t.batch_size, self.rng, self.cfg.buffer.surprise_fraction)
             for i in range(n):
                 part = {
-                    k: jnp.asarray(v[i * t.batch_size : (i + 1) * t.batch_size]) for k, v in block.items()
+                    k: jnp.asarray(block[k][i * t.batch_size : (i + 1) * t.batch_size]) for k in BATCH_FIELDS
                 }
                 self.state, m = self.train_step(self.state, Batch(**part))
             done += n

@@ -22,6 +22,7 @@ from typing import Any
 
 import jax
 
+from bgai.agent import optimizer_of
 from bgai.config import Config, config_hash, config_to_dict, model_hash
 from bgai.core.network import BgNet, init_params
 from bgai.core.train_step import init_train_state
@@ -33,7 +34,6 @@ from bgai.store.codec import encode_weights
 from bgai.store.keys import Keys
 from bgai.store.replay import ReplayStore
 from bgai.train.checkpoint import list_checkpoints, load_checkpoint
-from bgai.train.local import optimizer_of
 
 SECRET_KEYS = ("redis.password",)
 

@@ -13,10 +13,14 @@ faster to expand than zlib for the same size, which matters to a trainer catchin
 
     header (16 B)  magic "BGEP", u8 format, i8 result, u16 rows, u32 model version, f32 surprise
     offsets        u32[rows + 1], byte offset of each row in the expanded blob (last = its end)
-    row            i8 board[28] | u8 outcome class | u8 0 | u16 n plays | u8 steps[n][4] | u8 policy[n]
+    row            i8 board[28] | u8 outcome class | u8 0 | u16 n plays | u16 value[6]
+                   | u8 steps[n][4] | u8 policy[n]
 
-Only legal plays are stored and the policy is quantised to 1/255 (renormalised when decoded):
-about 32 + 5n bytes per position before compression, ~64 after, instead of ~1.2 KB for padded float
+`value` is the row's value target (the mover's outcome distribution: a TD(lambda) return or a
+1-ply expectation, `bgai.agent.EpisodeValues`) quantised to 1/65535; an episode written without
+targets stores its final outcome (one-hot). Only legal plays are stored and the policy is
+quantised to 1/255 (both renormalised when decoded): about 44 + 5n bytes per position before
+compression, ~75 after, instead of ~1.2 KB for padded float
 rows. The header stays readable without decompressing: Redis's eviction script reads the row
 count from it. `expand_episode` gives the row-addressable expanded form; it never inflates a blob
 past what its header's row count allows (`expanded_bound`), whatever the zstd frame declares.
@@ -45,14 +49,16 @@ from bgai.errors import CorruptDataError, IncompatibleError, NonFiniteWeightsErr
 WEIGHTS_FORMAT = 1
 MAGIC_W = b"BGAIWTS\n"
 
-EPISODE_FORMAT = 2
+EPISODE_FORMAT = 3  # 3: rows carry their value target
 MAX_EXPANDED = 64 * 2**20  # refuse to inflate an episode past this (a corrupt or hostile blob)
 MAX_ROW_PLAYS = MAX_PLAYS  # the most plays a row holds (movegen.max_plays is held below it)
 MAX_EPISODE_BYTES = 4 * 2**20  # refuse to store a compressed episode past this (the push script too)
 MAGIC_E = b"BGEP"
 _EP_HEADER = struct.Struct("<4sBbHIf")  # magic, format, result, rows, model version, surprise
 EP_HEADER_SIZE = _EP_HEADER.size  # 16
-ROW_FIXED = 32  # board 28, outcome 1, pad 1, n 2
+ROW_FIXED = 44  # board 28, outcome 1, pad 1, n 2, value 12
+_VALUE = slice(32, 44)  # the value target: u16[6]
+VALUE_SCALE = 65535
 NUM_OUTCOMES = 6  # outcome classes: win single / gammon / backgammon, lose the same (Episode.outcome)
 RESULTS = (-3, -2, -1, 1, 2, 3)  # points won by player 0
 MAX_CHECKERS = 15
@@ -177,6 +183,11 @@ def encode_episode(ep: Episode, surprise: float = 0.0) -> bytes:
     if not 0 < rows < 2**16:
         raise ValueError(f"episode of {rows} decisions cannot be stored")
     outcome = ep.outcome
+    value = np.asarray(ep.value_targets, np.float64)  # the final outcome if not labelled
+    if value.shape != (rows, NUM_OUTCOMES) or not np.all(np.isfinite(value)):
+        raise ValueError(f"episode value targets must be {rows} finite rows of {NUM_OUTCOMES}")
+    quant_value = np.rint(np.clip(value, 0.0, 1.0) * VALUE_SCALE).astype("<u2")  # [T, 6]
+    quant_value[quant_value.sum(-1) == 0] = VALUE_SCALE // NUM_OUTCOMES  # never an all-zero row
     parts: list[bytes] = []
     offsets = np.zeros(rows + 1, np.uint32)
     pos = EP_HEADER_SIZE + 4 * (rows + 1)
@@ -188,6 +199,7 @@ def encode_episode(ep: Episode, surprise: float = 0.0) -> bytes:
             (
                 ep.boards[t].astype(np.int8).tobytes(),
                 struct.pack("<BBH", int(outcome[t]), 0, n),
+                quant_value[t].tobytes(),
                 ep.steps[t, legal].astype(np.uint8).tobytes(),
                 q.tobytes(),
             )
@@ -301,11 +313,12 @@ def _check_offsets(raw: bytes, rows: int) -> np.ndarray:
 
 
 def _check_rows(raw: bytes, offsets: np.ndarray) -> None:
-    """Every row as laid out: `32 + 5n` bytes for its own n <= MAX_ROW_PLAYS, a known outcome
-    class, at most 15 checkers on any point, and each step byte a step index or NO_STEP."""
+    """Every row as laid out: `44 + 5n` bytes for its own n <= MAX_ROW_PLAYS, a known outcome
+    class, a value target that is not all zero, at most 15 checkers on any point, and each step
+    byte a step index or NO_STEP."""
     buf = np.frombuffer(raw, np.uint8)
     starts = offsets[:-1]
-    fixed = buf[starts[:, None] + np.arange(ROW_FIXED)]  # [R, 32]
+    fixed = buf[starts[:, None] + np.arange(ROW_FIXED)]  # [R, 44]
     n = fixed[:, 30].astype(np.int64) | (fixed[:, 31].astype(np.int64) << 8)  # [R] plays
     if np.any(np.diff(offsets) != ROW_FIXED + (_STEPS + 1) * n):
         raise CorruptDataError("episode blob: a row's length does not match its play count")
@@ -313,6 +326,8 @@ def _check_rows(raw: bytes, offsets: np.ndarray) -> None:
         raise CorruptDataError(f"episode blob: a row holds more than {MAX_ROW_PLAYS} plays")
     if np.any(fixed[:, 28] >= NUM_OUTCOMES):
         raise CorruptDataError("episode blob: outcome class out of range")
+    if np.any(np.ascontiguousarray(fixed[:, _VALUE]).view("<u2").sum(-1, dtype=np.int64) == 0):
+        raise CorruptDataError("episode blob: a row's value target is all zero")
     if np.any(np.abs(fixed[:, :28].view(np.int8).astype(np.int16)) > MAX_CHECKERS):
         raise CorruptDataError(f"episode blob: a board holds more than {MAX_CHECKERS} checkers on a point")
     # the step bytes of row r are [starts[r] + 32, + 4 n[r]): reduceat over (begin, end) pairs gives
@@ -334,7 +349,8 @@ def decode_rows(data: bytes | np.ndarray, starts: np.ndarray, max_plays: int) ->
     """Training arrays from rows laid end to end in `data`, row i beginning at `starts[i]`.
 
     Returns boards [N, 28] int8, steps [N, K, 4] uint8, mask [N, K] bool, policy [N, K] float32,
-    outcome [N] int32 with K = max_plays (plays beyond K are dropped). Vectorised over the
+    value [N, 6] float32 (the value target, a distribution), outcome [N] int32 with K = max_plays
+    (plays beyond K are dropped). Vectorised over the
     stored plays only (no per-row loop, no gather over the padding).
     """
     buf = np.frombuffer(data, np.uint8)
@@ -342,12 +358,16 @@ def decode_rows(data: bytes | np.ndarray, starts: np.ndarray, max_plays: int) ->
     rows = len(starts)
     if rows and (starts.min() < 0 or starts.max() + ROW_FIXED > len(buf)):
         raise CorruptDataError("episode rows: truncated")
-    windows = np.lib.stride_tricks.sliding_window_view(buf, ROW_FIXED)  # [len, 32] no copy
-    fixed = windows[starts]  # [N, 32] board 28 | outcome | pad | n (u16)
+    windows = np.lib.stride_tricks.sliding_window_view(buf, ROW_FIXED)  # [len, 44] no copy
+    fixed = windows[starts]  # [N, 44] board 28 | outcome | pad | n (u16) | value (u16[6])
     boards = fixed[:, :28].view(np.int8)
     outcome = fixed[:, 28].astype(np.int32)
     if np.any(outcome > 5):
         raise CorruptDataError("episode rows: outcome class out of range")
+    quant_value = np.ascontiguousarray(fixed[:, _VALUE]).view("<u2").astype(np.float32)  # [N, 6]
+    value_sum = quant_value.sum(-1, keepdims=True)
+    if np.any(value_sum == 0):
+        raise CorruptDataError("episode rows: a value target is all zero")
     n_stored = fixed[:, 30].astype(np.int64) | (fixed[:, 31].astype(np.int64) << 8)
     if rows and (starts + ROW_FIXED + n_stored * (_STEPS + 1)).max() > len(buf):
         raise CorruptDataError("episode rows: play data past the end")
@@ -370,5 +390,6 @@ def decode_rows(data: bytes | np.ndarray, starts: np.ndarray, max_plays: int) ->
         "steps": steps.view(np.uint8).reshape(rows, max_plays, _STEPS),
         "mask": mask,
         "policy": policy.reshape(rows, max_plays),
+        "value": quant_value / value_sum,
         "outcome": outcome,
     }

@@ -8,7 +8,6 @@ across processes.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,18 +19,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bgai.agent import (
+    EpisodeValues,
+    eval_decider,
+    movegen_of,
+    net_of,
+    optimizer_of,
+    self_play_decider,
+    train_step_of,
+)
 from bgai.config import Config, config_hash, model_hash
-from bgai.core import rules
 from bgai.core.episodes import EpisodeAssembler
 from bgai.core.evaluate import MatchResult, play_match
-from bgai.core.network import BgNet, init_params
-from bgai.core.players import (
-    afterstate_decider,
-    greedy_decider,
-    search_decider,
-)
-from bgai.core.selfplay import Decide, play_chunk, start_games
-from bgai.core.train_step import Batch, TrainState, init_train_state, make_optimizer, make_train_step
+from bgai.core.network import init_params
+from bgai.core.selfplay import play_chunk, start_games
+from bgai.core.train_step import Batch, TrainState, init_train_state
+from bgai.opponent_names import parse_opponent
+from bgai.opponents.players import build_opponent
 from bgai.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from bgai.train.replay import LocalReplay
 
@@ -49,46 +53,6 @@ class Report:
     train_s: float
 
 
-def movegen_of(cfg: Config) -> rules.MoveGenConfig:
-    return rules.MoveGenConfig(**dataclasses.asdict(cfg.movegen))
-
-
-def optimizer_of(cfg: Config) -> Any:
-    """The configured Optax optimizer (`training` section)."""
-    t = cfg.training
-    return make_optimizer(
-        t.learning_rate, t.lr_schedule, t.warmup_steps, t.decay_steps, t.weight_decay, t.grad_clip
-    )
-
-
-def self_play_decider(cfg: Config, net: BgNet, simulations: int | None = None) -> Decide:
-    """The configured self-play mode: `afterstate` (fast) or `mcts` (stochastic search)."""
-    s, q = cfg.selfplay, cfg.search
-    if s.mode == "afterstate":
-        return afterstate_decider(
-            net.apply, s.temperature, s.explore_turns, s.policy_temperature, s.eval_slots
-        )
-    sims = q.num_simulations if simulations is None else simulations
-    return search_decider(
-        net.apply,
-        sims,
-        q.dirichlet_alpha,
-        q.dirichlet_fraction,
-        q.temperature,
-        q.temperature_turns,
-        movegen_of(cfg),
-    )
-
-
-def eval_decider(cfg: Config, net: BgNet) -> Decide:
-    """Our agent in evaluation: greedy 0-ply, or search without noise or temperature."""
-    if cfg.eval.player == "greedy":
-        return greedy_decider(net.apply, cfg.selfplay.eval_slots)
-    return search_decider(
-        net.apply, cfg.search.num_simulations, cfg.search.dirichlet_alpha, 0.0, 0.0, 0, movegen_of(cfg)
-    )
-
-
 class LocalRun:
     """Owns the model, optimizer, replay buffer and counters of one local run."""
 
@@ -96,7 +60,7 @@ class LocalRun:
         self.cfg = cfg
         self.dir = checkpoint_dir
         self.log = log
-        self.net = BgNet(tuple(cfg.model.hidden))
+        self.net = net_of(cfg)
         self.movegen = movegen_of(cfg)
         self.games = 0
         self.positions = 0
@@ -107,7 +71,8 @@ class LocalRun:
         """Build the compiled functions; resume from the newest checkpoint if any."""
         t, s = self.cfg.training, self.cfg.selfplay
         self.optimizer = optimizer_of(self.cfg)
-        self.train_step = make_train_step(self.net.apply, self.optimizer, t.policy_weight, t.value_weight)
+        self.train_step = train_step_of(self.cfg, self.net, self.optimizer)
+        self.values = EpisodeValues(self.cfg, self.net)
         decide = self_play_decider(self.cfg, self.net)
         self.selfplay = jax.jit(
             partial(play_chunk, decide, length=s.chunk_turns, max_turns=s.max_turns, movegen=self.movegen)
@@ -155,10 +120,12 @@ class LocalRun:
         """One self-play chunk, then the train steps that the configured ratio asks for."""
         t0 = time.perf_counter()
         self.key, k_play = jax.random.split(self.key)
-        self.games_state, chunk = self.selfplay(self.state.params, self.games_state, k_play)
+        params = self.state.params
+        self.games_state, chunk = self.selfplay(params, self.games_state, k_play)
         episodes = self.assembler.add(jax.device_get(chunk), self.model_version)
-        for ep in episodes:
-            self.replay.add(ep)
+        labels = self.values.label(params, episodes)
+        for ep, target in zip(episodes, labels.targets, strict=True):
+            self.replay.add(ep.labelled(target))
         new_positions = sum(len(ep.dice) for ep in episodes)
         self.games += len(episodes)
         self.positions += new_positions
@@ -213,9 +180,6 @@ class LocalRun:
 
     def evaluate(self, opponent: str, games: int, seed: int = 0) -> MatchResult:
         """The current model (eval.player) against an opponent (random, pubeval, gnubg_Nply)."""
-        from bgai.opponents.players import build_opponent
-        from bgai.opponents.spec import parse_opponent
-
         op = parse_opponent(opponent)
         if op.kind == "past":
             raise ValueError(f"{opponent}: earlier versions are evaluated by the fleet's eval workers")
@@ -235,11 +199,18 @@ class LocalRun:
         finally:
             built.close()
 
-    def run(self, minutes: float, log_every_s: float, on_progress: Callable[[Report, float], None]) -> None:
-        """The timed loop: run_once until `minutes` have passed, reporting every `log_every_s`."""
+    def run(
+        self,
+        minutes: float,
+        log_every_s: float,
+        on_progress: Callable[[Report, float], None],
+        max_games: int | None = None,
+    ) -> None:
+        """The timed loop: run_once until `minutes` have passed (or the run has played
+        `max_games` games in all), reporting every `log_every_s`."""
         start = last = time.perf_counter()
         base = self.elapsed_s
-        while time.perf_counter() - start < minutes * 60:
+        while time.perf_counter() - start < minutes * 60 and (max_games is None or self.games < max_games):
             report = self.run_once()
             now = time.perf_counter()
             self.elapsed_s = base + now - start

@@ -21,19 +21,20 @@ class LocalReplay:
         self.steps = np.zeros((capacity, max_plays, rules.MAX_STEPS_PER_PLAY), np.uint8)
         self.mask = np.zeros((capacity, max_plays), bool)
         self.policy = np.zeros((capacity, max_plays), np.float32)
-        self.outcome = np.zeros((capacity,), np.int32)
+        self.value = np.zeros((capacity, 6), np.float32)  # value targets (mover's outcome distribution)
         self.size = 0
         self.next = 0
         self.added = 0
 
     def add(self, ep: Episode) -> None:
+        """Store an episode with its value targets (`Episode.value_targets`)."""
         n = len(ep.dice)
         rows = (self.next + np.arange(n)) % self.capacity
         self.boards[rows] = ep.boards
         self.steps[rows] = ep.steps
         self.mask[rows] = ep.mask
         self.policy[rows] = ep.policy
-        self.outcome[rows] = ep.outcome
+        self.value[rows] = ep.value_targets
         self.next = int((self.next + n) % self.capacity)
         self.size = min(self.capacity, self.size + n)
         self.added += n
@@ -48,5 +49,5 @@ class LocalReplay:
             "steps": self.steps[rows],
             "mask": self.mask[rows],
             "policy": self.policy[rows],
-            "outcome": self.outcome[rows],
+            "value": self.value[rows],
         }

@@ -29,7 +29,7 @@ def test_losses_match_reference() -> None:
         logp = z - np.log(np.exp(z).sum())
         pol.append(-(np.asarray(batch.policy[i])[m] * logp).sum())
         vz = value_logits[i] - value_logits[i].max()
-        val.append(-(vz[int(batch.outcome[i])] - np.log(np.exp(vz).sum())))
+        val.append(-(np.asarray(batch.value[i]) * (vz - np.log(np.exp(vz).sum()))).sum())
     assert np.isclose(float(p), np.mean(pol), rtol=1e-4)
     assert np.isclose(float(v), np.mean(val), rtol=1e-4)
 

@@ -4,6 +4,7 @@ worker's slice played by the other, totals equal to the games played."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,3 +107,30 @@ def test_a_dead_workers_slice_is_played_by_the_other(env: tuple) -> None:
     assert all(s["games"] == e.games for s in res.values()), res
     beat(cfg, r, keys, e1)
     assert e1.run_once().idle_s > 0 and e2.run_once().idle_s > 0
+
+
+def test_a_worker_that_refuses_a_version_releases_its_slice_and_skips_it(
+    env: tuple, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg, r, keys, (e1, e2) = env
+    for w in (e1, e2):
+        beat(cfg, r, keys, w)
+    v = (weights.current_version(r, keys) or 0) + 1
+    publish(cfg, r, keys, v)
+    e1.follower.model_hash = "another-model"  # as on a host configured with another model.hidden
+    try:
+        with caplog.at_level(logging.WARNING):
+            unit = e1.run_once()
+        assert f"skipped version {v}" in unit.summary and unit.idle_s > 0, unit.summary
+        assert "IncompatibleError" in caplog.text
+        for _ in range(3):  # it never takes version v's slices again (no tight loop)
+            assert e1.run_once().idle_s > 0
+        owners = r.hgetall(keys.eval_slices(v))
+        assert b"test:e1" not in owners.values(), owners
+        # the other worker takes the released slice and finishes the version
+        played = [e2.run_once().summary for _ in range(cfg.eval.games // cfg.eval.slice_games)]
+        assert all(f"version {v} slice" in s for s in played), played
+        assert all(t["games"] == cfg.eval.games for t in evals.results_of(r, keys, v).values())
+        assert r.zscore(keys.eval_open, v) is None
+    finally:
+        e1.follower.model_hash = model_hash(cfg)

@@ -131,6 +131,11 @@ def _set(fmt: str, where: Callable[[bytearray], int], value: object) -> Callable
     return mutate
 
 
+def _zero_value(raw: bytearray) -> bytes:
+    struct.pack_into("<6H", raw, _row0(raw) + 32, *([0] * 6))  # the value target, after n
+    return repack(raw)
+
+
 def _flip_checksum(raw: bytearray) -> bytes:
     blob = bytearray(repack(raw))
     blob[-1] ^= 0x01  # the frame's last 4 bytes are its content checksum
@@ -147,8 +152,9 @@ MALFORMED: dict[str, Callable[[bytearray], bytes]] = {
     "offsets inside the offset table": _set_offset(0, 0),
     "offsets going backwards": _set_offset(2, EP_HEADER_SIZE + 4 * 31 + 40),
     "outcome class 9": _set("<B", lambda raw: _row0(raw) + 28, 9),
-    "a step index past NO_STEP": _set("<B", lambda raw: _row0(raw) + 32, rules.NO_STEP + 1),
+    "a step index past NO_STEP": _set("<B", lambda raw: _row0(raw) + codec.ROW_FIXED, rules.NO_STEP + 1),
     "a point holding 100 checkers": _set("<b", lambda raw: _row0(raw) + 3, 100),
+    "an all-zero value target": lambda raw: _zero_value(raw),
     "a NaN surprise": _set("<f", lambda raw: 12, float("nan")),
     "an infinite surprise": _set("<f", lambda raw: 12, float("inf")),
     "a negative surprise": _set("<f", lambda raw: 12, -0.5),

@@ -1,0 +1,156 @@
+"""The learner: how a config becomes a player, its value targets and its train step.
+
+One home for what `train/local.py`, the game and training workers, the eval worker, the eval CLI
+and the benches share, so the fleet and the single-process run learn the same way:
+- `movegen_of`, `optimizer_of`: the configured move generator and Optax optimizer;
+- `self_play_decider`, `eval_decider`: the configured self-play mode and evaluation player;
+- `EpisodeValues`: one forward pass over every position of a batch of finished episodes, with
+  the weights that played them, giving each episode's value targets (`training.value_target`:
+  TD(lambda) returns, or exact 1-ply expectations) and its surprise (how wrong the value head
+  was about the outcome). Game workers compute them before pushing; the local run before
+  storing. The episode carries its targets, so the trainer needs nothing else.
+- `train_step_of`: the jitted train step with the configured loss weights.
+
+Imports run one way: config and core below, nothing here imports a role, the store or the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bgai.config import Config
+from bgai.core import rules
+from bgai.core.episodes import Episode
+from bgai.core.network import OUTCOME_POINTS, BgNet
+from bgai.core.players import afterstate_decider, greedy_decider, one_ply_decider, search_decider
+from bgai.core.selfplay import Decide
+from bgai.core.targets import one_ply_distribution, outcome_distribution, td_lambda_targets
+from bgai.core.train_step import TrainState, make_optimizer, make_train_step
+
+VALUE_ROWS = 4096  # forward-pass bucket (one compiled shape per multiple)
+ONE_PLY_ROWS = 256  # 1-ply targets: positions per compiled call (21 move generations each)
+
+
+def movegen_of(cfg: Config) -> rules.MoveGenConfig:
+    return rules.MoveGenConfig(**dataclasses.asdict(cfg.movegen))
+
+
+def optimizer_of(cfg: Config) -> Any:
+    """The configured Optax optimizer (`training` section)."""
+    t = cfg.training
+    return make_optimizer(
+        t.learning_rate, t.lr_schedule, t.warmup_steps, t.decay_steps, t.weight_decay, t.grad_clip
+    )
+
+
+def net_of(cfg: Config) -> BgNet:
+    return BgNet(tuple(cfg.model.hidden))
+
+
+def self_play_decider(cfg: Config, net: BgNet, simulations: int | None = None) -> Decide:
+    """The configured self-play mode: `afterstate` (fast) or `mcts` (stochastic search)."""
+    s, q = cfg.selfplay, cfg.search
+    if s.mode == "afterstate":
+        return afterstate_decider(
+            net.apply, s.temperature, s.explore_turns, s.policy_temperature, s.eval_slots
+        )
+    sims = q.num_simulations if simulations is None else simulations
+    return search_decider(
+        net.apply,
+        sims,
+        q.dirichlet_alpha,
+        q.dirichlet_fraction,
+        q.temperature,
+        q.temperature_turns,
+        movegen_of(cfg),
+    )
+
+
+def eval_decider(cfg: Config, net: BgNet, plies: int | None = None) -> Decide:
+    """Our agent in evaluation: greedy at `plies` (default `eval.plies`: 0 or 1), or search
+    without noise or temperature (`eval.player: search`)."""
+    if cfg.eval.player == "greedy":
+        depth = cfg.eval.plies if plies is None else plies
+        if depth == 1:
+            return one_ply_decider(
+                net.apply, movegen_of(cfg), cfg.eval.one_ply_candidates, cfg.selfplay.eval_slots
+            )
+        return greedy_decider(net.apply, cfg.selfplay.eval_slots)
+    return search_decider(
+        net.apply, cfg.search.num_simulations, cfg.search.dirichlet_alpha, 0.0, 0.0, 0, movegen_of(cfg)
+    )
+
+
+def train_step_of(
+    cfg: Config, net: BgNet, optimizer: Any
+) -> Callable[..., tuple[TrainState, dict[str, Any]]]:
+    t = cfg.training
+    return make_train_step(net.apply, optimizer, t.policy_weight, t.value_weight)
+
+
+def _padded(boards: np.ndarray, bucket: int) -> np.ndarray:
+    out = np.zeros((-(-len(boards) // bucket) * bucket, rules.BOARD_SIZE), np.int8)
+    out[: len(boards)] = boards
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Labelled:
+    """What a batch of finished episodes carries into the buffer besides the games themselves."""
+
+    targets: list[np.ndarray]  # per episode [T, 6] float32 value target of each position
+    surprise: list[float]  # per episode mean |V's equity - points won| / 3
+
+
+class EpisodeValues:
+    """Value targets and surprise of finished episodes, from the weights that played them."""
+
+    def __init__(self, cfg: Config, net: BgNet) -> None:
+        self.kind = cfg.training.value_target
+        self.lam = cfg.training.td_lambda
+        self._values = jax.jit(partial(outcome_distribution, net.apply))
+        movegen, slots = movegen_of(cfg), cfg.selfplay.eval_slots
+        self._one_ply = jax.jit(
+            lambda params, boards: one_ply_distribution(net.apply, params, boards, movegen, slots)
+        )
+
+    def values(self, params: Any, boards: np.ndarray) -> np.ndarray:
+        """V(s) [N, 6] of boards [N, 28] (side to move)."""
+        if len(boards) == 0:
+            return np.zeros((0, 6), np.float32)
+        out = self._values(params, jnp.asarray(_padded(boards, VALUE_ROWS)))
+        return np.asarray(out, np.float32)[: len(boards)]
+
+    def one_ply(self, params: Any, boards: np.ndarray) -> np.ndarray:
+        """The exact 1-ply distribution [N, 6] of boards [N, 28] (side to move, pre-roll)."""
+        padded = _padded(boards, ONE_PLY_ROWS)
+        parts = [
+            np.asarray(self._one_ply(params, jnp.asarray(padded[i : i + ONE_PLY_ROWS])), np.float32)
+            for i in range(0, len(padded), ONE_PLY_ROWS)
+        ]
+        return np.concatenate(parts)[: len(boards)] if parts else np.zeros((0, 6), np.float32)
+
+    def label(self, params: Any, episodes: list[Episode]) -> Labelled:
+        if not episodes:
+            return Labelled([], [])
+        boards = np.concatenate([ep.boards for ep in episodes])
+        v = self.values(params, boards)
+        cuts = np.cumsum([len(ep) for ep in episodes])[:-1]
+        per_ep = np.split(v, cuts)
+        points = np.asarray(OUTCOME_POINTS)
+        surprise = [
+            float(np.mean(np.abs(vi @ points - np.where(ep.player == 0, ep.result, -ep.result))) / 3.0)
+            for vi, ep in zip(per_ep, episodes, strict=True)
+        ]
+        if self.kind == "one_ply":
+            targets = np.split(self.one_ply(params, boards), cuts)
+        else:
+            targets = td_lambda_targets(per_ep, [int(ep.outcome[-1]) for ep in episodes], self.lam)
+        return Labelled(targets, surprise)

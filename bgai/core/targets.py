@@ -1,0 +1,99 @@
+"""Value targets for the outcome head: TD(lambda) returns and exact 1-ply expectations.
+
+An outcome distribution is over the six cubeless outcomes of one side, in `network.OUTCOME_POINTS`
+order: win single / gammon / backgammon, lose single / gammon / backgammon. Seen from the other
+side it swaps its halves (`flip_outcome`). Every target here is such a distribution for the side
+to move at a decision, before it rolls (what the value head predicts), so the train step fits it
+with a soft-label cross-entropy.
+
+- `td_lambda_targets` (numpy, host side): the lambda-return over each episode from the values
+  V(s_t) of its positions. Movers alternate row by row, so with z_{T-1} = the final outcome
+  (one-hot, the last mover's), z_t = flip((1 - lambda) V(s_{t+1}) + lambda z_{t+1}).
+  lambda = 1 gives the final outcome (Monte-Carlo); lambda = 0 is TD(0).
+- `one_ply_distribution` (JAX): the expectation over the 21 rolls of the distribution after the
+  mover's best play (by equity) -- the exact 1-ply value of a position, as a target or to play.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bgai.core import rules
+from bgai.core.afterstate import ApplyFn, afterstate_values
+from bgai.core.encoding import encode
+from bgai.core.network import NUM_OUTCOMES, outcome_class
+
+_SWAP = np.array([3, 4, 5, 0, 1, 2])
+
+
+def flip_outcome(p: Any) -> Any:
+    """A side's outcome distribution [..., 6] seen from the other side (numpy or JAX)."""
+    return p[..., _SWAP]
+
+
+def td_lambda_targets(
+    values: Sequence[np.ndarray], last_outcome: Sequence[int], lam: float
+) -> list[np.ndarray]:
+    """lambda-returns [T, 6] float32 of each episode.
+
+    `values[e]`: [T, 6] V(s_t) of episode e's positions, each from its mover's view (rows alternate
+    movers); `last_outcome[e]`: the outcome class (0..5) of the mover of its last row.
+    """
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lambda must be in [0, 1], got {lam}")
+    lengths = np.array([len(v) for v in values], np.int64)
+    if len(lengths) == 0:
+        return []
+    e, t_max = len(lengths), int(lengths.max())
+    v = np.zeros((e, t_max, NUM_OUTCOMES), np.float64)  # right-aligned: row t_max-1 is each last row
+    for i, vi in enumerate(values):
+        v[i, t_max - len(vi) :] = vi
+    z = np.zeros((e, t_max, NUM_OUTCOMES), np.float64)
+    z[np.arange(e), t_max - 1, np.asarray(last_outcome, np.int64)] = 1.0
+    for t in range(t_max - 2, -1, -1):
+        z[:, t] = flip_outcome((1.0 - lam) * v[:, t + 1] + lam * z[:, t + 1])
+    return [z[i, t_max - n :].astype(np.float32) for i, n in enumerate(lengths)]
+
+
+def outcome_distribution(apply_fn: ApplyFn, params: Any, boards: jax.Array) -> jax.Array:
+    """V(s) [N, 6]: the network's outcome distribution of each board [N, 28] (side to move)."""
+    _, logits = apply_fn(params, encode(boards.astype(jnp.int32)))
+    return jax.nn.softmax(logits, axis=-1)
+
+
+def afterstate_distribution(apply_fn: ApplyFn, params: Any, after: jax.Array) -> jax.Array:
+    """The mover's outcome distribution [N, 6] after playing to `after` [N, 28] (mover's view):
+    exact (one-hot) when the play bore off the last checker, else the flipped opponent's V."""
+    opp = outcome_distribution(apply_fn, params, rules.flip(after))
+    won = jax.vmap(rules.win_points)(after)
+    exact = jax.nn.one_hot(outcome_class(jnp.maximum(won, 1)), NUM_OUTCOMES)
+    return jnp.where((won > 0)[:, None], exact, flip_outcome(opp))
+
+
+def one_ply_distribution(
+    apply_fn: ApplyFn,
+    params: Any,
+    boards: jax.Array,
+    movegen: rules.MoveGenConfig,
+    eval_slots: int | None = 32,
+) -> jax.Array:
+    """The exact 1-ply outcome distribution [N, 6] of each board [N, 28] (side to move, pre-roll).
+
+    For each of the 21 rolls the mover plays its best play by 0-ply equity; the distributions after
+    those plays are averaged with the rolls' probabilities. Costs 21 move generations and about
+    21 x (plays + 1) network rows per board. A roll with no legal play keeps the board as it is.
+    """
+    n = boards.shape[0]
+    rolls = jnp.tile(jnp.arange(rules.NUM_ROLLS, dtype=jnp.int32), n)  # [N*21]
+    rep = jnp.repeat(boards.astype(jnp.int32), rules.NUM_ROLLS, axis=0)  # [N*21, 28]
+    plays = rules.legal_plays_batch(rep, rolls, movegen)
+    values = afterstate_values(apply_fn, params, plays, eval_slots)  # [N*21, K]
+    best = jnp.argmax(values, axis=-1)
+    after = jnp.take_along_axis(plays.boards, best[:, None, None], axis=1)[:, 0]  # [N*21, 28]
+    dist = afterstate_distribution(apply_fn, params, after).reshape(n, rules.NUM_ROLLS, NUM_OUTCOMES)
+    return jnp.einsum("nrk,r->nk", dist, jnp.asarray(rules.DICE_PROBS))
