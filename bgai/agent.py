@@ -28,7 +28,7 @@ import numpy as np
 from bgai.config import Config
 from bgai.core import rules
 from bgai.core.episodes import Episode
-from bgai.core.network import OUTCOME_POINTS, BgNet
+from bgai.core.network import OUTCOME_POINTS, BgNet, init_params
 from bgai.core.players import afterstate_decider, greedy_decider, one_ply_decider, search_decider
 from bgai.core.selfplay import Decide
 from bgai.core.targets import one_ply_distribution, outcome_distribution, td_lambda_targets
@@ -52,6 +52,11 @@ def optimizer_of(cfg: Config) -> Any:
 
 def net_of(cfg: Config) -> BgNet:
     return BgNet(tuple(cfg.model.hidden))
+
+
+def params_template(cfg: Config) -> Any:
+    """Fresh parameters of the configured net (seed 0): the template weights load into."""
+    return init_params(net_of(cfg), jax.random.key(0))
 
 
 def self_play_decider(cfg: Config, net: BgNet, simulations: int | None = None) -> Decide:

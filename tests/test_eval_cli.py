@@ -50,6 +50,17 @@ def test_a_checkpoint_against_pubeval(ckpt: Path) -> None:
     assert re.search(r"\[\s*\d", out)
 
 
+def test_our_one_ply_player_against_pubeval(ckpt: Path) -> None:
+    code, out = run(
+        "--checkpoint", str(ckpt), "--opponent", "pubeval", "--games", "2", "--player-plies", "1",
+        "--set", "eval.one_ply_candidates=2",
+    )  # fmt: skip
+    assert code == 0, out
+    cells = row(out, ckpt.name + " 1-ply")
+    assert cells[2] == "2" and sum(int(x) for x in cells[-7:-1]) == 2
+    assert run("--checkpoint", str(ckpt), "--player-plies", "2")[0] == 2
+
+
 def test_a_checkpoint_against_gnubg_in_process(ckpt: Path) -> None:
     pytest.importorskip("gnubg_nn")
     code, out = run(

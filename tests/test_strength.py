@@ -109,9 +109,56 @@ def test_bench_strength_on_300_decisions(ckpt: Path) -> None:
 def test_bench_strength_refuses_bad_input(ckpt: Path, tmp_path: Path) -> None:
     code, out = strength("--checkpoint", str(ckpt), "--version", "3")
     assert code == 2 and "not both" in out
-    code, out = strength("--plies", "1")
+    code, out = strength("--plies", "2")
     assert code == 2
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a set")
     code, out = strength("--set-file", str(bad))
     assert code == 2 and "cannot read the decision set" in out
+
+
+def test_one_ply_scorer_plays_only_its_candidates(ckpt: Path) -> None:
+    """The 1-ply player on a few decisions: finite ER, and per decision only its top-2 0-ply plays
+    can score above the never-played floor."""
+    import jax
+
+    from bgai.bench.decisions import DEFAULT_SET
+    from bgai.bench.strength import network_scorer, one_ply_scorer
+    from bgai.core.network import BgNet, init_params
+
+    s = DecisionSet.load(DEFAULT_SET).head(12)
+    net = BgNet((16,))
+    params = init_params(net, jax.random.key(0))
+    mg = rules.MoveGenConfig(max_plays=64, frontier2=48, frontier3=96)
+    scores = one_ply_scorer(net.apply, params, mg, candidates=2)(s)
+    zero = network_scorer(net.apply, params)(s)
+    for d in range(s.size):
+        lo, hi = s.offsets[d], s.offsets[d + 1]
+        live = np.flatnonzero(scores[lo:hi] > -10.0)
+        assert 1 <= len(live) <= 2
+        assert set(live) <= set(np.argsort(-zero[lo:hi], kind="stable")[:2].tolist())
+    report = evaluate_er(s, lambda _: scores)
+    assert math.isfinite(report.er) and report.er >= 0
+
+
+def test_bench_curve_measures_each_checkpoint(tmp_path: Path) -> None:
+    cfg = load_config(None, env={}, overrides=SETS)
+    for step in (1, 2, 3):
+        meta = {"model_hash": model_hash(cfg), "model_version": step, "games": 10 * step, "elapsed_s": 60 * step}
+        save_checkpoint(tmp_path, step, train_template(cfg), meta, keep=5)
+    png = tmp_path / "curve.png"
+    out = CliRunner().invoke(
+        cli,
+        ["bench", "curve", "--checkpoint-dir", str(tmp_path), "--games", "4", "--points", "2"]
+        + ["--decisions", "40", "--out", str(png), *ARGS],
+    )
+    assert out.exit_code == 0, out.output
+    res = json.loads(out.output.strip().splitlines()[-1])
+    assert [p["games"] for p in res["points"]] == [10, 30]  # the oldest and the newest
+    assert [p["minutes"] for p in res["points"]] == [1.0, 3.0]
+    assert all(math.isfinite(p["er"]) and 0 <= p["win_rate"] <= 1 for p in res["points"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    empty = tmp_path / "none"
+    empty.mkdir()
+    out = CliRunner().invoke(cli, ["bench", "curve", "--checkpoint-dir", str(empty), *ARGS])
+    assert out.exit_code == 2 and "no checkpoints" in out.output

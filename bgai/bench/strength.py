@@ -16,7 +16,8 @@ expectation, and a deterministic player whose top play is unique is scored on th
     gnubg_0ply  the set's stored gnubg 0-ply equities
     random      every legal play alike
 
-Another lookahead (1-ply: the mean over the opponent's 21 rolls) is one more `Scorer`.
+    ours 1-ply  `one_ply_scorer`: the best `eval.one_ply_candidates` plays by 0-ply, each valued
+                by an exact mean over the opponent's 21 rolls of its best 0-ply reply
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from bgai.bench.decisions import CLASSES, DecisionSet
+from bgai.core import rules
 from bgai.core.afterstate import ApplyFn, _values_of
+from bgai.core.network import OUTCOME_POINTS
 from bgai.core.pubeval import is_race, pubeval_score
+from bgai.core.targets import one_ply_distribution
 
 Scorer = Callable[[DecisionSet], np.ndarray]  # a set -> the player's score of each play [P]
 BATCH = 8192  # afterstates per network call
@@ -73,6 +77,28 @@ def score_afterstates(apply_fn: ApplyFn, params: Any, boards: np.ndarray, batch:
 def network_scorer(apply_fn: ApplyFn, params: Any) -> Scorer:
     """Our greedy 0-ply player."""
     return lambda s: score_afterstates(apply_fn, params, s.afterstates)
+
+
+def one_ply_scorer(apply_fn: ApplyFn, params: Any, movegen: rules.MoveGenConfig, candidates: int) -> Scorer:
+    """Our 1-ply player (`players.one_ply_decider`): in each decision the `candidates` best plays
+    by 0-ply get an exact expectation over the opponent's 21 rolls; the rest are never played."""
+
+    def after_value(after: jax.Array) -> jax.Array:
+        opp = one_ply_distribution(apply_fn, params, rules.flip(after), movegen)
+        won = jax.vmap(rules.win_points)(after).astype(jnp.float32)
+        return jnp.where(won > 0, won, -(opp @ OUTCOME_POINTS))
+
+    def score(s: DecisionSet) -> np.ndarray:
+        zero = score_afterstates(apply_fn, params, s.afterstates)
+        order = np.lexsort((-zero, s.decision_of))  # plays by decision, best 0-ply first
+        rank = np.empty(len(order), np.int64)
+        rank[order] = np.arange(len(order)) - s.offsets[:-1][s.decision_of[order]]
+        chosen = np.flatnonzero(rank < candidates)
+        scores = np.full(len(zero), -10.0, np.float32)  # below any equity: never played
+        scores[chosen] = _in_batches(jax.jit(after_value), (s.afterstates[chosen].astype(np.int32),), 512)
+        return scores
+
+    return score
 
 
 _pubeval = jax.jit(jax.vmap(lambda after, before: pubeval_score(after, is_race(before))))
@@ -134,8 +160,10 @@ def bench_strength(
     player: tuple[str, Scorer],
     set_name: str,
     log: Callable[[str], None] = print,
+    plies: int = 0,
 ) -> dict[str, Any]:
-    """ER of `player` (label, scorer) and of the anchors on `s`; prints a table; the JSON dict."""
+    """ER of `player` (label, scorer; its lookahead `plies`) and of the anchors on `s`; prints a
+    table; the JSON dict."""
     counts = s.counts()
     log(
         f"decision set {set_name}: {s.size} decisions ("
@@ -153,7 +181,7 @@ def bench_strength(
     return {
         "bench": "strength",
         "player": label,
-        "plies": 0,
+        "plies": plies,
         "set": set_name,
         "classes": counts,
         **ours.as_dict(),

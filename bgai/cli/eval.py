@@ -50,6 +50,12 @@ from bgai.errors import BgaiError
     default=None,
     help="How our model plays (default: eval.player).",
 )
+@click.option(
+    "--player-plies",
+    type=click.IntRange(0, 1),
+    default=None,
+    help="Our greedy player's lookahead: 0 or 1 (default: eval.plies).",
+)
 @click.option("--simulations", type=int, default=None, help="Search simulations per move (--player search).")
 @click.option("--seed", type=int, default=0)
 def eval_command(
@@ -62,6 +68,7 @@ def eval_command(
     backend: str | None,
     games: int | None,
     player: str | None,
+    player_plies: int | None,
     simulations: int | None,
     seed: int,
 ) -> None:
@@ -84,15 +91,17 @@ def eval_command(
     ev = replace(
         cfg.eval,
         player=player or cfg.eval.player,
+        plies=cfg.eval.plies if player_plies is None else player_plies,
         gnubg_backend=backend or cfg.eval.gnubg_backend,
     )
     search = cfg.search if simulations is None else replace(cfg.search, num_simulations=simulations)
     cfg = replace(cfg, eval=ev, search=search)
+    depth = " 1-ply" if cfg.eval.player == "greedy" and cfg.eval.plies == 1 else ""
     models: list[tuple[str, Callable[[], Any]]] = [
-        (Path(p).name, partial(_from_checkpoint, cfg, Path(p))) for p in checkpoints
+        (Path(p).name + depth, partial(_from_checkpoint, cfg, Path(p))) for p in checkpoints
     ]
     if version is not None:
-        models = [(f"version {version}", partial(_from_version, cfg, version))]
+        models = [(f"version {version}{depth}", partial(_from_version, cfg, version))]
     rows = []
     with Evaluator(cfg, op) as ev_:
         for label, load in models:

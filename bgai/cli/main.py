@@ -256,7 +256,7 @@ def bench_propagation(config: str | None, sets: tuple[str, ...], workers: int, r
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="A checkpoint file.")
 @click.option("--version", type=int, default=None, help="Model version N of the current run.")
 @click.option(
-    "--plies", type=click.IntRange(0, 0), default=0, show_default=True, help="Our player's lookahead."
+    "--plies", type=click.IntRange(0, 1), default=0, show_default=True, help="Our player's lookahead."
 )
 @click.option("--decisions", type=click.IntRange(min=1), default=None, help="Use the set's first N only.")
 @click.option(
@@ -305,7 +305,77 @@ def bench_strength(
             params = init_params(net, jax.random.key(0))
     except (BgaiError, OSError) as exc:
         raise click.UsageError(f"cannot use {checkpoint or f'version {version}'}: {exc}") from exc
-    result = run_bench(dset, (label, network_scorer(net.apply, params)), str(path), log=click.echo)
+    if plies == 1:
+        from bgai.agent import movegen_of
+        from bgai.bench.strength import one_ply_scorer
+
+        label += " 1-ply"
+        scorer = one_ply_scorer(net.apply, params, movegen_of(cfg), cfg.eval.one_ply_candidates)
+    else:
+        scorer = network_scorer(net.apply, params)
+    result = run_bench(dset, (label, scorer), str(path), log=click.echo, plies=plies)
+    click.echo(json.dumps(result))
+
+
+@bench.command("curve")
+@config_option
+@set_option
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(file_okay=False, exists=True),
+    required=True,
+    help="A run's checkpoints (train-local's --checkpoint-dir, or the fleet's per-run directory).",
+)
+@click.option(
+    "--games", type=click.IntRange(min=2), default=1000, show_default=True, help="vs pubeval, each."
+)
+@click.option(
+    "--points", type=click.IntRange(min=1), default=8, show_default=True, help="Checkpoints measured."
+)
+@click.option("--decisions", type=click.IntRange(min=1), default=None, help="Use the set's first N only.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="PNG (default: DIR/curve.png).")
+@click.option("--mlflow-run", default=None, help="Also log the PNG and the figures to this MLflow run.")
+def bench_curve(
+    config: str | None,
+    sets: tuple[str, ...],
+    checkpoint_dir: str,
+    games: int,
+    points: int,
+    decisions: int | None,
+    out: str | None,
+    mlflow_run: str | None,
+) -> None:
+    """A run's learning curve: ER and win rate vs pubeval against minutes and games (PNG)."""
+    from bgai.bench.curve import bench_curve as run_bench
+    from bgai.bench.decisions import DEFAULT_SET, DecisionSet
+
+    cfg = load_for_compute(config, sets)
+    if games % 2:
+        raise click.UsageError("--games must be even (games come in pairs)")
+    if mlflow_run and not cfg.mlflow.tracking_uri:
+        raise click.UsageError("--mlflow-run needs mlflow.tracking_uri")
+    dset = DecisionSet.load(DEFAULT_SET)
+    if decisions is not None:
+        dset = dset.head(decisions)
+    png = Path(out) if out else Path(checkpoint_dir) / "curve.png"
+    try:
+        result = run_bench(cfg, Path(checkpoint_dir), dset, games, points, png, log=click.echo)
+    except (BgaiError, FileNotFoundError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    if mlflow_run:
+        from bgai.obs.tracking import Tracker
+
+        tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
+        tracker.log_artifact(mlflow_run, png, "curves")
+        now = int(time.time() * 1000)
+        rows = [
+            (key, float(p[key]), int(p["games"]), now)
+            for p in result["points"]
+            for key in ("er", "win_rate")
+            if p[key] is not None
+        ]
+        tracker.log_rows(mlflow_run, [(f"curve_{k}_by_games", v, s, t) for k, v, s, t in rows])
+        click.echo(f"logged {png.name} and {len(rows)} figures to MLflow run {mlflow_run}")
     click.echo(json.dumps(result))
 
 

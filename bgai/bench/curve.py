@@ -1,0 +1,157 @@
+"""`bgai bench curve`: a run's learning curve from its checkpoints.
+
+For each of up to `points` checkpoints (evenly spaced, the newest always in), read its games
+played and training minutes from its header, then measure our greedy 0-ply player: its error
+rate on the decision set (`bench strength`) and a paired-dice match against pubeval. Prints a
+table, draws ER and win rate against minutes and against games into one PNG (pubeval's and gnubg
+0-ply's ER as lines for scale) and, given an MLflow run, logs the PNG and the figures to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from bgai.agent import eval_decider, movegen_of, net_of, params_template
+from bgai.bench.decisions import DecisionSet
+from bgai.bench.strength import ANCHORS, evaluate_er, network_scorer
+from bgai.config import Config, model_hash
+from bgai.core.evaluate import play_match
+from bgai.core.players import pubeval_decider
+from bgai.train.checkpoint import list_checkpoints, load_params, read_meta
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    checkpoint: str
+    step: int
+    games: int
+    minutes: float
+    er: float
+    er_contact: float | None
+    er_race: float | None
+    win_rate: float
+    win_lo: float
+    win_hi: float
+    ppg: float
+    ppg_lo: float
+    ppg_hi: float
+
+
+def pick(paths: Sequence[Path], points: int) -> list[Path]:
+    """Up to `points` of `paths` (oldest first), evenly spaced, always with the newest."""
+    if len(paths) <= points:
+        return list(paths)
+    idx = {round(i * (len(paths) - 1) / max(points - 1, 1)) for i in range(points)}
+    return [paths[i] for i in sorted(idx)]
+
+
+def measure(cfg: Config, path: Path, dset: DecisionSet, games: int, seed: int = 0) -> CurvePoint:
+    """ER and the match against pubeval of the checkpoint at `path`."""
+    net = net_of(cfg)
+    params, _ = load_params(path, params_template(cfg), model_hash(cfg))
+    meta = read_meta(path)
+    er = evaluate_er(dset, network_scorer(net.apply, params))
+    res = play_match(
+        eval_decider(cfg, net, plies=0),
+        params,
+        pubeval_decider(),
+        None,
+        jax.random.key(seed),
+        games,
+        batch=min(64, games),
+        max_turns=cfg.selfplay.max_turns,
+        movegen=movegen_of(cfg),
+    )
+    (lo, hi), (plo, phi) = res.win_rate_ci(), res.ppg_ci()
+    return CurvePoint(
+        path.name,
+        int(meta.get("step", 0)),
+        int(meta.get("games", 0)),
+        float(meta.get("elapsed_s", 0.0)) / 60.0,
+        er.er,
+        er.er_contact,
+        er.er_race,
+        res.win_rate,
+        lo,
+        hi,
+        res.ppg,
+        plo,
+        phi,
+    )
+
+
+def plot(points: list[CurvePoint], anchors: dict[str, float], path: Path) -> Path:
+    """ER and win rate against pubeval, by minutes and by games, in one PNG at `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 8), dpi=100)
+    axes = fig.subplots(2, 2)
+    for col, (x_name, xs) in enumerate(
+        (("minutes of training", [p.minutes for p in points]), ("self-play games", [p.games for p in points]))
+    ):
+        ax_er, ax_win = axes[0][col], axes[1][col]
+        ax_er.plot(xs, [p.er for p in points], marker="o", label="ours (0-ply)")
+        for name, value in anchors.items():
+            ax_er.axhline(value, linestyle="--", alpha=0.6, label=name)
+        ax_er.set(title=f"Error rate vs {x_name}", xlabel=x_name, ylabel="ER (mequity / decision)")
+        ax_win.errorbar(
+            xs,
+            [p.win_rate for p in points],
+            yerr=[[p.win_rate - p.win_lo for p in points], [p.win_hi - p.win_rate for p in points]],
+            marker="o",
+            capsize=3,
+        )
+        ax_win.axhline(0.5, linestyle=":", alpha=0.6)
+        ax_win.set(title=f"Win rate vs pubeval vs {x_name}", xlabel=x_name, ylabel="win rate", ylim=(0, 1))
+        for ax in (ax_er, ax_win):
+            ax.grid(alpha=0.3)
+        ax_er.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def bench_curve(
+    cfg: Config,
+    checkpoint_dir: Path,
+    dset: DecisionSet,
+    games: int,
+    points: int,
+    out: Path,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The curve of the checkpoints in `checkpoint_dir`: table, PNG at `out`, the JSON dict."""
+    paths = pick(list_checkpoints(checkpoint_dir), points)
+    if not paths:
+        raise FileNotFoundError(f"no checkpoints in {checkpoint_dir}")
+    anchors = {f"{name} ER": evaluate_er(dset, f).er for name, f in ANCHORS.items() if name != "random"}
+    log(f"{len(paths)} checkpoints of {checkpoint_dir}; {games} games vs pubeval each; {dset.size} decisions")
+    log(
+        f"{'checkpoint':22s} {'min':>6s} {'games':>8s} {'ER':>7s} {'contact':>8s} {'race':>6s} win vs pubeval"
+    )
+    curve = []
+    for path in paths:
+        p = measure(cfg, path, dset, games)
+        curve.append(p)
+        log(
+            f"{p.checkpoint:22s} {p.minutes:6.1f} {p.games:8d} {p.er:7.1f} {p.er_contact or 0:8.1f} "
+            f"{p.er_race or 0:6.1f} {p.win_rate:.1%} [{p.win_lo:.1%}, {p.win_hi:.1%}] ppg {p.ppg:+.3f}"
+        )
+    plot(curve, anchors, out)
+    log(f"curve: {out}")
+    return {
+        "bench": "curve",
+        "png": str(out),
+        "games_per_point": games,
+        "anchors": anchors,
+        "points": [asdict(p) for p in curve],
+    }
