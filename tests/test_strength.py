@@ -144,7 +144,8 @@ def test_one_ply_scorer_plays_only_its_candidates(ckpt: Path) -> None:
 def test_bench_curve_measures_each_checkpoint(tmp_path: Path) -> None:
     cfg = load_config(None, env={}, overrides=SETS)
     for step in (1, 2, 3):
-        meta = {"model_hash": model_hash(cfg), "model_version": step, "games": 10 * step, "elapsed_s": 60 * step}
+        meta = {"model_hash": model_hash(cfg), "model_version": step, "games": 10 * step}
+        meta["elapsed_s"] = 60 * step
         save_checkpoint(tmp_path, step, train_template(cfg), meta, keep=5)
     png = tmp_path / "curve.png"
     out = CliRunner().invoke(
