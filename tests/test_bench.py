@@ -34,6 +34,13 @@ def test_bench_train() -> None:
     assert _last_json(out.output)["samples_per_s"] > 0
 
 
+def test_bench_targets() -> None:
+    out = CliRunner().invoke(cli, ["bench", "targets", "--games", "2", "--repeats", "1", *SMALL])
+    assert out.exit_code == 0, out.output
+    res = _last_json(out.output)
+    assert res["positions"] > 0 and res["td_positions_per_s"] > 0 and res["one_ply_positions_per_s"] > 0
+
+
 def test_bench_selfplay_afterstate() -> None:
     out = CliRunner().invoke(cli, ["bench", "selfplay", "--batch", "4", "--repeats", "1", *SMALL])
     assert out.exit_code == 0, out.output

@@ -150,6 +150,20 @@ def bench_train(config: str | None, sets: tuple[str, ...], batch: int | None, re
     click.echo(json.dumps(result))
 
 
+@bench.command("targets")
+@config_option
+@set_option
+@click.option("--games", type=click.IntRange(min=1), default=64, show_default=True, help="Games labelled.")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+def bench_targets(config: str | None, sets: tuple[str, ...], games: int, repeats: int) -> None:
+    """Positions/s of value targets: TD(lambda) against exact 1-ply (medians, side by side)."""
+    from bgai.bench.targets import bench_targets as run_bench
+
+    cfg = load_for_compute(config, sets)
+    result = run_bench(cfg, games=games, repeats=repeats, log=click.echo)
+    click.echo(json.dumps(result))
+
+
 @bench.command("eval")
 @config_option
 @set_option
