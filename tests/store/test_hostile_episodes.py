@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import redis
 import zstandard
+from synthetic_episodes import K, make_episode
 
 from bgai.core import rules
-from bgai.core.episodes import Episode
 from bgai.errors import CorruptDataError
 from bgai.store import codec
 from bgai.store.codec import EP_HEADER_SIZE, MAGIC_E, encode_episode, expand_episode
@@ -24,29 +24,8 @@ from bgai.store.keys import Keys
 from bgai.store.replay import ReplayStore
 from bgai.store.sampler import ReplayMirror
 
-K = 16  # max plays in these tests
 KEYS = Keys("t3")
 GIB = 1 << 30
-
-
-def make_episode(length: int, seed: int) -> Episode:
-    rng = np.random.default_rng(seed)
-    n = rng.integers(1, K + 1, length)
-    mask = np.arange(K)[None, :] < n[:, None]
-    policy = rng.random((length, K)).astype(np.float32) * mask
-    policy /= policy.sum(1, keepdims=True)
-    steps = rng.integers(0, rules.NUM_STEPS, (length, K, 4)).astype(np.uint8)
-    steps[~mask] = rules.NO_STEP
-    return Episode(
-        boards=rng.integers(-15, 16, (length, 28)).astype(np.int8),
-        dice=rng.integers(0, 21, length).astype(np.int8),
-        mask=mask,
-        steps=steps,
-        policy=policy,
-        player=(np.arange(length) % 2).astype(np.int8),
-        result=int(rng.choice([-3, -2, -1, 1, 2, 3])),
-        model_version=0,
-    )
 
 
 def bomb(rows: int = 20, size: int = GIB) -> bytes:

@@ -9,10 +9,9 @@ import jax
 import numpy as np
 import pytest
 import redis
+from synthetic_episodes import K, make_episode
 
 from bgai.clock import FakeClock
-from bgai.core import rules
-from bgai.core.episodes import Episode
 from bgai.core.network import BgNet, init_params
 from bgai.errors import CorruptDataError, IncompatibleError, NonFiniteWeightsError
 from bgai.store import codec, registry, runstate, weights
@@ -23,29 +22,7 @@ from bgai.store.registry import WorkerInfo
 from bgai.store.replay import ReplayStore
 from bgai.store.sampler import ReplayMirror
 
-K = 16  # max plays in these tests
 KEYS = Keys("t1")
-
-
-def make_episode(length: int, seed: int, version: int = 0) -> Episode:
-    """A synthetic episode: random boards, a random number of legal plays per row."""
-    rng = np.random.default_rng(seed)
-    n = rng.integers(1, K + 1, length)
-    mask = np.arange(K)[None, :] < n[:, None]
-    policy = rng.random((length, K)).astype(np.float32) * mask
-    policy /= policy.sum(1, keepdims=True)
-    steps = rng.integers(0, rules.NUM_STEPS, (length, K, 4)).astype(np.uint8)
-    steps[~mask] = rules.NO_STEP
-    return Episode(
-        boards=rng.integers(-15, 16, (length, 28)).astype(np.int8),
-        dice=rng.integers(0, 21, length).astype(np.int8),
-        mask=mask,
-        steps=steps,
-        policy=policy,
-        player=(np.arange(length) % 2).astype(np.int8),
-        result=int(rng.choice([-3, -2, -1, 1, 2, 3])),
-        model_version=version,
-    )
 
 
 def small_params(hidden: tuple[int, ...] = (8,)) -> dict:
