@@ -88,12 +88,15 @@ def one_ply_distribution(
     those plays are averaged with the rolls' probabilities. Costs 21 move generations and about
     21 x (plays + 1) network rows per board. A roll with no legal play keeps the board as it is.
     """
-    n = boards.shape[0]
-    rolls = jnp.tile(jnp.arange(rules.NUM_ROLLS, dtype=jnp.int32), n)  # [N*21]
-    rep = jnp.repeat(boards.astype(jnp.int32), rules.NUM_ROLLS, axis=0)  # [N*21, 28]
-    plays = rules.legal_plays_batch(rep, rolls, movegen)
-    values = afterstate_values(apply_fn, params, plays, eval_slots)  # [N*21, K]
-    best = jnp.argmax(values, axis=-1)
-    after = jnp.take_along_axis(plays.boards, best[:, None, None], axis=1)[:, 0]  # [N*21, 28]
-    dist = afterstate_distribution(apply_fn, params, after).reshape(n, rules.NUM_ROLLS, NUM_OUTCOMES)
-    return jnp.einsum("nrk,r->nk", dist, jnp.asarray(rules.DICE_PROBS))
+    boards = boards.astype(jnp.int32)
+
+    def after_roll(roll: jax.Array) -> jax.Array:  # [N, 6] after the best play of every board
+        plays = rules.legal_plays_batch(boards, jnp.full(boards.shape[0], roll, jnp.int32), movegen)
+        values = afterstate_values(apply_fn, params, plays, eval_slots)  # [N, K]
+        best = jnp.argmax(values, axis=-1)
+        after = jnp.take_along_axis(plays.boards, best[:, None, None], axis=1)[:, 0]  # [N, 28]
+        return afterstate_distribution(apply_fn, params, after)
+
+    # one roll at a time: the compiled shapes (and the packing's prefix sums) stay those of N boards
+    dist = jax.lax.map(after_roll, jnp.arange(rules.NUM_ROLLS, dtype=jnp.int32))  # [21, N, 6]
+    return jnp.einsum("rnk,r->nk", dist, jnp.asarray(rules.DICE_PROBS))
