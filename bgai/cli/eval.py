@@ -152,11 +152,9 @@ class Evaluator:
 
 
 def _template(cfg: Config) -> Any:
-    import jax
+    from bgai.agent import params_template
 
-    from bgai.core.network import BgNet, init_params
-
-    return init_params(BgNet(tuple(cfg.model.hidden)), jax.random.key(0))
+    return params_template(cfg)
 
 
 def _from_checkpoint(cfg: Config, path: Path) -> Any:
