@@ -42,6 +42,12 @@ def server_command(root: Path, port: int) -> list[str]:
     ]
 
 
+def server_env() -> dict[str, str]:
+    """The server's environment: MLflow's job runner off (bgai submits no jobs; it forks seven
+    huey consumers, each importing mlflow, which on a 2-core machine costs more than the test)."""
+    return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 class MlflowServer:
     """`mlflow server` in its own process group; `stop()` and `start()` again on the same port
     and store simulate an outage."""
@@ -59,6 +65,7 @@ class MlflowServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=server_env(),
             )
         deadline = time.monotonic() + timeout_s
         while not healthy(self.uri):
