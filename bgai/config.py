@@ -14,6 +14,7 @@ One frozen dataclass per section; `Config` holds them all. The defaults form a s
   look like a config key written with one underscore (`BGAI_TRAINING_SEED`), which is refused.
 - Overrides (the CLI's `--set`): dotted keys; a value is either already typed or, for a non-str
   field, a string read like an env value.
+- A secret's `*_file` (`redis.password_file`) names a file holding it; giving both is refused.
 
 Anything unknown, mistyped or out of range raises `ConfigError` naming the dotted key (or the
 file) and where the value came from. Direct construction (`TrainingConfig(batch_size=0)`) is
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
-from bgai.config_parse import coerce, describe, field_types, parse_text, read_yaml
+from bgai.config_parse import coerce, describe, field_types, parse_text, read_secrets, read_yaml, secret_keys
 from bgai.errors import ConfigError
 from bgai.opponent_names import parse_opponent
 
@@ -291,8 +292,8 @@ class EvalConfig(_Section):
 
 @dataclass(frozen=True, slots=True)
 class RedisConfig(_Section):
-    """How every role reaches the head's Redis. Put the password in env BGAI_REDIS__PASSWORD or an
-    untracked config file, never in a committed one."""
+    """How every role reaches the head's Redis. Put the password in a file named by
+    `password_file`, env BGAI_REDIS__PASSWORD or an untracked config file, never a committed one."""
 
     SECTION: ClassVar[str] = "redis"
     # The head's address (set it per host: BGAI_REDIS__HOST or an untracked config file).
@@ -307,6 +308,16 @@ class RedisConfig(_Section):
     username: str = ""
     # That user's password ("" = none). Never commit one: BGAI_REDIS__PASSWORD.
     password: str = ""
+    # Or a file holding it (read when the config loads): how supervisord gives each role its own.
+    password_file: str = ""
+    # TLS to the server (its certificate checked against ca_file and the host name).
+    tls: bool = False
+    # The CA that signed the server's certificate ("" = the system's CAs).
+    ca_file: str = ""
+    # This client's certificate, for a server that asks for one (tls-auth-clients)...
+    cert_file: str = ""
+    # ...and its private key.
+    key_file: str = ""
     # Seconds a command may take before the connection counts as lost.
     socket_timeout_s: float = 5.0
     # Reconnect backoff: the first wait, doubled per failure (with jitter)...
@@ -324,6 +335,9 @@ class RedisConfig(_Section):
         self._need("backoff_max_s", self.backoff_max_s >= self.backoff_base_s, "must be >= backoff_base_s")
         loopback = self.host in ("127.0.0.1", "localhost", "::1")
         self._need("password", loopback or bool(self.password), "is required for a Redis off this host")
+        for name in ("ca_file", "cert_file", "key_file"):
+            self._need(name, self.tls or not getattr(self, name), "needs redis.tls: true")
+        self._need("key_file", bool(self.cert_file) == bool(self.key_file), "goes with cert_file")
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +372,12 @@ class MlflowConfig(_Section):
     tracking_uri: str = ""
     # Experiment the runs are filed under.
     experiment: str = "bgai"
+    # A server's basic-auth user ("" = none; MLFLOW_TRACKING_USERNAME works too)...
+    username: str = ""
+    # ...and password (MLFLOW_TRACKING_PASSWORD works too)...
+    password: str = ""
+    # ...or a file holding it (as redis.password_file).
+    password_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -501,6 +521,7 @@ class _Layers:
                 raise ConfigError(var, "write config variables as BGAI_<SECTION>__<KEY> (two underscores)")
 
     def build(self) -> Config:
+        read_secrets(self.values, self.sources, secret_keys(SECTIONS))
         try:
             sections = {name: cls(**self.values.get(name, {})) for name, cls in SECTIONS.items()}
             return Config(**cast(Any, sections))
@@ -531,9 +552,10 @@ def config_from_dict(data: Mapping[str, Any], source: str = "dict") -> Config:
     return layers.build()
 
 
-def config_to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
-    """Plain JSON-able `{section: {key: value}}` (tuples become lists)."""
-    return {
+def config_to_dict(cfg: Config, masked: bool = False) -> dict[str, dict[str, Any]]:
+    """Plain JSON-able `{section: {key: value}}` (tuples become lists); `masked`: every secret
+    that is set reads `***` (what may leave the host: MLflow params and artifacts)."""
+    out = {
         name: {
             key: list(value) if isinstance(value, tuple) else value
             for key in field_types(type(section))
@@ -542,6 +564,10 @@ def config_to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
         for name in SECTIONS
         for section in (getattr(cfg, name),)
     }
+    for dotted in secret_keys(SECTIONS) if masked else ():
+        section, _, key = dotted.partition(".")
+        out[section][key] = "***" if out[section][key] else ""
+    return out
 
 
 def _digest(data: object) -> str:

@@ -174,3 +174,51 @@ def yaml_problem(err: yaml.YAMLError) -> str:
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
     context = f" ({err.context})" if err.context else ""
     return f"{where}{err.problem or 'unreadable'}{context}"
+
+
+MAX_SECRET_BYTES = 4096  # a password file holds one line
+
+
+def read_secret_file(key: str, text: str) -> str:
+    """The secret held by the file `text` names (`redis.password_file`): its contents without
+    surrounding whitespace. The error names the file, never what is in it."""
+    path = Path(text).expanduser()
+    try:
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_SECRET_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(key, f"cannot read {path}: {err.strerror or type(err).__name__}") from None
+    if len(raw) > MAX_SECRET_BYTES:
+        raise ConfigError(key, f"{path} is larger than {MAX_SECRET_BYTES} bytes (one line expected)")
+    try:
+        secret = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(key, f"{path} is not UTF-8 text") from None
+    if not secret or "\n" in secret:
+        raise ConfigError(key, f"{path} must hold the secret on one line (it is {len(raw)} bytes)")
+    return secret
+
+
+def secret_keys(sections: Mapping[str, type]) -> list[str]:
+    """The dotted keys of every field holding a secret (not the `*_file` ones naming a file)."""
+    return [
+        f"{name}.{key}"
+        for name, cls in sections.items()
+        for key in field_types(cls)
+        if is_secret(key) and not key.endswith("_file")
+    ]
+
+
+def read_secrets(values: dict[str, dict[str, object]], sources: dict[str, str], secrets: list[str]) -> None:
+    """Where a layer set `X_file` for a secret `X` (`redis.password_file`), `X` is what that
+    file holds; setting both (non-empty) is refused, naming where each came from."""
+    for dotted in secrets:
+        section, _, name = dotted.partition(".")
+        path = values.get(section, {}).get(f"{name}_file")
+        if not path:
+            continue
+        if values[section].get(name):
+            both = f"{sources[dotted]}; {sources[f'{dotted}_file']}"
+            raise ConfigError(dotted, f"give it or {dotted}_file, not both ({both})")
+        values[section][name] = read_secret_file(f"{dotted}_file", str(path))
+        sources[dotted] = f"the file {dotted}_file names"

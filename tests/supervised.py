@@ -19,7 +19,7 @@ from pathlib import Path
 import redis
 from redis_server import free_port, redis_binary
 
-from bgai.store.acl import ensure_secrets, env_name
+from bgai.store.acl import ensure_secrets, env_name, write_password_files
 from bgai.store.keys import Keys
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,10 +101,15 @@ def supervised_fleet(run_dir: Path, overrides: dict[str, str], game_workers: int
         "BGAI_HEAD__TARGETS_FILE": str(run_dir / "targets" / "bgai.json"),
         **overrides,
     }
+    # as scripts/fleet-local: each program reads its own password file; supervisord's
+    # environment (which every program inherits) holds no password
     secrets = ensure_secrets(run_dir / "secrets.env", run_dir / "users.acl", KEYS)
+    write_password_files(run_dir / "secrets", secrets)
+    env.update({"BGAI_SECRETS_DIR": str(run_dir / "secrets"), "BGAI_MLFLOW_PASSWORD_FILE": ""})
+    subprocess.run([BIN / "supervisord", "-c", CONF], env=env, check=True)
+    # this test's own commands (bgai status, bgai-runs, a second trainer) connect with a password
     env.update({env_name(role): pw for role, pw in secrets.items()})
     env.update({"BGAI_REDIS__USERNAME": "admin", "BGAI_REDIS__PASSWORD": secrets["admin"]})
-    subprocess.run([BIN / "supervisord", "-c", CONF], env=env, check=True)
     r = redis.Redis(port=port, username="admin", password=secrets["admin"], socket_timeout=5)
     try:
         yield Fleet(env, run_dir, r)

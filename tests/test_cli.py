@@ -69,3 +69,20 @@ def test_fleet_commands_refuse_a_bad_config_with_exit_2(tmp_path: Path) -> None:
     bad.write_text("redis:\n  hots: 10.0.0.1\n")
     out = CliRunner().invoke(cli, ["game-worker", "--config", str(bad)])
     assert out.exit_code == 2 and "redis.hots" in out.output and "did you mean redis.host" in out.output
+
+
+def test_metrics_listen_on_loopback_unless_told() -> None:
+    """/metrics has no authentication: a role started by hand serves it on loopback, never on
+    every interface (the supervisor programs pass the host's fleet address, BGAI_METRICS_ADDR)."""
+    from bgai.cli.fleet import ROLE_COMMANDS
+    from bgai.obs.metrics import RoleMetrics
+
+    for command in ROLE_COMMANDS:
+        (addr,) = [p for p in command.params if p.name == "metrics_addr"]
+        assert addr.default == "127.0.0.1", command.name
+    metrics = RoleMetrics("test:game", "game", "test")
+    metrics.serve(0)
+    try:
+        assert metrics._server.server_address[0] == "127.0.0.1"
+    finally:
+        metrics.close()

@@ -444,3 +444,38 @@ def test_a_password_is_never_echoed(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as err:
             case()
         assert secret not in str(err.value), str(err.value)
+
+
+def test_a_password_file_gives_the_password_and_never_shows_it(tmp_path: Path) -> None:
+    """`redis.password_file` (how supervisord gives each role its own password without putting
+    it in an environment): read at load, trailing newline dropped; both it and a password, a
+    missing, empty, binary or oversized file are refused, and no message shows the contents."""
+    from bgai.config_parse import secret_keys
+
+    secret = "s3cret-9f8e7d6c5b4a"
+    (tmp_path / "pw").write_text(secret + "\n")
+    cfg = load_config(env={"BGAI_REDIS__PASSWORD_FILE": str(tmp_path / "pw")})
+    assert cfg.redis.password == secret
+    with pytest.raises(ConfigError, match=r"redis\.password: give it or redis\.password_file, not both"):
+        load_config(
+            env={"BGAI_REDIS__PASSWORD_FILE": str(tmp_path / "pw")}, overrides={"redis.password": "x"}
+        )
+    bad = {
+        "missing": None,
+        "empty": b"\n",
+        "binary": b"\xff\xfe" + secret.encode(),
+        "two lines": f"{secret}\nmore\n".encode(),
+        "huge": secret.encode() * 1000,
+    }
+    for name, content in bad.items():
+        path = tmp_path / name.replace(" ", "_")
+        if content is not None:
+            path.write_bytes(content)
+        with pytest.raises(ConfigError, match=r"redis\.password_file") as err:
+            load_config(env={}, overrides={"redis.password_file": str(path)})
+        assert secret not in str(err.value) and str(path) in str(err.value), name
+    # what may leave the host has every secret masked, and says so only where one is set
+    assert {"redis.password", "mlflow.password"} <= set(secret_keys(SECTIONS))
+    masked = config_to_dict(cfg, masked=True)
+    assert masked["redis"]["password"] == "***" and masked["mlflow"]["password"] == ""
+    assert secret not in json.dumps(masked) and secret in json.dumps(config_to_dict(cfg))

@@ -25,12 +25,16 @@ metrics_port_option = click.option(
     default=None,
     help="Serve /metrics on this port (0: any free port, reported in the registry). Default: none.",
 )
+# Loopback unless told: /metrics is unauthenticated, so it listens only where it is asked to
+# (the supervisor programs pass the host's fleet address, BGAI_METRICS_ADDR).
+DEFAULT_METRICS_ADDR = "127.0.0.1"
 metrics_addr_option = click.option(
     "--metrics-addr",
-    default="0.0.0.0",
+    default=DEFAULT_METRICS_ADDR,
     show_default=True,
-    help="Address /metrics binds to; unless 0.0.0.0, also the address Prometheus is told to scrape "
-    "(0.0.0.0: every interface, scraped at this host's name).",
+    help="Address /metrics binds to (this host's fleet address, for a Prometheus on another host); "
+    "unless 0.0.0.0, also the address Prometheus is told to scrape (0.0.0.0: every interface, "
+    "scraped at this host's name).",
 )
 
 
@@ -40,7 +44,7 @@ def _serve(
     sets: tuple[str, ...],
     worker_id: str | None,
     metrics_port: int | None,
-    metrics_addr: str = "0.0.0.0",
+    metrics_addr: str = DEFAULT_METRICS_ADDR,
 ) -> None:
     from bgai.clock import SystemClock
     from bgai.obs.metrics import RoleMetrics
@@ -62,7 +66,7 @@ def _serve(
     if cfg.mlflow.tracking_uri:
         from bgai.obs.tracking import Tracker, TrackingQueue, client_env
 
-        client_env()
+        client_env(cfg.mlflow)
         tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
         tracking = TrackingQueue(tracker)
     worker_id = worker_id or default_worker_id(kind)

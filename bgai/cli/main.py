@@ -210,12 +210,22 @@ def bench_eval(
 @click.option(
     "--acl-file", type=click.Path(dir_okay=False), required=True, help="Redis ACL file to write (0600)."
 )
-def acl(config: str | None, sets: tuple[str, ...], secrets_file: str, acl_file: str) -> None:
+@click.option(
+    "--password-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Also write each role's password alone to DIR/<role> (0600), for redis.password_file.",
+)
+def acl(
+    config: str | None, sets: tuple[str, ...], secrets_file: str, acl_file: str, password_dir: str | None
+) -> None:
     """Per-role Redis users: random passwords (kept if the secrets file has them) and the ACL file."""
-    from bgai.store.acl import ROLES, ensure_secrets
+    from bgai.store.acl import ROLES, ensure_secrets, write_password_files
 
     cfg = load_or_exit(config, sets)
-    ensure_secrets(Path(secrets_file), Path(acl_file), Keys(cfg.redis.prefix))
+    passwords = ensure_secrets(Path(secrets_file), Path(acl_file), Keys(cfg.redis.prefix))
+    if password_dir is not None:
+        write_password_files(Path(password_dir), passwords)
     click.echo(f"Redis users {', '.join(ROLES)}: passwords in {secrets_file}, ACL in {acl_file}")
 
 
@@ -377,8 +387,9 @@ def bench_curve(
     except (BgaiError, FileNotFoundError) as exc:
         raise click.UsageError(str(exc)) from exc
     if mlflow_run:
-        from bgai.obs.tracking import Tracker
+        from bgai.obs.tracking import Tracker, client_env
 
+        client_env(cfg.mlflow)
         tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
         tracker.log_artifact(mlflow_run, png, "curves")
         now = int(time.time() * 1000)

@@ -31,7 +31,7 @@ def _manager(config: str | None, sets: tuple[str, ...]) -> Iterator[Any]:
     cfg: Config = load_or_exit(config, sets)
     if not cfg.mlflow.tracking_uri:
         raise click.UsageError("mlflow.tracking_uri is not set (config, or BGAI_MLFLOW__TRACKING_URI)")
-    client_env()
+    client_env(cfg.mlflow)
     r = connect(cfg.redis)
     try:
         yield RunManager(cfg, r, keys_for(cfg.redis), Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment))

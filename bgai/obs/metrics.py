@@ -199,8 +199,9 @@ class RoleMetrics:
         self._server: Any = None
         self.set_status("starting")
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> int:
-        """Serve /metrics on a daemon thread (port 0: any free port); returns the port."""
+    def serve(self, port: int, addr: str = "127.0.0.1") -> int:
+        """Serve /metrics on a daemon thread (port 0: any free port; loopback unless `addr` says);
+        returns the port."""
         self._server, _ = start_http_server(port, addr=addr, registry=self.registry)
         return int(self._server.server_port)
 

@@ -17,22 +17,31 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bgai.config import MlflowConfig
 
 log = logging.getLogger(__name__)
 
 RUNNING, FINISHED, KILLED = "RUNNING", "FINISHED", "KILLED"
 
 
-def client_env() -> None:
+def client_env(cfg: MlflowConfig | None = None) -> None:
     """MLflow client settings for bgai processes (call once, from a command's entry point).
 
     Fail fast (our queue retries, rather than MLflow's 7 retries of up to 120 s each), and keep
-    MLflow's "View run at ..." lines out of our output.
+    MLflow's "View run at ..." lines out of our output. A basic-auth user and password in `cfg`
+    (`mlflow.password_file`: the password comes from a file, not the process's environment)
+    are what MLflow's client sends; set only in this process.
     """
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    if cfg is not None and cfg.username:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = cfg.username
+    if cfg is not None and cfg.password:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = cfg.password
 
 
 @dataclass(frozen=True)

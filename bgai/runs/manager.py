@@ -1,8 +1,9 @@
 """The run lifecycle behind `bgai-runs`: MLflow holds the runs, Redis says which one the fleet works on.
 
 - `start`: a new MLflow run (`{config_hash}_{timestamp}`, every resolved config value a param,
-  the config file an artifact); Redis reset for it (no model, empty buffer, no evals) and made
-  current and `running`. The trainer sees the new run id and starts from fresh weights.
+  the resolved config an artifact, secrets masked in both); Redis reset for it (no model, empty
+  buffer, no evals) and made current and `running`. The trainer sees the new run id and starts
+  from fresh weights.
 - `resume`: the run's newest checkpoint (local, or downloaded from the run's artifacts) is checked
   against the config's model shape, its weights installed in Redis at its model version, and the
   run made current and `running`; the trainer restores the same checkpoint, bit for bit.
@@ -35,8 +36,6 @@ from bgai.store.keys import Keys
 from bgai.store.replay import ReplayStore
 from bgai.train.checkpoint import list_checkpoints, load_checkpoint
 
-SECRET_KEYS = ("redis.password",)
-
 
 class RunError(BgaiError):
     """A run command that cannot be carried out (unknown run, still running, no checkpoint)."""
@@ -52,12 +51,10 @@ class Resumed:
 
 def run_params(cfg: Config) -> dict[str, str]:
     """Every resolved config value as `section.key` -> text (secrets masked)."""
-    out = {}
-    for section, values in config_to_dict(cfg).items():
-        for key, value in values.items():
-            name = f"{section}.{key}"
-            out[name] = "***" if name in SECRET_KEYS and value else str(value)
-    return out
+    data = config_to_dict(cfg, masked=True)
+    return {
+        f"{section}.{key}": str(value) for section, values in data.items() for key, value in values.items()
+    }
 
 
 def run_name(cfg: Config, now: float) -> str:
@@ -76,19 +73,16 @@ def train_template(cfg: Config) -> dict[str, Any]:
     return {"params": state.params, "opt_state": state.opt_state, "step": state.step}
 
 
-def log_config(tracker: Tracker, run_id: str, cfg: Config, config_file: Path | None = None) -> None:
-    """The run's config as its `config.yaml` artifact: the file given, or the resolved values."""
+def log_config(tracker: Tracker, run_id: str, cfg: Config, source: str = "") -> None:
+    """The run's config as its `config.yaml` artifact: the resolved values (file, env and `--set`
+    merged over the defaults) with every secret masked, never a file as given (it may hold a
+    password); `source` names where it came from, in a comment."""
+    import yaml
+
+    header = f"# bgai's resolved config{f' ({source})' if source else ''}; secrets masked\n"
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "config.yaml"
-        if config_file is not None:
-            shutil.copyfile(config_file, path)
-        else:
-            import yaml
-
-            values = config_to_dict(cfg)
-            if values["redis"].get("password"):
-                values["redis"]["password"] = "***"
-            path.write_text(yaml.safe_dump(values, sort_keys=True))
+        path.write_text(header + yaml.safe_dump(config_to_dict(cfg, masked=True), sort_keys=True))
         tracker.log_artifact(run_id, path)
 
 
@@ -127,7 +121,8 @@ class RunManager:
         run_id = self.tracker.create_run(
             run_name(self.cfg, time.time() if now is None else now), run_params(self.cfg)
         )
-        log_config(self.tracker, run_id, self.cfg, config_file)
+        source = f"from {config_file.name}, BGAI_* env and --set" if config_file else ""
+        log_config(self.tracker, run_id, self.cfg, source)
         self._end_current()
         self._reset_redis()
         runstate.start_run(self.r, self.keys, run_id)

@@ -90,6 +90,16 @@ def ensure_secrets(secrets_file: Path, acl_file: Path, keys: Keys) -> dict[str, 
     return passwords
 
 
+def write_password_files(directory: Path, passwords: dict[str, str]) -> None:
+    """One file per role holding its password alone (`directory/<role>`, mode 0600, the
+    directory 0700): what each supervised program's `redis.password_file` names, so that no
+    password sits in supervisord's environment, which every program inherits."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    for role, password in passwords.items():
+        _write_private(directory / role, password + "\n")
+
+
 def _write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

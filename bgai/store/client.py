@@ -5,6 +5,9 @@ Roles never import redis: they catch `UNAVAILABLE` (re-exported here) and back o
 
 from __future__ import annotations
 
+import ssl
+from typing import Any
+
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -43,7 +46,25 @@ def connect(cfg: RedisConfig) -> redis.Redis:
         # one immediate retry (a dropped connection); beyond that the roles' own capped backoff
         # decides (redis-py's default retries 3 times with up to 10 s of sleeps per command)
         retry=Retry(NoBackoff(), 1),
+        **tls_options(cfg),
     )
+
+
+def tls_options(cfg: RedisConfig) -> dict[str, Any]:
+    """redis-py's TLS settings for `cfg` (none unless `redis.tls`): the server's certificate must
+    chain to `ca_file` (else the system's CAs) and name the host dialled; TLS 1.2 at least; this
+    client's certificate and key when given (a server with `tls-auth-clients yes` asks for them)."""
+    if not cfg.tls:
+        return {}
+    return {
+        "ssl": True,
+        "ssl_cert_reqs": "required",
+        "ssl_check_hostname": True,
+        "ssl_ca_certs": cfg.ca_file or None,
+        "ssl_certfile": cfg.cert_file or None,
+        "ssl_keyfile": cfg.key_file or None,
+        "ssl_min_version": ssl.TLSVersion.TLSv1_2,
+    }
 
 
 def keys_for(cfg: RedisConfig) -> Keys:

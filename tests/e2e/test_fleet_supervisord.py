@@ -4,7 +4,8 @@ Starts `supervisor/local.conf` (the programs scripts/fleet-local runs) with the 
 then waits, bounded and on conditions, until the model version is >= 3, an eval result exists and
 every program is in the registry; checks /metrics, Prometheus (targets through the file_sd file,
 every dashboard panel's PromQL, every declared metric set), MLflow, pause and resume, then stops
-the workers warmly and checks they deregistered and dropped out of Prometheus's targets.
+the workers warmly and checks they deregistered and dropped out of Prometheus's targets. No
+program's environment holds a password (/proc/<pid>/environ): each role reads its own file.
 Failures have their own suites: kill -9 of every role (the trainer resuming bit-exact), a Redis
 restart and a 60 s Redis outage in tests/chaos; an MLflow outage in tests/runs.
 """
@@ -28,7 +29,7 @@ from redis_server import free_port, redis_binary
 
 from bgai.obs.metrics import GPU_METRICS, declared_metrics
 from bgai.obs.tracking import Tracker
-from bgai.store.acl import ensure_secrets, env_name
+from bgai.store.acl import ROLES, ensure_secrets, env_name, write_password_files
 from bgai.store.keys import Keys
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,11 +81,14 @@ def fleet(tmp_path: Path) -> Iterator[tuple[dict[str, str], redis.Redis]]:
         # the eval worker also plays Debian's GNU Backgammon (a gnubg child process)
         "BGAI_EVAL__OPPONENTS": f"[{', '.join(OPPONENTS)}]",
     }
-    # one Redis ACL user per role, as scripts/fleet-local sets them up; the test is admin
+    # one Redis ACL user per role, as scripts/fleet-local sets them up: each program reads its own
+    # password file, and supervisord's environment holds none; the test's own commands are admin
     secrets = ensure_secrets(run_dir / "secrets.env", run_dir / "users.acl", KEYS)
+    write_password_files(run_dir / "secrets", secrets)
+    env.update({"BGAI_SECRETS_DIR": str(run_dir / "secrets"), "BGAI_MLFLOW_PASSWORD_FILE": ""})
+    subprocess.run([BIN / "supervisord", "-c", CONF], env=env, check=True)
     env.update({env_name(role): pw for role, pw in secrets.items()})
     env.update({"BGAI_REDIS__USERNAME": "admin", "BGAI_REDIS__PASSWORD": secrets["admin"]})
-    subprocess.run([BIN / "supervisord", "-c", CONF], env=env, check=True)
     r = redis.Redis(port=port, username="admin", password=secrets["admin"])
     try:
         yield env, r
@@ -93,6 +97,38 @@ def fleet(tmp_path: Path) -> Iterator[tuple[dict[str, str], redis.Redis]]:
         subprocess.run([BIN / "supervisorctl", "-c", CONF, "shutdown"], env=env, capture_output=True)
         pid_file = run_dir / "supervisord.pid"
         wait_for("supervisord to exit", lambda: not pid_file.exists(), 180)
+
+
+def program_environ(env: dict[str, str]) -> dict[str, dict[str, str]]:
+    """program -> the environment its process started with (/proc/<pid>/environ)."""
+    out = subprocess.run(
+        [BIN / "supervisorctl", "-c", CONF, "status"], env=env, capture_output=True, text=True
+    ).stdout
+    found = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) > 3 and parts[2] == "pid":
+            raw = Path(f"/proc/{int(parts[3].rstrip(','))}/environ").read_bytes()
+            pairs = [item.partition(b"=") for item in raw.split(b"\0") if item]
+            found[parts[0].split(":")[-1]] = {k.decode(): v.decode(errors="replace") for k, _, v in pairs}
+    return found
+
+
+def check_no_password_inherited(env: dict[str, str]) -> None:
+    """No program starts with a password in its environment (Redis, MLflow and Prometheus inherit
+    supervisord's); each bgai role is told only where its own password file is."""
+    passwords = {role: env[env_name(role)] for role in ROLES}
+    environs = program_environ(env)
+    assert set(environs) == PROGRAMS
+    for program, environ in environs.items():
+        text = "\0".join(f"{k}={v}" for k, v in environ.items())
+        leaked = sorted(role for role, pw in passwords.items() if pw in text)
+        assert not leaked, f"{program} has the {leaked} password(s) in its environment"
+        named = sorted(k for k in environ if k.startswith("BGAI_SECRET_") or k.endswith("PASSWORD"))
+        assert not named, f"{program}: {named}"
+    for program, role in [("coordinator", "coordinator"), ("training-worker", "training"),
+                          ("game-worker-0", "game"), ("eval-worker-0", "eval")]:  # fmt: skip
+        assert environs[program]["BGAI_REDIS__PASSWORD_FILE"] == f"{env['BGAI_SECRETS_DIR']}/{role}"
 
 
 def ctl_status(env: dict[str, str]) -> dict[str, str]:
@@ -171,6 +207,7 @@ def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, st
     expected = {f"{host}:{k}" for k in ("coordinator", "training", "game:0", "game:1", "eval:0")}
     wait_for("every program RUNNING", lambda: set(ctl_status(env).values()) == {"RUNNING"}, 120)
     assert set(ctl_status(env)) == PROGRAMS
+    check_no_password_inherited(env)
     wait_for("model version >= 3", lambda: version(r) >= 3, 600)
     wait_for(
         "an eval result",

@@ -255,3 +255,56 @@ def clock_now() -> Any:
     from bgai.clock import SystemClock
 
     return SystemClock()
+
+
+def test_no_secret_reaches_mlflow_whichever_way_it_is_given(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A password given in the config file, in BGAI_* env, by --set or in a password file reaches
+    MLflow masked: the run's params and its config.yaml (the resolved config, never the file as
+    given) say `***`, and nothing the server stored (database, artifacts) holds a password."""
+    import secrets as tokens
+
+    import yaml
+
+    e = env
+    pw = {w: f"{w}-{tokens.token_urlsafe(12)}" for w in ("file", "env", "set", "password_file", "mlflow")}
+    e.r.acl_setuser(
+        "pwtest", enabled=True, passwords=[f"+{p}" for p in pw.values()], keys=["*"], categories=["+@all"]
+    )
+    config = e.tmp / "with-password.yaml"
+    data = yaml.safe_load(FLEET_YAML.read_text())
+    config.write_text(yaml.safe_dump({**data, "redis": {"username": "pwtest", "password": pw["file"]}}))
+    (e.tmp / "password").write_text(pw["password_file"] + "\n")
+    user = {"BGAI_REDIS__USERNAME": "pwtest"}
+    ways = [
+        ["--config", str(config)],
+        {**user, "BGAI_REDIS__PASSWORD": pw["env"]},
+        ["--set", f"redis.password={pw['set']}", "--set", "redis.username=pwtest"],
+        {**user, "BGAI_REDIS__PASSWORD_FILE": str(e.tmp / "password"), "BGAI_MLFLOW__USERNAME": "bgai",
+         "BGAI_MLFLOW__PASSWORD": pw["mlflow"]},
+    ]  # fmt: skip
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):  # client_env sets them
+        monkeypatch.setenv(name, "")
+    started = []
+    try:
+        for way in ways:
+            args, environ = (way, {}) if isinstance(way, list) else ([], way)
+            args += [] if "--config" in args else ["--config", str(FLEET_YAML)]
+            out = CliRunner().invoke(runs, ["start", *args, *e.sets], env=environ, catch_exceptions=False)
+            assert out.exit_code == 0, out.output
+            started.append(re.search(r"started run (\w+)", out.output).group(1))  # type: ignore[union-attr]
+    finally:
+        e.r.acl_deluser("pwtest")
+    for run_id in started:
+        run = e.tracker.get_run(run_id)
+        assert run is not None and run.params["redis.password"] == "***", run_id
+        assert run.params["redis.username"] == "pwtest"
+        logged = yaml.safe_load(e.tracker.download(run_id, "config.yaml", e.tmp / run_id).read_text())
+        assert logged["redis"]["password"] == "***" and logged["redis"]["username"] == "pwtest"
+        assert logged["redis"]["port"] == e.cfg.redis.port  # the resolved values, --set included
+    stored = [p for p in e.server.root.rglob("*") if p.is_file()]
+    assert any(p.name == "config.yaml" for p in stored) and any(p.suffix == ".db" for p in stored)
+    for path in stored:
+        data_bytes = path.read_bytes()
+        assert not [w for w, p in pw.items() if p.encode() in data_bytes], f"a password in {path}"
