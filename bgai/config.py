@@ -141,6 +141,9 @@ class SelfPlayConfig(_Section):
     # Game workers: finished episodes kept locally while Redis is unreachable (pushed on
     # reconnect); beyond this the oldest are dropped, counted and reported.
     spool_episodes: int = 2000
+    # Game workers: where that spool is also kept on disk (one directory per worker below it),
+    # so the episodes Redis has not taken survive a restart of the worker (SIGTERM, kill -9).
+    spool_dir: str = "runs/fleet/spool"
 
     def _validate(self) -> None:
         self._choice("mode", ("afterstate", "mcts"))

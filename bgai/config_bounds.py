@@ -83,7 +83,15 @@ BOUNDED_BY_SECTION = frozenset({"selfplay.ply", "training.seed", "eval.plies", "
 MAX_ITEMS: dict[str, int] = {"model.hidden": 16, "eval.opponents": 64}
 
 # str fields naming a file or directory: never empty (an empty one means the working directory).
-PATHS = frozenset({"training.checkpoint_dir", "head.targets_file", "local.checkpoint_dir", "eval.gnubg_path"})
+PATHS = frozenset(
+    {
+        "training.checkpoint_dir",
+        "head.targets_file",
+        "local.checkpoint_dir",
+        "eval.gnubg_path",
+        "selfplay.spool_dir",
+    }
+)
 
 _SECRET_WORDS = ("password", "secret", "token")
 

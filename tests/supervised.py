@@ -98,6 +98,7 @@ def supervised_fleet(run_dir: Path, overrides: dict[str, str], game_workers: int
         "BGAI_MLFLOW__TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
         "BGAI_METRICS_ADDR": "127.0.0.1",
         "BGAI_TRAINING__CHECKPOINT_DIR": str(run_dir / "checkpoints"),
+        "BGAI_SELFPLAY__SPOOL_DIR": str(run_dir / "spool"),
         "BGAI_HEAD__TARGETS_FILE": str(run_dir / "targets" / "bgai.json"),
         **overrides,
     }

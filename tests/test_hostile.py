@@ -20,6 +20,11 @@ Where each case of the list is proven:
   tests/roles/test_training_worker.py; a refusal under supervisord is not restart-looped:
   tests/test_supervisor_conf.py;
 - an oversized episode: below (refused by the client and by the push script);
+- a corrupt, truncated or foreign file in a game worker's spool directory (bad magic or checksum,
+  another prefix, seqs that disagree with its name, an invalid episode inside, an unknown file, an
+  unreadable source name: each logged and set aside as `.bad`, the good files pushed), a crash's
+  leftover temporary file (removed), a spool directory held by another process or not a
+  directory (a clear refusal): tests/store/test_disk_spool.py;
 - a zstd bomb (a 32 KB episode declaring 1 GiB), MemoryError while expanding:
   tests/store/test_hostile_episodes.py;
 - an episode with a row length off its play count, offsets inside the table or backwards, an

@@ -33,6 +33,7 @@ STATUSES = (
     "evaluating",
     "stopping",
     "offline",
+    "blocked",  # coordinator: MLflow shows a run RUNNING that Redis lost; waits for bgai-runs
 )
 
 

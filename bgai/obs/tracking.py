@@ -129,9 +129,12 @@ class Tracker:
             return None
         return _summary(run)
 
-    def runs(self) -> list[RunSummary]:
-        """Every live run of the experiment, newest first."""
-        found = self.client.search_runs([self.experiment_id()], order_by=["attribute.start_time DESC"])
+    def runs(self, status: str | None = None) -> list[RunSummary]:
+        """Every live run of the experiment (only those of `status`, e.g. RUNNING), newest first."""
+        where = f"attributes.status = '{status}'" if status else ""
+        found = self.client.search_runs(
+            [self.experiment_id()], filter_string=where, order_by=["attribute.start_time DESC"]
+        )
         return [_summary(r) for r in found]
 
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:

@@ -5,6 +5,11 @@ is set, else a random id; made current and `running`), remove workers whose
 heartbeat is older than `head.heartbeat_ttl_s` by the injected clock, then publish the live
 workers' metrics endpoints to `metrics:targets` and to a Prometheus file_sd file (written to a
 temporary file and renamed, so Prometheus never reads half a file).
+A Redis that lost its run (emptied: its append-only file removed or replaced) while MLflow shows
+a run of this fleet (same `redis.prefix`) RUNNING gets no new run, which would silently restart
+training from scratch: the coordinator says so in one log line, reports `blocked` (registry
+status, and `bgai_run_info{run_status="not_in_redis"}`) and waits for `bgai-runs resume` or
+`bgai-runs start`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 from bgai.clock import Clock
 from bgai.config import Config
 from bgai.obs.metrics import RoleMetrics
-from bgai.obs.tracking import Tracker
+from bgai.obs.tracking import RUNNING, RunSummary, Tracker
 from bgai.roles.base import Unit
 from bgai.roles.identity import Identity
 from bgai.store import registry, runstate
@@ -72,6 +77,7 @@ class Coordinator:
         self.status = "starting"
         self.reaped = 0  # workers reaped by this process (a count: a list would grow forever)
         self._last_targets: str | None = None
+        self.orphans: tuple[str, ...] = ()  # RUNNING MLflow runs it waits on (Redis has none)
 
     def setup(self) -> None:
         self.targets_path = Path(self.cfg.head.targets_file)
@@ -80,14 +86,16 @@ class Coordinator:
         h = self.cfg.head
         if runstate.get_run(self.r, self.keys)[0] is None:
             new_id = self.new_run_id()
-            if new_id is None:
-                self.status = "waiting"
+            if new_id is None:  # MLflow down (waiting), or a run Redis lost (blocked)
                 return Unit(idle_s=5.0)
             runstate.ensure_run(self.r, self.keys, new_id)
         run_id, status = runstate.get_run(self.r, self.keys)
         if run_id is None or status is None:  # cleared meanwhile: next unit
             return Unit(idle_s=h.coordinator_every_s)
         self.status = "running"
+        if self.orphans:
+            log.info("run %s is current: carrying on", run_id)
+            self.orphans = ()
         if self.metrics is not None:
             self.metrics.run(run_id, status)
         now = self.clock.now()
@@ -104,18 +112,48 @@ class Coordinator:
         return Unit(summary, idle_s=h.coordinator_every_s)
 
     def new_run_id(self) -> str | None:
-        """A run for a fleet that has none: an MLflow run if tracking is on (None: MLflow down)."""
+        """A run for a fleet that has none: a new MLflow run if tracking is on. None: wait, for
+        MLflow (down or refusing: `waiting`) or for an operator (MLflow shows a run of this fleet
+        RUNNING that Redis lost: `blocked`)."""
         if self.tracker is None:
             return uuid.uuid4().hex
         from bgai.runs.manager import log_config, run_name, run_params
 
         try:
+            running = self.lost_runs(self.tracker)
+            if running:
+                self.block(running)
+                return None
             run_id = self.tracker.create_run(run_name(self.cfg, self.clock.now()), run_params(self.cfg))
             log_config(self.tracker, run_id, self.cfg)
             return run_id
         except Exception as exc:  # MLflow down or refusing: the fleet waits for a run
             log.warning("cannot create an MLflow run at %s: %s", self.tracker.uri, str(exc).splitlines()[0])
+            self.status = "waiting"
             return None
+
+    def lost_runs(self, tracker: Tracker) -> list[RunSummary]:
+        """Runs of this fleet (its `redis.prefix`, or no prefix recorded) that MLflow shows
+        RUNNING, newest first: with none in Redis, Redis has lost them."""
+        prefix = self.cfg.redis.prefix
+        return [r for r in tracker.runs(RUNNING) if r.params.get("redis.prefix", prefix) == prefix]
+
+    def block(self, running: list[RunSummary]) -> None:
+        """Wait for `bgai-runs` instead of starting a new run; said once per set of runs."""
+        self.status = "blocked"
+        ids = tuple(r.run_id for r in running)
+        if ids != self.orphans:
+            self.orphans = ids
+            log.error(
+                "Redis holds no run, but MLflow shows %s RUNNING for prefix %r (was Redis emptied?): "
+                "not starting a new run over it; `bgai-runs resume --run-id %s` continues it, "
+                "`bgai-runs start` begins a new one",
+                ", ".join(ids),
+                self.cfg.redis.prefix,
+                ids[0],
+            )
+        if self.metrics is not None:
+            self.metrics.run(ids[0], "not_in_redis")
 
     def info(self, now: float) -> WorkerInfo:
         return self.identity.info(now, self.status)

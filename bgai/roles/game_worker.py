@@ -3,14 +3,18 @@
 One unit = one self-play chunk (`selfplay.chunk_turns` decisions in each of `batch_size` game
 slots). Between chunks the worker checks the run status (paused: idle; stopped: exit 0) and
 swaps to newer weights if they pass the codec's checks.
+
+Finished episodes go through the spool (`bgai.store.spool`): while Redis is unreachable they wait
+there, on disk too (`selfplay.spool_dir/{prefix}/{worker id}`), so a restart of the worker loses
+none; the next process of the same worker id pushes them first, once Redis answers.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -28,6 +32,7 @@ from bgai.roles.identity import Identity
 from bgai.store import runstate
 from bgai.store.client import Redis, is_unavailable
 from bgai.store.codec import encode_episode
+from bgai.store.disk_spool import DiskSpool, worker_dir
 from bgai.store.keys import Keys
 from bgai.store.registry import WorkerInfo
 from bgai.store.replay import ReplayStore
@@ -35,6 +40,7 @@ from bgai.store.spool import Spool
 from bgai.store.weights import WeightsFollower
 
 log = logging.getLogger(__name__)
+
 
 class GameWorker:
     def __init__(
@@ -76,18 +82,22 @@ class GameWorker:
         )
         self.values = EpisodeValues(cfg, self.net)
         self.replay = ReplayStore(self.r, self.keys, cfg.buffer.capacity_positions)
-        source = f"{self.identity.worker_id}/{uuid.uuid4().hex[:8]}"  # this process's episodes
-        self.spool = Spool(self.replay, source, s.spool_episodes)
         self.offline_since: float | None = None
         self.assembler = EpisodeAssembler()
         self.key = jax.random.key(self.seed)
         self.key, k = jax.random.split(self.key)
         self.slots = start_games(k, s.batch_size)
+        wid = self.identity.worker_id
+        directory = worker_dir(Path(s.spool_dir).expanduser(), self.keys.prefix, wid)
+        self.spool = Spool(self.replay, wid, s.spool_episodes, DiskSpool(directory, self.keys.prefix))
+        self.spool.open()  # last: what an earlier process left is ours now (SpoolDirError: exit 2)
 
     def run_once(self) -> Unit:
         reachable = True
         try:
             run_id, run_status = runstate.get_run(self.r, self.keys)
+            if not self.spool.synced:  # once, before this process numbers an episode
+                self.spool.sync()
         except Exception as exc:
             if not (is_unavailable(exc) and self.can_play_offline()):
                 raise
@@ -99,12 +109,14 @@ class GameWorker:
         if run_id != self.run_id:  # a new run: its own versions, and no half-played old games
             self.run_id = run_id
             self.follower.reset()
-            self.spool.items.clear()  # episodes of the old run
+            old = self.spool.discard_run(run_id or "")
+            if old:
+                log.info("%s: dropped %d spooled episodes of an earlier run", self.identity.worker_id, old)
             self.assembler = EpisodeAssembler()
             self.key, k = jax.random.split(self.key)
             self.slots = start_games(k, self.cfg.selfplay.batch_size)
-        if reachable and self.offline_since is not None:
-            self.push_spool(reachable=True)  # Redis answers again: the backlog first
+        if reachable and (self.offline_since is not None or self.spool.restored):
+            self.push_spool(reachable=True)  # Redis answers (again): the backlog first
         swapped = False
         if self.offline_since is None:
             try:
@@ -131,7 +143,8 @@ class GameWorker:
             [
                 encode_episode(ep.labelled(v), s)
                 for ep, v, s in zip(episodes, labels.targets, labels.surprise, strict=True)
-            ]
+            ],
+            run=self.run_id or "",
         )
         self.push_spool()
         self.metrics.spool(len(self.spool), self.spool.dropped)
@@ -165,7 +178,7 @@ class GameWorker:
     def push_spool(self, reachable: bool = False) -> None:
         """Push the spool (this unit's episodes and any kept while Redis was down). Offline, a
         push that reached Redis (or `reachable`: another command just did) means it is back."""
-        pushed_before, had = self.spool.pushed, len(self.spool)
+        pushed_before, dups_before, had = self.spool.pushed, self.spool.duplicates, len(self.spool)
         try:
             self.spool.drain()
         except Exception as exc:
@@ -173,6 +186,15 @@ class GameWorker:
                 raise
             self.go_offline(exc)
             return
+        if self.spool.restored:
+            log.info(
+                "%s: pushed %d episodes an earlier process had spooled on disk (%d duplicates "
+                "skipped: they had landed)",
+                self.identity.worker_id,
+                self.spool.pushed - pushed_before,
+                self.spool.duplicates - dups_before,
+            )
+            self.spool.restored = 0
         if self.offline_since is not None and (reachable or had):
             down = self.clock.now() - self.offline_since
             log.info(
@@ -203,12 +225,20 @@ class GameWorker:
         return None if follower is None else follower.version
 
     def teardown(self) -> None:
-        """Unfinished games are dropped: an episode is pushed whole or not at all."""
+        """Unfinished games are dropped: an episode is pushed whole or not at all. Finished ones
+        Redis cannot take now stay in the spool directory for the next process."""
         spool = getattr(self, "spool", None)
-        if spool is not None and len(spool):
+        if spool is None:
+            return
+        if len(spool):
             try:
                 spool.drain()
             except Exception as exc:
                 log.warning(
-                    "%s: %d spooled episodes lost at exit (%s)", self.identity.worker_id, len(spool), exc
+                    "%s: %d spooled episodes kept in %s for the next start (%s)",
+                    self.identity.worker_id,
+                    len(spool),
+                    spool.disk.dir if spool.disk is not None else "memory (lost)",
+                    exc,
                 )
+        spool.close()

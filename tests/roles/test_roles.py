@@ -42,6 +42,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Config, re
             overrides={
                 "redis.port": str(port),
                 "training.checkpoint_dir": str(tmp / "ckpt"),
+                "selfplay.spool_dir": str(tmp / "spool"),
                 "head.targets_file": str(tmp / "targets.json"),
             },
         )

@@ -7,6 +7,8 @@ MLflow), refusals, pause/stop/list/delete, and an MLflow outage that training ri
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import re
 import shutil
@@ -19,10 +21,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 from mlflow_server import MlflowServer, mlflow_server
+from prometheus_client import generate_latest
 from redis_server import redis_server
 
 from bgai.cli.runs import runs
 from bgai.config import Config, config_hash, load_config, model_hash
+from bgai.obs.metrics import RoleMetrics
 from bgai.obs.tracking import Tracker, TrackingQueue, client_env
 from bgai.roles.coordinator import Coordinator
 from bgai.roles.eval_worker import EvalWorker
@@ -72,6 +76,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         overrides = {
             "redis.port": str(port),
             "training.checkpoint_dir": str(tmp / "ckpt"),
+            "selfplay.spool_dir": str(tmp / "spool"),
             "mlflow.tracking_uri": server.uri,
             "mlflow.experiment": "bgai-test",
             "head.targets_file": str(tmp / "targets" / "bgai.json"),
@@ -255,6 +260,43 @@ def clock_now() -> Any:
     from bgai.clock import SystemClock
 
     return SystemClock()
+
+
+def test_an_emptied_redis_waits_for_bgai_runs_instead_of_starting_a_run(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    e = env
+    assert e.cli("start").exit_code == 0
+    run_id = current(e)
+    assert run_id is not None
+    train_until(e, 1)  # a run worth keeping: it has trained and has a checkpoint
+    e.r.flushdb()  # Redis lost everything (its append-only file removed after a corruption)
+    before = {x.run_id for x in e.tracker.runs()}
+    metrics = RoleMetrics("test:coordinator", "coordinator", "127.0.0.1")
+    coordinator = Coordinator(e.cfg, e.r, e.keys, ident("coordinator"), clock_now(), metrics, e.tracker)
+    coordinator.setup()
+    with caplog.at_level(logging.INFO):
+        for _ in range(3):
+            assert coordinator.run_once().idle_s > 0
+    assert current(e) is None and coordinator.info(0.0).status == "blocked"
+    assert {x.run_id for x in e.tracker.runs()} == before  # no new MLflow run
+    said = [m for m in caplog.messages if "Redis holds no run" in m]
+    assert len(said) == 1 and f"bgai-runs resume --run-id {run_id}" in said[0], said
+    text = generate_latest(metrics.registry).decode()
+    assert f'bgai_run_info{{run_id="{run_id}",run_status="not_in_redis"}} 1.0' in text
+    out = e.cli("resume", "--run-id", run_id)  # the operator decides: the run goes on
+    assert out.exit_code == 0, out.output
+    coordinator.run_once()
+    assert coordinator.status == "running" and current(e) == run_id
+    assert {x.run_id for x in e.tracker.runs()} == before
+    # a fleet whose MLflow shows no run of its own RUNNING still gets one made for it
+    other = dataclasses.replace(e.cfg, redis=dataclasses.replace(e.cfg.redis, prefix="bgai-other"))
+    keys = Keys("bgai-other")
+    fresh = Coordinator(other, e.r, keys, ident("coordinator"), clock_now(), tracker=e.tracker)
+    fresh.setup()
+    fresh.run_once()
+    made = runstate.get_run(e.r, keys)[0]
+    assert made is not None and made not in before and fresh.status == "running"
 
 
 def test_no_secret_reaches_mlflow_whichever_way_it_is_given(

@@ -39,7 +39,8 @@ def test_secrets_are_private_hashed_and_kept(tmp_path: Path) -> None:
 
 
 def test_each_role_works_under_its_own_user_and_no_more(tmp_path: Path) -> None:
-    cfg0 = load_config(FLEET_YAML, env={}, overrides={"training.checkpoint_dir": str(tmp_path / "ckpt")})
+    dirs = {"training.checkpoint_dir": str(tmp_path / "ckpt"), "selfplay.spool_dir": str(tmp_path / "spool")}
+    cfg0 = load_config(FLEET_YAML, env={}, overrides=dirs)
     keys = Keys(cfg0.redis.prefix)
     pw = acl.ensure_secrets(tmp_path / "secrets.env", tmp_path / "users.acl", keys)
     with redis_server(tmp_path / "redis", extra=("--aclfile", str(tmp_path / "users.acl"))) as port:
