@@ -348,7 +348,8 @@ class HeadConfig(_Section):
     """The coordinator and the liveness rules every role follows."""
 
     SECTION: ClassVar[str] = "head"
-    # A worker whose last heartbeat is older than this is dead (also its registry key's TTL).
+    # Its registry key's TTL: a worker silent this long is dead (Redis expires the key; no worker
+    # clock is compared, so a skewed clock changes nothing).
     heartbeat_ttl_s: float = 60.0
     # Seconds between heartbeats (each refreshes the TTL in one round trip).
     heartbeat_every_s: float = 5.0
@@ -358,9 +359,19 @@ class HeadConfig(_Section):
     targets_file: str = "runs/fleet/targets/bgai.json"
     # TTL of the single-trainer lock; the holder refreshes it every unit of work.
     trainer_lock_ttl_s: float = 30.0
+    # A worker whose unit of work in progress (a self-play chunk, train steps, an eval slice, its
+    # setup with the first compile) has run longer than this is "stalled" (hung; its heartbeat
+    # thread still beats): shown in its registry status and counted by the coordinator's metric.
+    stall_after_s: float = 600.0
 
     def _validate(self) -> None:
-        self._positive("heartbeat_ttl_s", "heartbeat_every_s", "coordinator_every_s", "trainer_lock_ttl_s")
+        self._positive(
+            "heartbeat_ttl_s",
+            "heartbeat_every_s",
+            "coordinator_every_s",
+            "trainer_lock_ttl_s",
+            "stall_after_s",
+        )
         ok = self.heartbeat_every_s < self.heartbeat_ttl_s
         self._need("heartbeat_every_s", ok, "must be < heartbeat_ttl_s")
         self._need("targets_file", bool(self.targets_file.strip()), "must be non-empty")

@@ -72,6 +72,7 @@ CEILINGS: dict[str, float] = {
     "head.heartbeat_every_s": DAY_S,
     "head.coordinator_every_s": 3600.0,
     "head.trainer_lock_ttl_s": DAY_S,
+    "head.stall_after_s": DAY_S,
     "jax.cache_max_mb": 2**20,
 }
 

@@ -34,7 +34,11 @@ Where each case of the list is proven:
   buffer of nothing but such episodes (the trainer waits): tests/roles/test_training_worker.py;
 - weights holding a NaN or an infinity (never encoded, taken, checkpointed or published; the
   trainer rolls back): tests/store/test_store.py, tests/train/test_checkpoint.py,
-  tests/roles/test_training_worker.py.
+  tests/roles/test_training_worker.py;
+- a worker clock 5 minutes behind or ahead (still live, scraped, its eval slices kept), a second
+  process under a live worker's id, e.g. two hosts with one hostname (refused, exit 2; never both
+  holding the trainer lock or one eval slice), an unreadable or owner-less registry record:
+  tests/roles/test_liveness.py, tests/store/test_registry.py, tests/store/test_evals.py.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def bench_propagation(
             return t0
 
         def records() -> list[dict[str, Any]]:
-            live = registry.live_workers(r, keys, time.time(), 60)
+            live = registry.live_workers(r, keys)
             return [rec for rec in live.values() if rec.get("type") == "game"]
 
         env = {**os.environ, "BGAI_REDIS__PORT": str(port), "BGAI_HEAD__HEARTBEAT_EVERY_S": "0.1"}

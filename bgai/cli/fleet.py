@@ -9,7 +9,6 @@ import json
 import logging
 import socket
 import sys
-import time
 import zlib
 from typing import Any
 
@@ -161,8 +160,8 @@ def status(config: str | None, sets: tuple[str, ...], as_json: bool) -> None:
         run_id, run_status = runstate.get_run(r, keys)
         version = weights.current_version(r, keys)
         buffer = ReplayStore(r, keys, cfg.buffer.capacity_positions).stats()
-        now = time.time()
-        workers = registry.live_workers(r, keys, now, cfg.head.heartbeat_ttl_s)
+        workers = registry.live_workers(r, keys)
+        ages = registry.heartbeat_ages(r, keys, sorted(workers), cfg.head.heartbeat_ttl_s)
         results = evals.results(r, keys, limit=5)
     except Exception as exc:
         if is_unavailable(exc):
@@ -200,11 +199,16 @@ def status(config: str | None, sets: tuple[str, ...], as_json: bool) -> None:
             f"{worker_id:36s} {rec.get('type', ''):11s} {rec.get('device_type', ''):8s} "
             f"{rec.get('status', ''):10s} "
             f"{rec.get('games_generated', 0):7d} {str(rec.get('model_version')):>7s} "
-            f"{now - float(rec.get('last_heartbeat', now)):4.0f}s"
+            f"{_age(ages.get(worker_id))}"
         )
     for v, table in results.items():
         for opp, s in sorted(table.items()):
             click.echo(f"eval version {v} vs {opp}: {format_eval(s)}")
+
+
+def _age(seconds: float | None) -> str:
+    """Seconds since a worker's last heartbeat, by Redis's clock."""
+    return "    -" if seconds is None else f"{seconds:4.0f}s"
 
 
 def format_eval(s: dict[str, int]) -> str:

@@ -33,6 +33,7 @@ STATUSES = (
     "evaluating",
     "stopping",
     "offline",
+    "stalled",  # the unit in progress ran past head.stall_after_s (hung)
     "blocked",  # coordinator: MLflow shows a run RUNNING that Redis lost; waits for bgai-runs
 )
 
@@ -192,6 +193,27 @@ class RoleMetrics:
             registry=r,
         )
         self._run_labels: tuple[str, str] | None = None
+        self._unit_age = Gauge(
+            "bgai_unit_age_seconds",
+            "Seconds the unit of work in progress has run (0 between units); past "
+            "head.stall_after_s the worker is stalled.",
+            wid,
+            registry=r,
+        )
+        self._stalled = Gauge(
+            "bgai_stalled_workers",
+            "Live workers whose unit in progress ran past head.stall_after_s (coordinator).",
+            wid,
+            registry=r,
+        )
+        self._oom = Counter(
+            "bgai_redis_oom_errors",
+            "Redis commands refused because Redis is out of memory (its maxmemory reached); the "
+            "role backs off and retries, a game worker spools.",
+            wid,
+            registry=r,
+        )
+        self._oom.labels(worker_id)  # exported from the start, at 0
         build = Info("bgai_build", "The bgai build.", registry=r)
         build.info({"version": _version()})
         r.register(SystemCollector(worker_id, hostname))
@@ -239,6 +261,15 @@ class RoleMetrics:
                 self._run.remove(*self._run_labels)
             self._run.labels(run_id, status).set(1.0)
             self._run_labels = (run_id, status)
+
+    def unit_age(self, seconds: float | None) -> None:
+        self._unit_age.labels(self.worker_id).set(seconds or 0.0)
+
+    def stalled_workers(self, n: int) -> None:
+        self._stalled.labels(self.worker_id).set(n)
+
+    def redis_oom(self) -> None:
+        self._oom.labels(self.worker_id).inc()
 
     def set_model_version(self, version: int | None) -> None:
         if version is not None:

@@ -10,7 +10,12 @@ Failure policy, in one place:
 - Anything else is a bug: log the traceback, exit 1, and supervisord restarts the process.
 
 Heartbeats run on their own thread, so a long unit (or the first JIT compile) never lets the
-registry key expire while the process is alive.
+registry key expire while the process is alive. Each carries the age of the unit in progress
+(setup counts as one): past `head.stall_after_s` the record's status is `stalled`, until a unit
+finishes. Before its first heartbeat the loop claims its worker id (`register`): another live
+process under the same id (two hosts with one hostname) is a refusal, exit 2; a record that is
+not refreshed while it watches is a dead predecessor's (a kill -9, restarted before its key
+expired) and is taken over. A process whose record another takes over mid-run stops, exit 2.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import random
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Protocol
 
@@ -53,6 +58,17 @@ def run_gate(status: str | None) -> tuple[str, Unit | None]:
     if status != "running":
         return ("paused" if status == "paused" else "idle"), Unit(idle_s=1.0)
     return "running", None
+
+
+class DuplicateWorkerError(BgaiError):
+    """Another live process holds this worker id in the registry."""
+
+    def __init__(self, worker_id: str, taken: registry.Taken) -> None:
+        where = f" on host {taken.hostname!r}" if taken.hostname else ""
+        super().__init__(
+            f"worker id {worker_id!r} is in use by another live process ({taken.owner}{where}): "
+            "give each worker a unique --worker-id (two hosts with the same hostname?)"
+        )
 
 
 class Role(Protocol):
@@ -106,18 +122,69 @@ class RoleRunner:
         self.backoff = Backoff(cfg.redis.backoff_base_s, cfg.redis.backoff_max_s)
         self._beat_failing = False
         self.log_every_s = 5.0  # unit summaries are logged at most this often
+        self.unit_started: float | None = None  # clock.now() when the unit in progress began
+        self.owner = ""  # the registry record's owner once `register` claimed the id
+        self.taken: DuplicateWorkerError | None = None  # another process took the id mid-run
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("%s: signal %d, stopping after this unit", self.worker_id, signum)
         self.stop.set()
 
+    def record(self) -> WorkerInfo:
+        """The role's registry record, with the age of the unit in progress and, past
+        `head.stall_after_s`, the status `stalled`."""
+        now = self.clock.now()
+        info = self.role.info(now)
+        started = self.unit_started
+        age = None if started is None else max(0.0, now - started)
+        stalled = registry.stalled(age, self.cfg.head.stall_after_s)
+        return replace(info, unit_age_s=age, status="stalled" if stalled else info.status)
+
+    def register(self) -> bool:
+        """Claim the worker id with a first heartbeat; False if a stop came first.
+
+        A record of another owner under this id is watched for up to two heartbeat intervals
+        (time on this host, Redis's TTL for the record): refreshed, it is a live process and
+        this one is refused (DuplicateWorkerError, exit 2); not refreshed, it is a dead
+        predecessor's and is replaced."""
+        ttl, every = self.cfg.head.heartbeat_ttl_s, self.cfg.head.heartbeat_every_s
+        info = self.record()
+        seen = registry.heartbeat(self.r, self.keys, info, ttl)
+        if seen is not None:
+            log.info(
+                "%s: the id is registered by %s; watching whether it is alive", self.worker_id, seen.owner
+            )
+            deadline = time.monotonic() + 2 * every + 1.0
+            while time.monotonic() < deadline:
+                if self.stop.wait(min(0.5, every / 4)):
+                    return False
+                now = registry.holder(self.r, self.keys, self.worker_id)
+                if now is None:
+                    break  # expired: free
+                if now.raw != seen.raw or now.pttl_ms > seen.pttl_ms:  # it beat: alive
+                    raise DuplicateWorkerError(self.worker_id, now)
+            again = registry.heartbeat(self.r, self.keys, info, ttl, replace=seen.raw)
+            if again is not None:
+                raise DuplicateWorkerError(self.worker_id, again)
+            log.info("%s: took over the id from %s (no heartbeat)", self.worker_id, seen.owner)
+        self.owner = info.owner
+        return True
+
     def heartbeat(self) -> None:
+        if not self.owner or self.taken is not None:
+            return  # the id is not ours (yet, or any more)
         try:
-            info = self.role.info(self.clock.now())
+            info = self.record()
             if self.metrics is not None:
                 self.metrics.set_status(info.status)
                 self.metrics.set_model_version(info.model_version)
-            registry.heartbeat(self.r, self.keys, info, self.cfg.head.heartbeat_ttl_s)
+                self.metrics.unit_age(info.unit_age_s)
+            taken = registry.heartbeat(self.r, self.keys, info, self.cfg.head.heartbeat_ttl_s)
+            if taken is not None:
+                self.taken = DuplicateWorkerError(self.worker_id, taken)
+                log.error("%s: refused: %s", self.worker_id, self.taken)
+                self.stop.set()
+                return
             if self._beat_failing:
                 log.info("%s: heartbeat restored", self.worker_id)
             self._beat_failing = False
@@ -142,11 +209,15 @@ class RoleRunner:
         try:
             while not self.stop.is_set():
                 try:
+                    self.unit_started = self.clock.now()
                     if not ready:
+                        if not self.owner and not self.register():
+                            break
                         self.role.setup()
                         ready = True
                         self.heartbeat()
                     unit = self.role.run_once()
+                    self.unit_started = None
                 except BgaiError as exc:
                     log.error("%s: refused: %s", self.worker_id, exc)
                     return 2
@@ -161,6 +232,7 @@ class RoleRunner:
                 except Exception as exc:
                     if not is_unavailable(exc):
                         raise
+                    self.unit_started = None  # waiting for Redis is not a hung unit
                     wait = self.backoff.next()
                     log.warning("%s: Redis unavailable (%s); retry in %.1f s", self.worker_id, exc, wait)
                     self.stop.wait(wait)
@@ -180,7 +252,7 @@ class RoleRunner:
             self.stop.set()
             beat.join(timeout=5)
             self._finish(ready)
-        return code
+        return 2 if self.taken is not None else code
 
     def _finish(self, ready: bool) -> None:
         try:
@@ -188,7 +260,9 @@ class RoleRunner:
                 self.role.teardown()
         except Exception as exc:
             log.warning("%s: teardown incomplete: %s", self.worker_id, exc)
+        if not self.owner or self.taken is not None:
+            return  # the record is not ours to remove
         try:
-            registry.deregister(self.r, self.keys, self.worker_id)
+            registry.deregister(self.r, self.keys, self.worker_id, self.owner)
         except Exception as exc:
             log.warning("%s: could not deregister (%s); the registry TTL will", self.worker_id, exc)

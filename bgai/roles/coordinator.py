@@ -1,10 +1,12 @@
 """`bgai coordinator`: the run's lifecycle, reaping dead workers, and Prometheus targets.
 
 One unit: make sure a run exists (if Redis has none: a new MLflow run when `mlflow.tracking_uri`
-is set, else a random id; made current and `running`), remove workers whose
-heartbeat is older than `head.heartbeat_ttl_s` by the injected clock, then publish the live
-workers' metrics endpoints to `metrics:targets` and to a Prometheus file_sd file (written to a
-temporary file and renamed, so Prometheus never reads half a file).
+is set, else a random id; made current and `running`), forget workers whose registry key
+expired (Redis's clock: a worker's own clock is never compared with ours), note the workers whose
+unit in progress ran past `head.stall_after_s` (a warning when one stalls or recovers, and the
+`bgai_stalled_workers` gauge), then publish the live workers' metrics endpoints to
+`metrics:targets` and to a Prometheus file_sd file (written to a temporary file and renamed, so
+Prometheus never reads half a file).
 A Redis that lost its run (emptied: its append-only file removed or replaced) while MLflow shows
 a run of this fleet (same `redis.prefix`) RUNNING gets no new run, which would silently restart
 training from scratch: the coordinator says so in one log line, reports `blocked` (registry
@@ -76,6 +78,7 @@ class Coordinator:
         self.tracker = tracker
         self.status = "starting"
         self.reaped = 0  # workers reaped by this process (a count: a list would grow forever)
+        self.stalled: set[str] = set()  # live workers stalled as of the last pass
         self._last_targets: str | None = None
         self.orphans: tuple[str, ...] = ()  # RUNNING MLflow runs it waits on (Redis has none)
 
@@ -98,10 +101,10 @@ class Coordinator:
             self.orphans = ()
         if self.metrics is not None:
             self.metrics.run(run_id, status)
-        now = self.clock.now()
-        dead = registry.reap(self.r, self.keys, now, h.heartbeat_ttl_s)
+        dead = registry.reap(self.r, self.keys)
         self.reaped += len(dead)
-        live = registry.live_workers(self.r, self.keys, now, h.heartbeat_ttl_s)
+        live = registry.live_workers(self.r, self.keys)
+        self.note_stalls(live)
         targets = targets_of(live)
         text = json.dumps(targets, sort_keys=True)
         self.r.set(self.keys.metrics_targets, text)
@@ -110,6 +113,25 @@ class Coordinator:
             self._last_targets = text
         summary = f"reaped {', '.join(dead)}" if dead else ""
         return Unit(summary, idle_s=h.coordinator_every_s)
+
+    def note_stalls(self, live: dict[str, dict[str, Any]]) -> None:
+        """Which live workers are stalled now (their own heartbeat says so, or reports a unit
+        older than `head.stall_after_s`): logged when that changes, and exported."""
+        limit = self.cfg.head.stall_after_s
+        now = {
+            i
+            for i, rec in live.items()
+            if rec.get("status") == "stalled" or registry.stalled(rec.get("unit_age_s"), limit)
+        }
+        for i in sorted(now - self.stalled):
+            age = live[i].get("unit_age_s")
+            shown = f"{age:.0f}" if isinstance(age, int | float) else "?"
+            log.warning("worker %s stalled: its unit in progress has run %s s (> %g s)", i, shown, limit)
+        for i in sorted(self.stalled - now):
+            log.info("worker %s %s", i, "progresses again" if i in live else "is gone")
+        self.stalled = now
+        if self.metrics is not None:
+            self.metrics.stalled_workers(len(now))
 
     def new_run_id(self) -> str | None:
         """A run for a fleet that has none: a new MLflow run if tracking is on. None: wait, for

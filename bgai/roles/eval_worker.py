@@ -87,7 +87,7 @@ class EvalWorker:
             e.games,
             e.slice_games,
             self.follower.version,
-            self.identity.worker_id,
+            self.identity.owner,
             skip=sorted(self.skipped)[-evals.KEEP_VERSIONS :],
         )
         if got is None:
@@ -132,7 +132,7 @@ class EvalWorker:
         slice back for another worker and never claim that version again (this run)."""
         reason = self.follower.refused.get(got.version, "its weights are no longer in Redis")
         self.skipped[got.version] = reason
-        evals.release(self.r, self.keys, got, self.identity.worker_id)
+        evals.release(self.r, self.keys, got, self.identity.owner)
         log.warning(
             "skipping version %d on this worker (%s); slice %d released to the others",
             got.version,

@@ -1,10 +1,17 @@
-"""Who a role process is, for the registry."""
+"""Who a role process is, for the registry, the trainer lock and eval slices.
+
+A worker id (`host:role[:n]`) names a slot and is re-used by its restarts; two hosts cloned from
+one image may even share it. The `nonce`, random per process, tells those processes apart: the
+`owner` token `<worker id>:<nonce>` is what the registry record, the trainer lock and an eval
+slice's ownership hold, so no two processes can hold one of them at once.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bgai.store.registry import WorkerInfo
 
@@ -18,6 +25,13 @@ class Identity:
     device_name: str
     metrics_port: int = 0  # 0: serves no /metrics
     metrics_host: str = ""  # address to scrape /metrics at (empty: hostname)
+    nonce: str = field(default_factory=lambda: secrets.token_hex(8))  # this process's, hex (no ':')
+
+    @property
+    def owner(self) -> str:
+        """`<worker id>:<nonce>`: this process, as the registry, the trainer lock and eval slices
+        record their holder."""
+        return f"{self.worker_id}:{self.nonce}"
 
     def info(
         self,
@@ -42,6 +56,7 @@ class Identity:
             model_loaded_at=loaded_at,
             last_unit_s=unit_s,
             metrics_host=self.metrics_host,
+            owner=self.owner,
         )
 
 

@@ -78,7 +78,7 @@ class TrainingWorker:
         self.train_step = train_step_of(cfg, self.net, self.optimizer)
         self.fresh_state()
         self.dir = Path(t.checkpoint_dir)
-        self.lock = TrainerLock(self.keys, self.identity.worker_id, cfg.head.trainer_lock_ttl_s)
+        self.lock = TrainerLock(self.keys, self.identity.owner, cfg.head.trainer_lock_ttl_s)
         self.replay = ReplayStore(self.r, self.keys, cfg.buffer.capacity_positions)
         self.mirror = ReplayMirror(self.replay, movegen_of(cfg).max_plays)
         self.model_hash, self.config_hash = model_hash(cfg), config_hash(cfg)

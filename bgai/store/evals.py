@@ -1,8 +1,12 @@
 """Fleet evaluation in Redis: one target version at a time, split into claimable game slices.
 
 `claim` (one Lua script) hands out, in this order:
-1. a slice of an unfinished version whose owner died (its heartbeat key `workers:{id}` is gone,
-   or it is the caller itself: a worker only claims when it holds nothing) or released it — re-issued;
+1. a slice of an unfinished version whose owner died or released it — re-issued. An owner is a
+   process's token `<worker id>:<nonce>` (roles/identity.py); it is alive while the registry
+   record `workers:{worker id}` exists (Redis expires it: no worker clock is compared) and names
+   that same token. A restart under the same id is a new owner, so its predecessor's slice is
+   re-issued; two hosts with one hostname never share a slice. The caller's own slice counts as
+   dead too: a worker only claims when it holds nothing;
 2. the next slice of the current target;
 3. when the target's slices are all claimed and the model is at least `every` versions past it,
    a first slice of the newest version, which becomes the target; its weights are copied to
@@ -38,6 +42,15 @@ KEEP_WEIGHTS = 16  # weights of the newest evaluated versions (re-issued slices,
 SUM_FIELDS = ("games", "wins", "points", "sq", "w1", "w2", "w3", "l1", "l2", "l3")
 
 _LIB = """
+-- the process `owner` (`<worker id>:<nonce>`) still heartbeats: its record exists, names it
+local function alive(owner, hb_prefix)
+  local wid = string.match(owner, '^(.*):[^:]*$')
+  if not wid then return false end
+  local raw = redis.call('GET', hb_prefix .. wid)
+  if not raw then return false end
+  local ok, rec = pcall(cjson.decode, raw)
+  return ok and type(rec) == 'table' and rec.owner == owner
+end
 local function reply(v, idx, games, slice, have, weights_prefix)
   local blob = false
   if v ~= have then blob = redis.call('GET', weights_prefix .. v) end
@@ -75,8 +88,8 @@ for _, ov in ipairs(redis.call('ZRANGE', open_k, 0, -1)) do
     for i = 1, #h, 2 do meta[h[i]] = h[i + 1] end
     for i = 1, #h, 2 do
       local f, owner = h[i], h[i + 1]
-      local dead = owner == me or owner == '=free' or redis.call('EXISTS', hb_prefix .. owner) == 0
-      if tonumber(f) and owner ~= '=done' and dead then
+      if tonumber(f) and owner ~= '=done'
+        and (owner == me or owner == '=free' or not alive(owner, hb_prefix)) then
         redis.call('HSET', sk, f, me)
         redis.call('HINCRBY', sk, 'reissued', 1)
         touch(ov)
@@ -159,11 +172,12 @@ def claim(
     games: int,
     slice_games: int,
     have: int | None,
-    worker_id: str,
+    owner: str,
     skip: Iterable[int] = (),
 ) -> Claim | None:
-    """The next slice to play for `worker_id`, or None when there is nothing to evaluate now.
-    No slice of a version in `skip` (versions this worker refused) is handed out."""
+    """The next slice to play for `owner` (the process's `<worker id>:<nonce>` token, whose
+    registry record must name it for the slice to stay its own), or None when there is nothing to
+    evaluate now. No slice of a version in `skip` (versions this worker refused) is handed out."""
     got = r.eval(
         _CLAIM,
         3,
@@ -180,7 +194,7 @@ def claim(
         -1 if have is None else have,
         KEEP_VERSIONS,
         KEEP_WEIGHTS,
-        worker_id,
+        owner,
         keys.worker(""),
         keys.model_version,
         keys.model_weights,
@@ -194,10 +208,10 @@ def claim(
     return Claim(version, index, n, blob or None, -(-total // size))
 
 
-def release(r: redis.Redis, keys: Keys, got: Claim, worker_id: str) -> bool:
-    """Give back a claimed slice `worker_id` cannot play: the next claim by any other worker
-    takes it. False if the slice is no longer this worker's (re-issued, or already counted)."""
-    return bool(r.eval(_RELEASE, 1, keys.eval_slices(got.version), got.slice_index, worker_id))
+def release(r: redis.Redis, keys: Keys, got: Claim, owner: str) -> bool:
+    """Give back a claimed slice `owner` cannot play: the next claim by any other worker takes
+    it. False if the slice is no longer this process's (re-issued, or already counted)."""
+    return bool(r.eval(_RELEASE, 1, keys.eval_slices(got.version), got.slice_index, owner))
 
 
 def slice_sums(points: list[int]) -> dict[str, int]:

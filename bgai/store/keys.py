@@ -17,7 +17,9 @@ two prefixes. Writers and readers name roles: coordinator (C), game worker (G), 
 |                              |        |       |           |           | metrics_port, status,             |
 |                              |        |       |           |           | games_generated, model_version,   |
 |                              |        |       |           |           | last_heartbeat} + model_loaded_at,|
-|                              |        |       |           |           | last_unit_s, metrics_host (extra) |
+|                              |        |       |           |           | last_unit_s, metrics_host, owner, |
+|                              |        |       |           |           | unit_age_s (extra); alive while   |
+|                              |        |       |           |           | the key exists (Redis's clock)    |
 | P:workers:index              | set    | -     | each role | C S       | ids ever registered and not yet   |
 |                              |        |       | C (reaps) |           | reaped (the TTL key is the truth) |
 | P:buffer:episodes            | list   | -     | G (push)  | T         | episode ids, oldest first         |
@@ -32,14 +34,14 @@ two prefixes. Writers and readers name roles: coordinator (C), game worker (G), 
 | P:buffer:sources             | hash   | -     | G         | G         | game worker process -> highest    |
 |                              |        |       |           |           | episode seq pushed (dedup)        |
 | P:metrics:targets            | string | -     | C         | S, Prom.  | JSON [{host, port, labels}]       |
-| P:trainer:lock               | string | 30 s  | T         | T S       | holder's worker id (one trainer)  |
+| P:trainer:lock               | string | 30 s  | T         | T S       | holder's owner token (one trainer)|
 | P:eval:target                | string | -     | E         | E S       | JSON {version, games, slice}      |
 |                              |        |       |           |           | the version being evaluated       |
 | P:eval:weights:{v}           | string | 1 day | E         | E         | weights blob of evaluated v (the  |
 |                              |        |       |           |           | newest 16, and unfinished ones);  |
 |                              |        |       |           |           | TTL refreshed with its slices     |
 | P:eval:claims:{v}            | string | 1 day | E         | E         | int, game slices handed out of v  |
-| P:eval:slices:{v}            | hash   | 1 day | E         | E         | slice index -> owner worker id,   |
+| P:eval:slices:{v}            | hash   | 1 day | E         | E         | slice index -> owner token,       |
 |                              |        |       |           |           | `=free` (released) or `=done`;    |
 |                              |        |       |           |           | g, s (games, slice size), d       |
 |                              |        |       |           |           | (done), reissued, released        |
@@ -51,6 +53,11 @@ two prefixes. Writers and readers name roles: coordinator (C), game worker (G), 
 |                              |        |       |           |           | trimmed to the newest 100         |
 
 Episode ids are consecutive integers, so the live ids are exactly `oldest..newest` (stats).
+
+An owner token is `<worker id>:<nonce>`, random per process (roles/identity.py): the registry
+record names it (`owner`), the trainer lock and eval slices store it, so two processes under one
+worker id (cloned hosts) are two owners. A slice whose token's record is gone or names another
+token is re-issued.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
-"""The single-trainer lock: a key holding the owner's id, with a TTL the owner keeps refreshing.
+"""The single-trainer lock: a key holding the owner's token, with a TTL the owner keeps refreshing.
 
-Refresh and release compare the stored owner first (Lua), so a trainer whose lock expired and
-was taken by another never extends or deletes the new owner's lock.
+The owner is a per-process token, `<worker id>:<nonce>` (`Identity.owner`), never the bare worker
+id: two hosts with one hostname (hence one id) are two owners, and only one of them holds the
+lock. Refresh and release compare the stored owner first (Lua), so a trainer whose lock expired
+and was taken by another never extends or deletes the new owner's lock. `TrainerLock.owner` is
+that full token, for scripts that must check the holder (fencing a publish).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ return 0
 class TrainerLock:
     def __init__(self, keys: Keys, owner: str, ttl_s: float) -> None:
         self.key = keys.trainer_lock
-        self.owner = owner
+        self.owner = owner  # the full token stored in the key: `<worker id>:<nonce>`
         self.ttl_ms = int(ttl_s * 1000)
 
     def acquire(self, r: redis.Redis) -> bool:

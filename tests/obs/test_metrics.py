@@ -125,6 +125,8 @@ def test_declared_metrics_pass_promtool(tmp_path: Path) -> None:
     m.eval_result("pubeval", 0.5, 0.0)
     m.run("abc", "running")
     m.spool(2, 1)
+    m.unit_age(1.5)
+    m.stalled_workers(0)
     m.registry.register(GpuCollector("h:game:0#fake", nvml=FakeNvml()))
     text = generate_latest(m.registry)
     out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)

@@ -97,7 +97,7 @@ def test_a_dead_workers_slice_is_played_by_the_other(env: tuple) -> None:
     publish(cfg, r, keys, 4)
     e = cfg.eval
     # e1 claims a slice and dies before adding it (a SIGKILL): its heartbeat key expires
-    lost = evals.claim(r, keys, e.every_versions, e.games, e.slice_games, 3, "test:e1")
+    lost = evals.claim(r, keys, e.every_versions, e.games, e.slice_games, 3, e1.identity.owner)
     assert lost is not None and lost.version == 4
     registry.deregister(r, keys, "test:e1")
     summaries = [e2.run_once().summary, e2.run_once().summary]

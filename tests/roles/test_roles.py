@@ -118,7 +118,8 @@ def test_coordinator_reaps_and_writes_targets(fleet: tuple) -> None:
     assert [t["port"] for t in targets] == [9102]  # only workers that serve /metrics
     sd = json.loads(Path(cfg.head.targets_file).read_text())
     assert sd == [{"targets": ["127.0.0.1:9102"], "labels": {"role": "game", "device": "cpu"}}]
-    clock.advance(cfg.head.heartbeat_ttl_s + 1)  # every heartbeat is now stale
+    for name in ("game", "eval"):  # both die: Redis expires their keys (its clock, not ours)
+        r.delete(keys.worker(roles[name].identity.worker_id))
     reaped = roles["coordinator"].reaped
     roles["coordinator"].run_once()
     assert registry.list_workers(r, keys) == {} and roles["coordinator"].reaped == reaped + 2
@@ -128,8 +129,11 @@ def test_coordinator_reaps_and_writes_targets(fleet: tuple) -> None:
 def test_second_trainer_stands_by(fleet: tuple) -> None:
     cfg, r, keys, roles = fleet
     roles["training"].run_once()  # holds the lock
-    other = TrainingWorker(cfg, r, keys, ident("training2"))
+    # a second trainer under the same worker id (another host with the same hostname): its own
+    # owner token, so it cannot take the lock the first holds
+    other = TrainingWorker(cfg, r, keys, ident("training"))
     other.setup()
+    assert other.lock.owner == other.identity.owner != roles["training"].lock.owner
     assert other.run_once().idle_s > 0 and other.status == "standby"
     # the holder stops (checkpoint, lock released): the standby takes over from its checkpoint
     roles["training"].teardown()
@@ -143,6 +147,7 @@ class FlakyRole:
     """Fails with a connection error `failures` times, then stops the run."""
 
     def __init__(self, failures: int) -> None:
+        self.identity = ident("game")
         self.failures = failures
         self.calls = 0
         self.torn_down = False
@@ -157,7 +162,7 @@ class FlakyRole:
         return Unit("done", done=True)
 
     def info(self, now: float) -> WorkerInfo:
-        return ident("game").info(now, "running")
+        return self.identity.info(now, "running")
 
     def teardown(self) -> None:
         self.torn_down = True

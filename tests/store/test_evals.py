@@ -3,6 +3,8 @@ handed out again, each slice counted once, per-version sums with wins and losses
 
 from __future__ import annotations
 
+import json
+
 import redis
 
 from bgai.store import evals
@@ -16,14 +18,22 @@ def set_model(r: redis.Redis, version: int) -> None:
     r.set(KEYS.model_weights, f"weights-{version}".encode())
 
 
-def alive(r: redis.Redis, *workers: str) -> None:
-    """Heartbeat keys, as the role loop keeps them (the TTL does not matter here)."""
+def token(worker: str, nonce: str = "n0") -> str:
+    """A process's owner token, `<worker id>:<nonce>` (roles/identity.py)."""
+    return f"{worker}:{nonce}"
+
+
+def alive(r: redis.Redis, *workers: str, nonce: str = "n0") -> None:
+    """Registry records naming their process, as the role loop keeps them (the TTL does not
+    matter here)."""
     for w in workers:
-        r.set(KEYS.worker(w), "{}", ex=600)
+        r.set(KEYS.worker(w), json.dumps({"owner": token(w, nonce)}), ex=600)
 
 
-def claim(r: redis.Redis, worker: str, have: int | None = None, every: int = 2) -> evals.Claim | None:
-    return evals.claim(r, KEYS, every=every, games=10, slice_games=4, have=have, worker_id=worker)
+def claim(
+    r: redis.Redis, worker: str, have: int | None = None, every: int = 2, nonce: str = "n0"
+) -> evals.Claim | None:
+    return evals.claim(r, KEYS, every=every, games=10, slice_games=4, have=have, owner=token(worker, nonce))
 
 
 def test_nothing_to_claim_without_a_model(r: redis.Redis) -> None:
@@ -103,6 +113,24 @@ def test_a_dead_workers_slice_is_reissued_and_counted_once(r: redis.Redis) -> No
     assert nxt and nxt.version == 9
 
 
+def test_one_worker_id_on_two_hosts_never_shares_a_slice(r: redis.Redis) -> None:
+    """Two processes under one worker id (cloned hosts, one hostname) are two owners: the second
+    never takes the first's slice while the first heartbeats; a restart (a new nonce under the
+    same id) gets its dead predecessor's slice back."""
+    alive(r, "h:e0", nonce="first")  # the registry holds one record per id: the first's
+    set_model(r, 3)
+    a = claim(r, "h:e0", nonce="first")
+    b = claim(r, "h:e0", nonce="twin")
+    assert a and b and (a.slice_index, b.slice_index) == (0, 1)
+    assert evals.reissued(r, KEYS, 3) == 0
+    assert evals.add_slice(r, KEYS, b, {"pubeval": [1] * b.games}) == 1
+    alive(r, "h:e0", nonce="restarted")  # the first died; supervisord restarted it
+    again = claim(r, "h:e0", have=3, nonce="restarted")
+    assert again and (again.version, again.slice_index) == (3, 0) and evals.reissued(r, KEYS, 3) == 1
+    assert not evals.release(r, KEYS, again, token("h:e0", "first"))  # no longer the first's
+    assert evals.release(r, KEYS, again, token("h:e0", "restarted"))
+
+
 def test_past_weights_are_the_newest_kept_version_at_or_below(r: redis.Redis) -> None:
     alive(r, "a")
     for v in (2, 4, 6):
@@ -119,9 +147,9 @@ def test_a_refused_slice_is_released_to_another_worker_and_its_version_skipped(r
     set_model(r, 5)
     got = claim(r, "a")
     assert got and (got.version, got.slice_index) == (5, 0)
-    evals.release(r, KEYS, got, "a")  # a cannot play v5 (another model on its host)
+    evals.release(r, KEYS, got, token("a"))  # a cannot play v5 (another model on its host)
     for _ in range(3):  # a skips v5 from now on: neither its released slice nor the next one
-        assert evals.claim(r, KEYS, 2, 10, 4, None, "a", skip=[5]) is None
+        assert evals.claim(r, KEYS, 2, 10, 4, None, token("a"), skip=[5]) is None
     done, seen = 0, []
     while (b := claim(r, "b", have=5 if seen else None)) is not None:
         seen.append(b.slice_index)

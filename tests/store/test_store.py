@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import jax
@@ -11,14 +10,12 @@ import pytest
 import redis
 from synthetic_episodes import K, make_episode
 
-from bgai.clock import FakeClock
 from bgai.core.network import BgNet, init_params
 from bgai.errors import CorruptDataError, IncompatibleError, NonFiniteWeightsError
-from bgai.store import codec, registry, runstate, weights
+from bgai.store import codec, runstate, weights
 from bgai.store.codec import decode_rows, decode_weights, encode_episode, encode_weights, episode_rows
 from bgai.store.keys import Keys
 from bgai.store.lock import TrainerLock
-from bgai.store.registry import WorkerInfo
 from bgai.store.replay import ReplayStore
 from bgai.store.sampler import ReplayMirror
 
@@ -216,35 +213,7 @@ def test_mirror_follows_pushes_and_evictions(r: redis.Redis) -> None:
 # --- registry, run state, lock ---------------------------------------------------------------
 
 
-def info(worker_id: str, now: float) -> WorkerInfo:
-    return WorkerInfo(worker_id, "game", "cpu", "test cpu", "h1", 9100, "running", 5, 2, now)
-
-
-def test_registry_liveness_by_injected_clock(r: redis.Redis) -> None:
-    clock = FakeClock()
-    registry.heartbeat(r, KEYS, info("a", clock.now()), ttl_s=60)
-    registry.heartbeat(r, KEYS, info("b", clock.now()), ttl_s=60)
-    rec = json.loads(r.get(KEYS.worker("a")))
-    assert set(rec) >= {
-        "type",
-        "device_type",
-        "device_name",
-        "hostname",
-        "metrics_port",
-        "status",
-        "games_generated",
-        "model_version",
-        "last_heartbeat",
-    }
-    assert 0 < r.pttl(KEYS.worker("a")) <= 60_000
-    clock.advance(45)
-    registry.heartbeat(r, KEYS, info("b", clock.now()), ttl_s=60)
-    clock.advance(20)  # a: 65 s since its heartbeat, b: 20 s
-    assert set(registry.live_workers(r, KEYS, clock.now(), 60)) == {"b"}
-    assert registry.reap(r, KEYS, clock.now(), 60) == ["a"]
-    assert set(registry.list_workers(r, KEYS)) == {"b"} and not r.exists(KEYS.worker("a"))
-    registry.deregister(r, KEYS, "b")
-    assert registry.list_workers(r, KEYS) == {}
+# the registry's liveness and identity: tests/store/test_registry.py
 
 
 def test_run_state(r: redis.Redis) -> None:
