@@ -106,7 +106,7 @@ def supervised_fleet(run_dir: Path, overrides: dict[str, str], game_workers: int
     # environment (which every program inherits) holds no password
     secrets = ensure_secrets(run_dir / "secrets.env", run_dir / "users.acl", KEYS)
     write_password_files(run_dir / "secrets", secrets)
-    env.update({"BGAI_SECRETS_DIR": str(run_dir / "secrets"), "BGAI_MLFLOW_PASSWORD_FILE": ""})
+    env.update({"BGAI_SECRETS_DIR": str(run_dir / "secrets"), "BGAI_TRACKING_PASSWORD_FILE": ""})
     subprocess.run([BIN / "supervisord", "-c", CONF], env=env, check=True)
     # this test's own commands (bgai status, bgai-runs, a second trainer) connect with a password
     env.update({env_name(role): pw for role, pw in secrets.items()})

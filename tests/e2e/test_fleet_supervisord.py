@@ -85,7 +85,7 @@ def fleet(tmp_path: Path) -> Iterator[tuple[dict[str, str], redis.Redis]]:
     # password file, and supervisord's environment holds none; the test's own commands are admin
     secrets = ensure_secrets(run_dir / "secrets.env", run_dir / "users.acl", KEYS)
     write_password_files(run_dir / "secrets", secrets)
-    env.update({"BGAI_SECRETS_DIR": str(run_dir / "secrets"), "BGAI_MLFLOW_PASSWORD_FILE": ""})
+    env.update({"BGAI_SECRETS_DIR": str(run_dir / "secrets"), "BGAI_TRACKING_PASSWORD_FILE": ""})
     subprocess.run([BIN / "supervisord", "-c", CONF], env=env, check=True)
     env.update({env_name(role): pw for role, pw in secrets.items()})
     env.update({"BGAI_REDIS__USERNAME": "admin", "BGAI_REDIS__PASSWORD": secrets["admin"]})
