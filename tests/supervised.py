@@ -19,7 +19,9 @@ from pathlib import Path
 import redis
 from redis_server import free_port, redis_binary
 
-from bgai.store.acl import ensure_secrets, env_name, write_password_files
+from bgai.config import load_config
+from bgai.store.acl import ensure_secrets, env_name, host_passwords, local_host, write_password_files
+from bgai.store.budget import redis_maxmemory
 from bgai.store.keys import Keys
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,10 +104,11 @@ def supervised_fleet(run_dir: Path, overrides: dict[str, str], game_workers: int
         "BGAI_HEAD__TARGETS_FILE": str(run_dir / "targets" / "bgai.json"),
         **overrides,
     }
+    env.setdefault("BGAI_REDIS_MAXMEMORY", str(redis_maxmemory(load_config(env["BGAI_CONFIG"], env=env))))
     # as scripts/fleet-local: each program reads its own password file; supervisord's
     # environment (which every program inherits) holds no password
     secrets = ensure_secrets(run_dir / "secrets.env", run_dir / "users.acl", KEYS)
-    write_password_files(run_dir / "secrets", secrets)
+    write_password_files(run_dir / "secrets", host_passwords(secrets, local_host()))  # game@, eval@ this host
     env.update({"BGAI_SECRETS_DIR": str(run_dir / "secrets"), "BGAI_TRACKING_PASSWORD_FILE": ""})
     subprocess.run([BIN / "supervisord", "-c", CONF], env=env, check=True)
     # this test's own commands (bgai status, bgai-runs, a second trainer) connect with a password

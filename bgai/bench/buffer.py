@@ -30,7 +30,7 @@ from bgai.core.players import random_decider
 from bgai.core.selfplay import play_chunk, start_games
 from bgai.store.client import connect
 from bgai.store.codec import encode_episode, read_episode_header
-from bgai.store.keys import Keys
+from bgai.store.keys import NO_RUN, Keys
 from bgai.store.replay import ReplayStore
 from bgai.store.sampler import ReplayMirror
 from bgai.store.server import local_redis
@@ -87,7 +87,7 @@ def _run(
         f"pool: {len(pool)} random-play episodes, {per_pos:.0f} encoded bytes/position "
         f"({time.perf_counter() - t0:.0f} s)"
     )
-    store = ReplayStore(r, keys, capacity)
+    store = ReplayStore(r, keys, capacity, run_id=NO_RUN)  # no run: one GET less per push
     mirror = ReplayMirror(store, cfg.movegen.max_plays)
     base_mem = int(r.info("memory")["used_memory"])
     t0 = time.perf_counter()

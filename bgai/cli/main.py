@@ -214,19 +214,47 @@ def bench_eval(
     "--password-dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="Also write each role's password alone to DIR/<role> (0600), for redis.password_file.",
+    help="Also write this host's password of each role alone to DIR/<role> (0600), for redis.password_file.",
+)
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    help="A worker host to make game@HOST and eval@HOST users for (repeat; default: this host).",
 )
 def acl(
-    config: str | None, sets: tuple[str, ...], secrets_file: str, acl_file: str, password_dir: str | None
+    config: str | None,
+    sets: tuple[str, ...],
+    secrets_file: str,
+    acl_file: str,
+    password_dir: str | None,
+    hosts: tuple[str, ...],
 ) -> None:
-    """Per-role Redis users: random passwords (kept if the secrets file has them) and the ACL file."""
-    from bgai.store.acl import ROLES, ensure_secrets, write_password_files
+    """Per-role Redis users (game and eval: one per worker host): random secrets (kept if the
+    secrets file has them) and the ACL file."""
+    from bgai.store.acl import ensure_secrets, host_passwords, local_host, write_password_files
 
     cfg = load_or_exit(config, sets)
-    passwords = ensure_secrets(Path(secrets_file), Path(acl_file), Keys(cfg.redis.prefix))
+    try:
+        names = list(hosts) or [local_host()]
+        passwords = ensure_secrets(Path(secrets_file), Path(acl_file), Keys(cfg.redis.prefix), names)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--host") from None
     if password_dir is not None:
-        write_password_files(Path(password_dir), passwords)
-    click.echo(f"Redis users {', '.join(ROLES)}: passwords in {secrets_file}, ACL in {acl_file}")
+        write_password_files(Path(password_dir), host_passwords(passwords, local_host()))
+    users = ["coordinator", "training", *(f"{r}@{h}" for h in names for r in ("game", "eval")), "admin"]
+    click.echo(f"Redis users {', '.join(users)}: passwords in {secrets_file}, ACL in {acl_file}")
+
+
+@cli.command("redis-maxmemory")
+@config_option
+@set_option
+def redis_maxmemory(config: str | None, sets: tuple[str, ...]) -> None:
+    """Print the `maxmemory` (bytes) for the fleet's Redis: the most this config's buffer and
+    weights can hold, plus headroom (bgai.store.budget); use it with `maxmemory-policy noeviction`."""
+    from bgai.store.budget import redis_maxmemory as budget
+
+    click.echo(budget(load_or_exit(config, sets)))
 
 
 for _command in (*ROLE_COMMANDS, check_config, status, eval_command):

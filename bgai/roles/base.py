@@ -1,7 +1,8 @@
 """The one role loop: signals, heartbeats, backoff. Roles only implement one unit of work.
 
 Failure policy, in one place:
-- Redis unreachable (`store.client.is_unavailable`): wait with capped, jittered exponential
+- Redis unreachable or out of memory (`store.client.is_unavailable`; OOM is also counted in
+  `bgai_redis_oom_errors`): wait with capped, jittered exponential
   backoff and try again, forever: the process never exits for it, so supervisord never marks
   it FATAL.
 - SIGTERM / SIGINT: finish the unit in progress, run `teardown`, deregister, exit 0.
@@ -34,7 +35,7 @@ from bgai.config import Config
 from bgai.errors import BgaiError
 from bgai.obs.metrics import RoleMetrics
 from bgai.store import registry
-from bgai.store.client import REFUSED, Redis, is_unavailable
+from bgai.store.client import REFUSED, Redis, is_oom, is_unavailable
 from bgai.store.keys import Keys
 from bgai.store.registry import WorkerInfo
 
@@ -233,6 +234,8 @@ class RoleRunner:
                     if not is_unavailable(exc):
                         raise
                     self.unit_started = None  # waiting for Redis is not a hung unit
+                    if self.metrics is not None and is_oom(exc):
+                        self.metrics.redis_oom()
                     wait = self.backoff.next()
                     log.warning("%s: Redis unavailable (%s); retry in %.1f s", self.worker_id, exc, wait)
                     self.stop.wait(wait)

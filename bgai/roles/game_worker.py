@@ -30,7 +30,7 @@ from bgai.obs.metrics import RoleMetrics
 from bgai.roles.base import Unit, run_gate
 from bgai.roles.identity import Identity
 from bgai.store import runstate
-from bgai.store.client import Redis, is_unavailable
+from bgai.store.client import Redis, is_oom, is_unavailable
 from bgai.store.codec import encode_episode
 from bgai.store.disk_spool import DiskSpool, worker_dir
 from bgai.store.keys import Keys
@@ -164,11 +164,14 @@ class GameWorker:
         return self.follower.params is not None and self.status in ("running", "offline")
 
     def go_offline(self, exc: BaseException) -> None:
+        if is_oom(exc):  # Redis answers but is full: spool on until it takes writes again
+            self.metrics.redis_oom()
         if self.offline_since is None:
             self.offline_since = self.clock.now()
             log.warning(
-                "%s: Redis unreachable (%s): playing on with version %s, spooling episodes (up to %d)",
+                "%s: Redis %s (%s): playing on with version %s, spooling episodes (up to %d)",
                 self.identity.worker_id,
+                "out of memory" if is_oom(exc) else "unreachable",
                 exc,
                 self.follower.version,
                 self.spool.capacity,

@@ -1,9 +1,9 @@
 """The run lifecycle behind `bgai-runs`: MLflow holds the runs, Redis says which one the fleet works on.
 
 - `start`: a new MLflow run (`{config_hash}_{timestamp}`, every resolved config value a param,
-  the resolved config an artifact, secrets masked in both); Redis reset for it (no model, empty
-  buffer, no evals) and made current and `running`. The trainer sees the new run id and starts
-  from fresh weights.
+  the resolved config an artifact, secrets masked in both); made current and `running` in one
+  atomic switch (no model; its own, empty buffer and evals), while the fleet may be pushing: see
+  `_switch_to`. The trainer sees the new run id and starts from fresh weights.
 - `resume`: the run's newest checkpoint (local, or downloaded from the run's artifacts) is checked
   against the config's model shape, its weights installed in Redis at its model version, and the
   run made current and `running`; the trainer restores the same checkpoint, bit for bit.
@@ -29,11 +29,10 @@ from bgai.core.network import BgNet, init_params
 from bgai.core.train_step import init_train_state
 from bgai.errors import BgaiError
 from bgai.obs.tracking import FINISHED, KILLED, RUNNING, RunSummary, Tracker
-from bgai.store import evals, runstate, weights
+from bgai.store import runstate, weights
 from bgai.store.client import Redis
 from bgai.store.codec import encode_weights
 from bgai.store.keys import Keys
-from bgai.store.replay import ReplayStore
 from bgai.train.checkpoint import list_checkpoints, load_checkpoint
 
 
@@ -124,8 +123,7 @@ class RunManager:
         source = f"from {config_file.name}, BGAI_* env and --set" if config_file else ""
         log_config(self.tracker, run_id, self.cfg, source)
         self._end_current()
-        self._reset_redis()
-        runstate.start_run(self.r, self.keys, run_id)
+        self._switch_to(run_id, clear_model=True)
         return run_id
 
     def resume(self, run_id: str) -> Resumed:
@@ -146,7 +144,7 @@ class RunManager:
             return Resumed(run_id, path, step, weights.current_version(self.r, self.keys) or version)
         if current != run_id:
             self._end_current()
-            self._reset_redis()
+            weights.clear(self.r, self.keys)  # the new run's model is the checkpoint's
         held = weights.current_version(self.r, self.keys)
         if held is not None and held > version:
             version = held + 1
@@ -158,7 +156,7 @@ class RunManager:
             config_hash=str(meta.get("config_hash", config_hash(self.cfg))),
         )
         weights.install(self.r, self.keys, version, blob)
-        runstate.start_run(self.r, self.keys, run_id)
+        self._switch_to(run_id)
         self.tracker.set_status(run_id, RUNNING)
         return Resumed(run_id, path, step, version)
 
@@ -206,7 +204,7 @@ class RunManager:
         if run is not None and run.status == RUNNING:
             self.tracker.set_status(run_id, status)
 
-    def _reset_redis(self) -> None:
-        ReplayStore(self.r, self.keys, self.cfg.buffer.capacity_positions).clear()
-        weights.clear(self.r, self.keys)
-        evals.clear(self.r, self.keys)
+    def _switch_to(self, run_id: str, clear_model: bool = False) -> None:
+        """The fleet moves to `run_id` in one atomic step, even while it pushes and evaluates
+        (`runstate.switch_run`)."""
+        runstate.switch_run(self.r, self.keys, run_id, clear_model=clear_model)

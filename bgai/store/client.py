@@ -17,11 +17,14 @@ from bgai.store.keys import Keys
 
 Redis = redis.Redis
 
-# A lost, refused or timed-out connection, or a server still loading its data: worth retrying.
+# A lost, refused or timed-out connection, a server still loading its data, or one out of
+# memory (its `maxmemory` reached, `noeviction`: it refuses writes, nothing is lost, and room
+# comes back as the trainer catches up or an operator raises the limit): worth retrying.
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
     redis.BusyLoadingError,
+    redis.exceptions.OutOfMemoryError,
 )
 # The server answered, but refused us (wrong password, ACL): retrying will not help.
 REFUSED: tuple[type[BaseException], ...] = (redis.AuthenticationError, redis.exceptions.NoPermissionError)
@@ -30,6 +33,11 @@ REFUSED: tuple[type[BaseException], ...] = (redis.AuthenticationError, redis.exc
 def is_unavailable(exc: BaseException) -> bool:
     """True for errors worth a retry (AuthenticationError subclasses ConnectionError: not one)."""
     return isinstance(exc, UNAVAILABLE) and not isinstance(exc, REFUSED)
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Redis refused a write for lack of memory (counted by the roles: `bgai_redis_oom_errors`)."""
+    return isinstance(exc, redis.exceptions.OutOfMemoryError)
 
 
 def connect(cfg: RedisConfig) -> redis.Redis:

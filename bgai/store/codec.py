@@ -53,6 +53,11 @@ EPISODE_FORMAT = 3  # 3: rows carry their value target
 MAX_EXPANDED = 64 * 2**20  # refuse to inflate an episode past this (a corrupt or hostile blob)
 MAX_ROW_PLAYS = MAX_PLAYS  # the most plays a row holds (movegen.max_plays is held below it)
 MAX_EPISODE_BYTES = 4 * 2**20  # refuse to store a compressed episode past this (the push script too)
+# The most compressed bytes per row an episode may average when stored (honest ones: ~70), plus
+# a fixed slack for its header and zstd frame: the push script refuses anything larger, so the
+# buffer's capacity in positions bounds its Redis memory (`bgai.store.budget`).
+MAX_STORED_ROW_BYTES = 1024
+STORED_EPISODE_SLACK = 256
 MAGIC_E = b"BGEP"
 _EP_HEADER = struct.Struct("<4sBbHIf")  # magic, format, result, rows, model version, surprise
 EP_HEADER_SIZE = _EP_HEADER.size  # 16
@@ -235,6 +240,11 @@ def read_episode_header(blob: bytes) -> EpisodeHeader:
     if fmt != EPISODE_FORMAT:
         raise IncompatibleError(f"episode format {fmt}, this bgai reads {EPISODE_FORMAT}")
     return EpisodeHeader(result, rows, version, surprise)
+
+
+def stored_bound(rows: int) -> int:
+    """The most bytes an encoded episode of `rows` rows may take in the buffer."""
+    return min(MAX_EPISODE_BYTES, STORED_EPISODE_SLACK + rows * MAX_STORED_ROW_BYTES)
 
 
 _ZSTD = threading.local()  # one decompressor per thread (they are reusable, not thread-safe)

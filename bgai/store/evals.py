@@ -23,6 +23,11 @@ skips that version instead of taking the same slice again in a loop.
 once: a slice finished twice (re-issued while its first owner was merely slow) counts once, so
 a version's totals are exactly the games of its slices. Slices are counters and small hashes,
 not a queue: nothing grows with time, and everything of a version expires after a day.
+
+Every key is the current run's (`eval:{run}:...`, keys.py): each script first checks that the
+run it was given is still the one `run:id` names, before it writes anything, so a slice claimed
+before `bgai-runs start` or `resume` never counts in the next run (`add_slice` answers -1).
+`add_slice` also checks the sums are whole numbers before its first write.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from typing import cast
 
 import redis
 
-from bgai.store.keys import Keys
+from bgai.store import runstate
+from bgai.store.keys import NO_RUN, EvalKeys, Keys
 
 RESULT_TTL_S = 86_400
 KEEP_VERSIONS = 100
@@ -62,6 +68,8 @@ _CLAIM = (
     _LIB
     + """
 local target_k, versions_k, open_k = KEYS[1], KEYS[2], KEYS[3]
+-- the caller's run is no longer the fleet's: nothing to hand out (and nothing written)
+if (redis.call('GET', ARGV[16]) or ARGV[18]) ~= ARGV[17] then return false end
 -- read-only keys go by name (an ACL user reading the model may not write it; declared keys
 -- count as written)
 local version_k, weights_k = ARGV[13], ARGV[14]
@@ -134,6 +142,7 @@ return take(v, 0, games, slice)
 )
 
 _RELEASE = """
+if (redis.call('GET', ARGV[3]) or ARGV[5]) ~= ARGV[4] then return 0 end  -- another run's slice
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], '=free')
 redis.call('HINCRBY', KEYS[1], 'released', 1)
@@ -142,7 +151,17 @@ return 1
 
 _ADD = """
 local slices_k, results_k, open_k = KEYS[1], KEYS[2], KEYS[3]
-local idx, version, ttl, sums = ARGV[1], ARGV[2], tonumber(ARGV[3]), cjson.decode(ARGV[4])
+local idx, version, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+-- checks before the first write: the slice's run is the fleet's, and the sums are whole numbers
+if (redis.call('GET', ARGV[5]) or ARGV[7]) ~= ARGV[6] then return -1 end
+local ok, sums = pcall(cjson.decode, ARGV[4])
+if not ok or type(sums) ~= 'table' then return redis.error_reply('eval sums: not a JSON object') end
+for opp, s in pairs(sums) do
+  if type(s) ~= 'table' then return redis.error_reply('eval sums: not an object per opponent') end
+  for f, n in pairs(s) do
+    if type(n) ~= 'number' or n ~= math.floor(n) then return redis.error_reply('eval sums: not whole') end
+  end
+end
 if redis.call('HGET', slices_k, idx) == '=done' then return -1 end
 redis.call('HSET', slices_k, idx, '=done')
 local done = redis.call('HINCRBY', slices_k, 'd', 1)
@@ -163,6 +182,7 @@ class Claim:
     games: int  # games of this slice (per opponent)
     blob: bytes | None  # the version's weights, unless the caller already has this version
     slices: int = 1  # slices of this version in all
+    run: str = NO_RUN  # the run it was claimed in (its eval keys; a slice of a run left is void)
 
 
 def claim(
@@ -177,20 +197,23 @@ def claim(
 ) -> Claim | None:
     """The next slice to play for `owner` (the process's `<worker id>:<nonce>` token, whose
     registry record must name it for the slice to stay its own), or None when there is nothing to
-    evaluate now. No slice of a version in `skip` (versions this worker refused) is handed out."""
+    evaluate now. No slice of a version in `skip` (versions this worker refused) is handed out.
+    The slice belongs to the current run's evaluation (`Claim.run`)."""
+    run = runstate.namespace(r, keys)
+    ek = keys.eval(run)
     got = r.eval(
         _CLAIM,
         3,
-        keys.eval_target,
-        keys.eval_versions,
-        keys.eval_open,
+        ek.target,
+        ek.versions,
+        ek.open,
         every,
         games,
         slice_games,
         RESULT_TTL_S,
-        keys.eval_claims_prefix,
-        keys.eval_slices_prefix,
-        keys.eval_weights_prefix,
+        ek.claims_prefix,
+        ek.slices_prefix,
+        ek.weights_prefix,
         -1 if have is None else have,
         KEEP_VERSIONS,
         KEEP_WEIGHTS,
@@ -199,19 +222,23 @@ def claim(
         keys.model_version,
         keys.model_weights,
         ",".join(str(int(v)) for v in skip),
+        keys.run_id,
+        run,
+        NO_RUN,
     )
     if not got:
         return None
     version, index, total, size = (int(x) for x in got[:4])
     blob = got[4]
     n = min(size, total - index * size)
-    return Claim(version, index, n, blob or None, -(-total // size))
+    return Claim(version, index, n, blob or None, -(-total // size), run)
 
 
 def release(r: redis.Redis, keys: Keys, got: Claim, owner: str) -> bool:
     """Give back a claimed slice `owner` cannot play: the next claim by any other worker takes
-    it. False if the slice is no longer this process's (re-issued, or already counted)."""
-    return bool(r.eval(_RELEASE, 1, keys.eval_slices(got.version), got.slice_index, owner))
+    it. False if the slice is no longer this process's (re-issued, counted, or of a run left)."""
+    sk = keys.eval(got.run).slices(got.version)
+    return bool(r.eval(_RELEASE, 1, sk, got.slice_index, owner, keys.run_id, got.run, NO_RUN))
 
 
 def slice_sums(points: list[int]) -> dict[str, int]:
@@ -229,64 +256,78 @@ def slice_sums(points: list[int]) -> dict[str, int]:
 def add_slice(r: redis.Redis, keys: Keys, got: Claim, points: dict[str, list[int]]) -> int:
     """Count one finished slice ({opponent: points per game}) once; returns the version's
     finished slices now (== `got.slices` for the adder that completes it), or -1 if this slice
-    was already counted."""
+    was already counted or its run is no longer the fleet's (it counts nowhere)."""
     sums = {opp: slice_sums(p) for opp, p in points.items()}
+    ek = keys.eval(got.run)
     return int(
         r.eval(
             _ADD,
             3,
-            keys.eval_slices(got.version),
-            keys.eval_results(got.version),
-            keys.eval_open,
+            ek.slices(got.version),
+            ek.results(got.version),
+            ek.open,
             got.slice_index,
             got.version,
             RESULT_TTL_S,
             json.dumps(sums),
+            keys.run_id,
+            got.run,
+            NO_RUN,
         )
     )
 
 
-def reissued(r: redis.Redis, keys: Keys, version: int) -> int:
+def _of(r: redis.Redis, keys: Keys, run: str | None) -> EvalKeys:
+    """The eval keys of `run` (None: the current run)."""
+    return keys.eval(run if run is not None else runstate.namespace(r, keys))
+
+
+def reissued(r: redis.Redis, keys: Keys, version: int, run: str | None = None) -> int:
     """How many slices of `version` were handed out again after their owner died."""
-    return int(r.hget(keys.eval_slices(version), "reissued") or 0)
+    return int(r.hget(_of(r, keys, run).slices(version), "reissued") or 0)
 
 
-def past_weights(r: redis.Redis, keys: Keys, version: int) -> tuple[int, bytes] | None:
+def past_weights(
+    r: redis.Redis, keys: Keys, version: int, run: str | None = None
+) -> tuple[int, bytes] | None:
     """The newest evaluated version <= `version` whose weights are still kept, with them."""
-    found = cast(list[bytes], r.zrevrangebyscore(keys.eval_versions, version, "-inf", 0, KEEP_WEIGHTS))
+    ek = _of(r, keys, run)
+    found = cast(list[bytes], r.zrevrangebyscore(ek.versions, version, "-inf", 0, KEEP_WEIGHTS))
     for v in (int(x) for x in found):
-        blob = cast(bytes | None, r.get(keys.eval_weights(v)))
+        blob = cast(bytes | None, r.get(ek.weights(v)))
         if blob is not None:
             return v, blob
     return None
 
 
-def clear(r: redis.Redis, keys: Keys) -> int:
-    """Forget every eval target, claim and result (a new run); returns keys removed."""
-    found = list(r.scan_iter(match=keys.eval_pattern, count=1000))
-    return int(r.unlink(*found)) if found else 0
+def clear(r: redis.Redis, keys: Keys, run: str | None = None) -> int:
+    """Forget one run's eval targets, claims and results; returns keys removed."""
+    return runstate.unlink_matching(r, _of(r, keys, run).root + "*")
 
 
-def results(r: redis.Redis, keys: Keys, limit: int = 10) -> dict[int, dict[str, dict[str, int]]]:
-    """{version: {opponent: sums (SUM_FIELDS)}}, newest first."""
-    versions = [int(v) for v in cast(list[bytes], r.zrevrange(keys.eval_versions, 0, limit - 1))]
+def results(
+    r: redis.Redis, keys: Keys, limit: int = 10, run: str | None = None
+) -> dict[int, dict[str, dict[str, int]]]:
+    """{version: {opponent: sums (SUM_FIELDS)}} of a run (default: the current one), newest first."""
+    run = run if run is not None else runstate.namespace(r, keys)
+    versions = [int(v) for v in cast(list[bytes], r.zrevrange(keys.eval(run).versions, 0, limit - 1))]
     out: dict[int, dict[str, dict[str, int]]] = {}
     for v in versions:
-        table = results_of(r, keys, v)
+        table = results_of(r, keys, v, run)
         if table:
             out[v] = table
     return out
 
 
-def results_of(r: redis.Redis, keys: Keys, version: int) -> dict[str, dict[str, int]]:
+def results_of(r: redis.Redis, keys: Keys, version: int, run: str | None = None) -> dict[str, dict[str, int]]:
     """{opponent: sums (SUM_FIELDS)} of one version."""
     table: dict[str, dict[str, int]] = {}
-    for field, value in r.hgetall(keys.eval_results(version)).items():
+    for field, value in r.hgetall(_of(r, keys, run).results(version)).items():
         opp, _, name = (field.decode() if isinstance(field, bytes) else field).rpartition(":")
         table.setdefault(opp, {})[name] = int(value)
     return table
 
 
-def target(r: redis.Redis, keys: Keys) -> dict[str, int] | None:
-    raw = r.get(keys.eval_target)
+def target(r: redis.Redis, keys: Keys, run: str | None = None) -> dict[str, int] | None:
+    raw = r.get(_of(r, keys, run).target)
     return None if raw is None else json.loads(raw)

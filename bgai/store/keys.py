@@ -20,37 +20,44 @@ two prefixes. Writers and readers name roles: coordinator (C), game worker (G), 
 |                              |        |       |           |           | last_unit_s, metrics_host, owner, |
 |                              |        |       |           |           | unit_age_s (extra); alive while   |
 |                              |        |       |           |           | the key exists (Redis's clock)    |
-| P:workers:index              | set    | -     | each role | C S       | ids ever registered and not yet   |
-|                              |        |       | C (reaps) |           | reaped (the TTL key is the truth) |
-| P:buffer:episodes            | list   | -     | G (push)  | T         | episode ids, oldest first         |
-|                              |        |       | T (evict) |           |                                   |
-| P:buffer:episode:{id}        | string | -     | G         | T         | one whole episode (episode codec) |
-| P:buffer:stats               | string | -     | G         | T S       | JSON {size, episodes, oldest,     |
+|                              |        |       |           |           | id: `<host>:<role>[:n]`; a game or|
+|                              |        |       |           |           | eval worker's ACL user writes only|
+|                              |        |       |           |           | `workers:<its host>:*` (acl.py)   |
+| P:workers:index              | set    | -     | C         | C         | ids the coordinator saw (to tell  |
+|                              |        |       |           |           | who went); no worker writes it    |
+| P:buffer:{run}:episodes      | list   | -     | G (push)  | T         | episode ids, oldest first         |
+| P:buffer:{run}:episode:{id}  | string | -     | G         | T         | one whole episode (episode codec) |
+| P:buffer:{run}:stats         | string | -     | G         | T S       | JSON {size, episodes, oldest,     |
 |                              |        |       |           |           | newest, capacity, pushed_*,       |
-|                              |        |       |           |           | evicted_episodes}                 |
-| P:buffer:meta                | string | -     | G         | T         | ring of 4-byte slots (id % slots):|
-|                              |        |       |           |           | u16 length, u16 surprise x 1e4    |
-| P:buffer:next_id             | string | -     | G         | -         | int, last episode id given out    |
-| P:buffer:sources             | hash   | -     | G         | G         | game worker process -> highest    |
+|                              |        |       |           |           | evicted_*, repaired}              |
+| P:buffer:{run}:next_id       | string | -     | G         | -         | int, last episode id given out    |
+| P:buffer:{run}:sources       | hash   | -     | G         | G         | game worker process -> highest    |
 |                              |        |       |           |           | episode seq pushed (dedup)        |
 | P:metrics:targets            | string | -     | C         | S, Prom.  | JSON [{host, port, labels}]       |
 | P:trainer:lock               | string | 30 s  | T         | T S       | holder's owner token (one trainer)|
-| P:eval:target                | string | -     | E         | E S       | JSON {version, games, slice}      |
+| P:eval:{run}:target          | string | -     | E         | E S       | JSON {version, games, slice}      |
 |                              |        |       |           |           | the version being evaluated       |
-| P:eval:weights:{v}           | string | 1 day | E         | E         | weights blob of evaluated v (the  |
+| P:eval:{run}:weights:{v}     | string | 1 day | E         | E         | weights blob of evaluated v (the  |
 |                              |        |       |           |           | newest 16, and unfinished ones);  |
 |                              |        |       |           |           | TTL refreshed with its slices     |
-| P:eval:claims:{v}            | string | 1 day | E         | E         | int, game slices handed out of v  |
-| P:eval:slices:{v}            | hash   | 1 day | E         | E         | slice index -> owner token,       |
+| P:eval:{run}:claims:{v}      | string | 1 day | E         | E         | int, game slices handed out of v  |
+| P:eval:{run}:slices:{v}      | hash   | 1 day | E         | E         | slice index -> owner token,       |
 |                              |        |       |           |           | `=free` (released) or `=done`;    |
 |                              |        |       |           |           | g, s (games, slice size), d       |
 |                              |        |       |           |           | (done), reissued, released        |
-| P:eval:open                  | zset   | -     | E         | E         | versions with unfinished slices   |
-| P:eval:results:{v}           | hash   | 1 day | E         | S         | {opp}:{games,wins,points,sq,      |
+| P:eval:{run}:open            | zset   | -     | E         | E         | versions with unfinished slices   |
+| P:eval:{run}:results:{v}     | hash   | 1 day | E         | S         | {opp}:{games,wins,points,sq,      |
 |                              |        |       |           |           | w1,w2,w3,l1,l2,l3} (w2: gammon    |
 |                              |        |       |           |           | wins, l3: backgammon losses...)   |
-| P:eval:versions              | zset   | -     | E         | S         | evaluated versions (score = v),   |
+| P:eval:{run}:versions        | zset   | -     | E         | S         | evaluated versions (score = v),   |
 |                              |        |       |           |           | trimmed to the newest 100         |
+
+Buffer and eval keys belong to one run: `{run}` is the run id (`P:run:id`), or `-` when Redis
+names none. Every script that writes them first checks that its run is still the one `P:run:id`
+names, in the same atomic step, so nothing is ever written under a run other than the current
+one: switching runs is one write of `P:run:id`, and the runs left behind are frozen and can be
+deleted at leisure (`bgai-runs start`/`resume`), racing nobody. A run id is letters, digits,
+`_`, `.` and `-` (MLflow's are hex).
 
 Episode ids are consecutive integers, so the live ids are exactly `oldest..newest` (stats).
 
@@ -62,9 +69,19 @@ token is re-issued.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "bgai"
+NO_RUN = "-"  # the run namespace used while Redis names no run (`P:run:id` unset)
+_RUN_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+
+def check_run_id(run_id: str) -> str:
+    """`run_id` if it can name a key namespace (no `:`, no glob characters); ValueError if not."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise ValueError(f"invalid run id {str(run_id)[:40]!r} (letters, digits, _ . - only)")
+    return run_id
 
 
 @dataclass(frozen=True)
@@ -110,39 +127,15 @@ class Keys:
     def workers_index(self) -> str:
         return self._k("workers", "index")
 
-    # buffer
-    @property
-    def buffer_episodes(self) -> str:
-        return self._k("buffer", "episodes")
+    # buffer and eval: one namespace per run
+    def buffer(self, run_id: str) -> BufferKeys:
+        """The replay buffer keys of `run_id` (NO_RUN when Redis names no run)."""
+        return BufferKeys(self._k("buffer", check_run_id(run_id), ""))
 
     @property
-    def buffer_episode_prefix(self) -> str:
-        """`episode(id)` is this string followed by the id (the Lua scripts build it so)."""
-        return self._k("buffer", "episode", "")
-
-    def buffer_episode(self, episode_id: int) -> str:
-        return self._k("buffer", "episode", episode_id)
-
-    @property
-    def buffer_pattern(self) -> str:
-        """SCAN pattern matching every buffer key."""
-        return self._k("buffer", "*")
-
-    @property
-    def buffer_stats(self) -> str:
-        return self._k("buffer", "stats")
-
-    @property
-    def buffer_meta(self) -> str:
-        return self._k("buffer", "meta")
-
-    @property
-    def buffer_next_id(self) -> str:
-        return self._k("buffer", "next_id")
-
-    @property
-    def buffer_sources(self) -> str:
-        return self._k("buffer", "sources")
+    def buffer_root(self) -> str:
+        """Every run's buffer keys start with this string (SCAN patterns, cleanup)."""
+        return self._k("buffer", "")
 
     # metrics
     @property
@@ -155,50 +148,97 @@ class Keys:
         return self._k("trainer", "lock")
 
     # eval
-    @property
-    def eval_target(self) -> str:
-        return self._k("eval", "target")
+    def eval(self, run_id: str) -> EvalKeys:
+        """The fleet evaluation keys of `run_id` (NO_RUN when Redis names no run)."""
+        return EvalKeys(self._k("eval", check_run_id(run_id), ""))
 
     @property
-    def eval_weights_prefix(self) -> str:
-        """`eval_weights(v)` is this string followed by v (the claim script builds it so)."""
-        return self._k("eval", "weights", "")
-
-    def eval_weights(self, version: int) -> str:
-        return self._k("eval", "weights", version)
-
-    @property
-    def eval_slices_prefix(self) -> str:
-        """`eval_slices(v)` is this string followed by v (the claim script builds it so)."""
-        return self._k("eval", "slices", "")
-
-    def eval_slices(self, version: int) -> str:
-        return self._k("eval", "slices", version)
-
-    @property
-    def eval_open(self) -> str:
-        return self._k("eval", "open")
-
-    @property
-    def eval_claims_prefix(self) -> str:
-        """`eval_claims(v)` is this string followed by v (the claim script builds it so)."""
-        return self._k("eval", "claims", "")
-
-    def eval_claims(self, version: int) -> str:
-        return self._k("eval", "claims", version)
-
-    def eval_results(self, version: int) -> str:
-        return self._k("eval", "results", version)
-
-    @property
-    def eval_versions(self) -> str:
-        return self._k("eval", "versions")
-
-    @property
-    def eval_pattern(self) -> str:
-        """SCAN pattern matching every eval key."""
-        return self._k("eval", "*")
+    def eval_root(self) -> str:
+        """Every run's eval keys start with this string (SCAN patterns, cleanup)."""
+        return self._k("eval", "")
 
     def all_patterns(self) -> list[str]:
         """SCAN patterns covering every key of this prefix (for cleanup)."""
         return [self._k("*")]
+
+
+@dataclass(frozen=True)
+class BufferKeys:
+    """One run's replay buffer, `P:buffer:{run}:...` (`root` ends with the `:`)."""
+
+    root: str
+
+    @property
+    def episodes(self) -> str:
+        return self.root + "episodes"
+
+    @property
+    def episode_prefix(self) -> str:
+        """`episode(id)` is this string followed by the id (the push script builds it so)."""
+        return self.root + "episode:"
+
+    def episode(self, episode_id: int) -> str:
+        return f"{self.episode_prefix}{episode_id}"
+
+    @property
+    def stats(self) -> str:
+        return self.root + "stats"
+
+    @property
+    def next_id(self) -> str:
+        return self.root + "next_id"
+
+    @property
+    def sources(self) -> str:
+        return self.root + "sources"
+
+    @property
+    def pattern(self) -> str:
+        """SCAN pattern matching every key of this run's buffer."""
+        return self.root + "*"
+
+
+@dataclass(frozen=True)
+class EvalKeys:
+    """One run's fleet evaluation, `P:eval:{run}:...` (`root` ends with the `:`)."""
+
+    root: str
+
+    @property
+    def target(self) -> str:
+        return self.root + "target"
+
+    @property
+    def weights_prefix(self) -> str:
+        """`weights(v)` is this string followed by v (the claim script builds it so)."""
+        return self.root + "weights:"
+
+    def weights(self, version: int) -> str:
+        return f"{self.weights_prefix}{version}"
+
+    @property
+    def slices_prefix(self) -> str:
+        """`slices(v)` is this string followed by v (the claim script builds it so)."""
+        return self.root + "slices:"
+
+    def slices(self, version: int) -> str:
+        return f"{self.slices_prefix}{version}"
+
+    @property
+    def open(self) -> str:
+        return self.root + "open"
+
+    @property
+    def claims_prefix(self) -> str:
+        """`claims(v)` is this string followed by v (the claim script builds it so)."""
+        return self.root + "claims:"
+
+    def claims(self, version: int) -> str:
+        return f"{self.claims_prefix}{version}"
+
+    def results(self, version: int) -> str:
+        return f"{self.root}results:{version}"
+
+    @property
+    def versions(self) -> str:
+        return self.root + "versions"

@@ -12,6 +12,10 @@ the caller names (`replace`: a dead predecessor it watched), so two processes wi
 are never both registered: the second is told who holds the id (`Taken`). Deregistering removes
 only one's own record.
 
+Records are found by SCAN (`workers:*`): a worker writes its own key and nothing else (per host
+ACL users, store/acl.py). `workers:index` is the coordinator's own memory of the ids it saw, so
+`reap` can report who went; no worker writes it.
+
 A heartbeat also carries the age of the unit of work in progress (`unit_age_s`: two readings of
 the worker's own clock, so skew cancels); past `head.stall_after_s` the worker is `stalled`.
 """
@@ -98,14 +102,12 @@ return 0
 def heartbeat(
     r: redis.Redis, keys: Keys, info: WorkerInfo, ttl_s: float, replace: bytes = b""
 ) -> Taken | None:
-    """Write the worker's record with a fresh TTL and index it, in one round trip; `Taken` (and
-    nothing written) when another live process's record holds the id, unless it is `replace`."""
-    with r.pipeline(transaction=True) as pipe:
-        pipe.eval(
-            _BEAT, 1, keys.worker(info.worker_id), info.to_json(), info.owner, int(ttl_s * 1000), replace
-        )
-        pipe.sadd(keys.workers_index, info.worker_id)
-        got = pipe.execute()[0]
+    """Write the worker's record with a fresh TTL (its own key only: a worker's ACL user may write
+    no other); `Taken` (and nothing written) when another live process's record holds the id,
+    unless it is `replace`."""
+    got = r.eval(
+        _BEAT, 1, keys.worker(info.worker_id), info.to_json(), info.owner, int(ttl_s * 1000), replace
+    )
     return Taken.of(got[0], got[1]) if isinstance(got, list) else None
 
 
@@ -120,10 +122,7 @@ def holder(r: redis.Redis, keys: Keys, worker_id: str) -> Taken | None:
 
 def deregister(r: redis.Redis, keys: Keys, worker_id: str, owner: str = "") -> None:
     """Remove `worker_id`'s record (only if `owner` wrote it, when `owner` is given)."""
-    with r.pipeline(transaction=True) as pipe:
-        pipe.eval(_DEREGISTER, 1, keys.worker(worker_id), owner)
-        pipe.srem(keys.workers_index, worker_id)
-        pipe.execute()
+    r.eval(_DEREGISTER, 1, keys.worker(worker_id), owner)
 
 
 def _loads(raw: bytes | str) -> dict[str, Any] | None:
@@ -134,13 +133,20 @@ def _loads(raw: bytes | str) -> dict[str, Any] | None:
     return rec if isinstance(rec, dict) else None
 
 
+def registered(r: redis.Redis, keys: Keys) -> list[str]:
+    """The ids of every record there is now (SCAN `workers:*`), sorted."""
+    root = keys.worker("")
+    found = (k.decode() if isinstance(k, bytes) else k for k in r.scan_iter(match=root + "*", count=5000))
+    return sorted(k[len(root) :] for k in found if k != keys.workers_index)
+
+
 def list_workers(r: redis.Redis, keys: Keys) -> dict[str, dict[str, Any] | None]:
-    """{id: record or None (key expired, or unreadable)} for every indexed worker."""
-    ids = sorted(m.decode() if isinstance(m, bytes) else m for m in r.smembers(keys.workers_index))
+    """{id: record, or None if unreadable} for every record there is (gone ones: not listed)."""
+    ids = registered(r, keys)
     if not ids:
         return {}
     raws = r.mget([keys.worker(i) for i in ids])
-    return {i: None if raw is None else _loads(raw) for i, raw in zip(ids, raws, strict=True)}
+    return {i: _loads(raw) for i, raw in zip(ids, raws, strict=True) if raw is not None}
 
 
 def is_alive(record: dict[str, Any] | None) -> bool:
@@ -170,16 +176,21 @@ def stalled(unit_age_s: object, stall_after_s: float) -> bool:
 
 def reap(r: redis.Redis, keys: Keys) -> list[str]:
     """Forget workers whose key expired (Redis's clock) or holds no readable record; returns
-    them. Only an unreadable record is deleted: an expired one is already gone, and deleting by
-    id could remove a record its worker wrote again meanwhile."""
-    ids = sorted(m.decode() if isinstance(m, bytes) else m for m in r.smembers(keys.workers_index))
+    them (the coordinator's: `workers:index` is its own memory of the ids it saw, which no worker
+    writes; the records are found by SCAN). Only an unreadable record is deleted: an expired one
+    is already gone, and deleting by id could remove a record its worker wrote again meanwhile."""
+    seen = {m.decode() if isinstance(m, bytes) else m for m in r.smembers(keys.workers_index)}
+    ids = sorted(seen | set(registered(r, keys)))
     raws = r.mget([keys.worker(i) for i in ids]) if ids else []
     dead = [(i, raw) for i, raw in zip(ids, raws, strict=True) if raw is None or _loads(raw) is None]
-    if dead:
-        with r.pipeline(transaction=True) as pipe:
-            for i, raw in dead:
-                if raw is not None:
-                    pipe.eval(_DELETE_IF, 1, keys.worker(i), raw)
+    live = [i for i, raw in zip(ids, raws, strict=True) if raw is not None and _loads(raw) is not None]
+    with r.pipeline(transaction=True) as pipe:
+        for i, raw in dead:
+            if raw is not None:
+                pipe.eval(_DELETE_IF, 1, keys.worker(i), raw)
+        if dead:
             pipe.srem(keys.workers_index, *[i for i, _ in dead])
-            pipe.execute()
+        if live:
+            pipe.sadd(keys.workers_index, *live)
+        pipe.execute()
     return [i for i, _ in dead]

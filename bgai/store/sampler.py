@@ -1,11 +1,13 @@
 """Sampling the Redis replay buffer through a local mirror of its live episodes.
 
 The trainer keeps a copy of every live episode in one byte arena, so a sample never waits on
-thousands of reads. `refresh()` costs one GET of the stats plus one MGET per 256 episodes pushed
-since the last refresh (each episode crosses the network once), and drops the episodes Redis
-evicted. A position table maps every live position to its row's offset in the arena; the live
-positions are one contiguous range of it, because episode ids are consecutive and evicted oldest
-first. Draws:
+thousands of reads. `refresh()` costs a GET of the run id and one of its buffer's stats, plus one
+MGET per 256 episodes pushed since the last refresh (each episode crosses the network once), and
+drops the episodes Redis evicted; a new run's buffer starts the mirror over. Stats that cannot be
+true are a skip, never a crash or an endless fetch (the id range is at most `capacity + 1` long),
+and a blob larger than its row count allows is left out like any corrupt episode. A position
+table maps every live position to its row's offset in the arena; the live positions are one
+contiguous range of it, because episode ids are consecutive and evicted oldest first. Draws:
 - uniform: a position index over the whole live range: every stored position equally likely;
 - surprise (`surprise_fraction` of a draw): episodes with probability proportional to their
   surprise (how wrong the value head was about their outcome), then a uniform row.
@@ -19,8 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from bgai.errors import BgaiError
-from bgai.store.codec import EP_HEADER_SIZE, decode_rows, expand_episode, read_episode_header
+from bgai.errors import BgaiError, CorruptDataError
+from bgai.store.codec import (
+    EP_HEADER_SIZE,
+    decode_rows,
+    expand_episode,
+    read_episode_header,
+    stored_bound,
+)
 from bgai.store.replay import ReplayStore
 
 log = logging.getLogger(__name__)
@@ -61,6 +69,9 @@ class ReplayMirror:
         self.store = store
         self.max_plays = max_plays
         self.skipped = 0  # corrupt or foreign episodes left out
+        self.bad_stats = 0  # refreshes skipped because the buffer's stats were impossible
+        self._bad_reason = ""
+        self.run: str | None = None  # the run whose buffer is mirrored
         self._reset()
 
     def _reset(self) -> None:
@@ -80,12 +91,27 @@ class ReplayMirror:
         return self.pos_start.used - self.pos_front
 
     def refresh(self) -> dict[str, Any]:
-        """Catch up with Redis: drop evicted episodes, fetch new ones; returns the stats."""
-        st = self.store.stats()
-        if not st.get("episodes"):
-            self._reset()
-            return st
-        oldest, newest = int(st["oldest"]), int(st["newest"])
+        """Catch up with Redis: drop evicted episodes, fetch new ones; returns the stats.
+
+        Stats that cannot be true (not JSON, not whole numbers, an id range longer than the
+        capacity allows or disagreeing with the episode count: a hand or a hostile writer) are
+        a skip: logged once per reason, counted in `bad_stats`, and the mirror stays as it was.
+        """
+        try:
+            run, st = self.store.read_stats()
+        except CorruptDataError as exc:
+            self.bad_stats += 1
+            if str(exc) != self._bad_reason:
+                log.warning("replay buffer skipped: %s", exc)
+                self._bad_reason = str(exc)
+            return {"size": self.size, "episodes": 0, "invalid": str(exc)}
+        self._bad_reason = ""
+        if run != self.run or not st.episodes:
+            self._reset()  # another run's buffer, or an empty one
+            self.run = run
+            if not st.episodes:
+                return st.as_dict()
+        oldest, newest = st.oldest, st.newest
         next_id = self.first_id + self.ep_len.used
         if self.ep_len.used == 0 or next_id > newest + 1 or next_id < oldest:
             self._reset()  # first refresh, a cleared buffer, or everything we had is gone
@@ -93,15 +119,18 @@ class ReplayMirror:
         self._drop_before(oldest)
         for lo in range(next_id, newest + 1, FETCH_BATCH):
             ids = list(range(lo, min(lo + FETCH_BATCH, newest + 1)))
-            self._append(ids, self.store.episodes(ids))
+            self._append(ids, self.store.episodes(ids, run))
         self._drop_before(oldest)
         self._compact()
-        return st
+        return st.as_dict()
 
     def _expand(self, episode_id: int, blob: bytes | None) -> bytes | None:
         if blob is None:  # evicted between the stats read and the MGET
             return None
         try:
+            rows = read_episode_header(blob).rows
+            if len(blob) > stored_bound(rows):  # written past the push script (a hostile writer)
+                raise CorruptDataError(f"{len(blob)} bytes for {rows} rows (at most {stored_bound(rows)})")
             return expand_episode(blob)
         except BgaiError as exc:  # a bad blob is skipped, never fatal to the trainer
             log.warning("skipping replay episode %d: %s", episode_id, exc)

@@ -71,11 +71,7 @@ class Spool:
     def sync(self) -> None:
         """Number new episodes above the last one Redis took from this source (call once, with
         Redis reachable, before the first `add`)."""
-        raw = self.replay.r.hget(self.replay.keys.buffer_sources, self.source)
-        try:
-            last = int(raw) if raw is not None else -1
-        except ValueError:  # not written by the push script: number on from what we have
-            last = -1
+        last = self.replay.last_seq(self.source)
         self.next_seq = max(self.next_seq, last + 1)
         self.synced = True
 
@@ -115,8 +111,11 @@ class Spool:
         try:
             while self.items:
                 batch = self._next_batch()
-                ids = self.replay.push_many(
-                    [it.blob for it in batch], source=batch[0].source, seqs=[it.seq for it in batch]
+                ids = self.replay.push_many(  # an episode of a run the fleet left is not stored
+                    [it.blob for it in batch],
+                    source=batch[0].source,
+                    seqs=[it.seq for it in batch],
+                    run_id=batch[0].run or None,
                 )
                 for _ in batch:
                     self.items.popleft()

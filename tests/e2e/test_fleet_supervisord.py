@@ -27,9 +27,12 @@ from dashboards import panel_queries
 from prometheus_api import PromAPI, has_gpu
 from redis_server import free_port, redis_binary
 
+from bgai.config import load_config
 from bgai.obs.metrics import GPU_METRICS, declared_metrics
 from bgai.obs.tracking import Tracker
-from bgai.store.acl import ROLES, ensure_secrets, env_name, write_password_files
+from bgai.store import evals, registry
+from bgai.store.acl import ROLES, ensure_secrets, env_name, host_passwords, local_host, write_password_files
+from bgai.store.budget import redis_maxmemory
 from bgai.store.keys import Keys
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,10 +84,11 @@ def fleet(tmp_path: Path) -> Iterator[tuple[dict[str, str], redis.Redis]]:
         # the eval worker also plays Debian's GNU Backgammon (a gnubg child process)
         "BGAI_EVAL__OPPONENTS": f"[{', '.join(OPPONENTS)}]",
     }
+    env["BGAI_REDIS_MAXMEMORY"] = str(redis_maxmemory(load_config(env["BGAI_CONFIG"], env=env)))
     # one Redis ACL user per role, as scripts/fleet-local sets them up: each program reads its own
     # password file, and supervisord's environment holds none; the test's own commands are admin
     secrets = ensure_secrets(run_dir / "secrets.env", run_dir / "users.acl", KEYS)
-    write_password_files(run_dir / "secrets", secrets)
+    write_password_files(run_dir / "secrets", host_passwords(secrets, local_host()))  # game@, eval@ this host
     env.update({"BGAI_SECRETS_DIR": str(run_dir / "secrets"), "BGAI_TRACKING_PASSWORD_FILE": ""})
     subprocess.run([BIN / "supervisord", "-c", CONF], env=env, check=True)
     env.update({env_name(role): pw for role, pw in secrets.items()})
@@ -148,11 +152,9 @@ def scrape(port: int) -> str:
 
 def registry_types(r: redis.Redis) -> set[str]:
     try:
-        ids = [m.decode() for m in r.smembers(KEYS.workers_index)]
-        raws = [r.get(KEYS.worker(i)) for i in ids]
+        return set(registry.list_workers(r, KEYS))
     except redis.ConnectionError:
         return set()
-    return {i for i, raw in zip(ids, raws, strict=True) if raw is not None}
 
 
 def version(r: redis.Redis) -> int:
@@ -211,10 +213,7 @@ def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, st
     wait_for("model version >= 3", lambda: version(r) >= 3, 600)
     wait_for(
         "an eval result",
-        lambda: (
-            bool(r.zrange(KEYS.eval_versions, 0, -1))
-            and any(r.hgetall(KEYS.eval_results(int(v))) for v in r.zrange(KEYS.eval_versions, 0, -1))
-        ),
+        lambda: bool(evals.results(r, KEYS)),
         600,
     )
     wait_for("every program in the registry", lambda: registry_types(r) >= expected, 120)

@@ -125,12 +125,12 @@ def test_a_worker_that_refuses_a_version_releases_its_slice_and_skips_it(
         assert "IncompatibleError" in caplog.text
         for _ in range(3):  # it never takes version v's slices again (no tight loop)
             assert e1.run_once().idle_s > 0
-        owners = r.hgetall(keys.eval_slices(v))
+        owners = r.hgetall(keys.eval("run-a").slices(v))
         assert b"test:e1" not in owners.values(), owners
         # the other worker takes the released slice and finishes the version
         played = [e2.run_once().summary for _ in range(cfg.eval.games // cfg.eval.slice_games)]
         assert all(f"version {v} slice" in s for s in played), played
         assert all(t["games"] == cfg.eval.games for t in evals.results_of(r, keys, v).values())
-        assert r.zscore(keys.eval_open, v) is None
+        assert r.zscore(keys.eval("run-a").open, v) is None
     finally:
         e1.follower.model_hash = model_hash(cfg)

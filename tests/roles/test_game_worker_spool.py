@@ -21,6 +21,7 @@ import jax
 import pytest
 import redis
 from redis_server import free_port, redis_server
+from synthetic_episodes import make_episode
 
 from bgai.config import Config, config_hash, load_config, model_hash
 from bgai.core.network import BgNet, init_params
@@ -28,7 +29,7 @@ from bgai.roles.game_worker import GameWorker
 from bgai.roles.identity import Identity
 from bgai.store import runstate, weights
 from bgai.store.client import connect
-from bgai.store.codec import encode_weights, read_episode_header
+from bgai.store.codec import encode_episode, encode_weights, read_episode_header
 from bgai.store.disk_spool import Spooled, decode_file, worker_dir
 from bgai.store.keys import Keys
 from bgai.store.replay import ReplayStore
@@ -139,20 +140,10 @@ def test_outage_spools_then_pushes_each_episode_once(
         headers = [read_episode_header(b) for b in replay.episodes(ids) if b is not None]
         assert len(headers) == stats["episodes"]
         # the dedup state survived the restart (append-only file)
-        assert int(r.hget(keys.buffer_sources, gw.spool.source)) == gw.spool.next_seq - 1
-        with pytest.raises(redis.ResponseError, match="refused"):
-            r.evalsha(
-                replay._push.sha,
-                4,
-                *(keys.buffer_episodes, keys.buffer_stats, keys.buffer_next_id, keys.buffer_sources),
-                keys.buffer_episode_prefix,
-                b"x" * (5 * 2**20),
-                1,
-                10,
-                "",
-                -1,
-                4 * 2**20,
-            )
+        assert replay.last_seq(gw.spool.source) == gw.spool.next_seq - 1
+        with pytest.raises(redis.ResponseError, match="refused"):  # the script's own check
+            blob = encode_episode(make_episode(10, 0)) + b"x" * (5 * 2**20)
+            replay.send(blob, 10, None, "", -1, replay.run())
         gw.teardown()
     r.close()
 
@@ -192,7 +183,7 @@ def test_a_warm_stop_while_redis_is_down_keeps_the_spool_for_the_next_start(
         landed = buffer_blobs(replay)
         assert all(landed.count(b) == 1 for b in spooled)
         # one dedup field for the worker, however often it starts (not one per process)
-        assert r.hkeys(keys.buffer_sources) == [gw.spool.source.encode()]
+        assert r.hkeys(replay.buffer_keys().sources) == [gw.spool.source.encode()]
         again.teardown()
     r.close()
 
@@ -250,7 +241,7 @@ def test_episodes_spooled_while_redis_is_down_survive_kill_9(
             digests = [hashlib.sha256(b).hexdigest() for b in landed]
             assert len(set(digests)) == len(digests)  # nothing in the buffer twice
             assert all(landed.count(x.blob) == 1 for x in spooled)  # every spooled one, once
-            assert r.hlen(keys.buffer_sources) == 1  # both processes pushed as one source
+            assert r.hlen(replay.buffer_keys().sources) == 1  # both processes pushed as one source
             again.teardown()
     finally:
         if proc is not None and proc.poll() is None:

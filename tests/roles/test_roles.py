@@ -76,7 +76,7 @@ def test_one_training_cycle(fleet: tuple) -> None:
         if (weights.current_version(r, keys) or 0) >= 2:
             break
     assert weights.current_version(r, keys) >= 2
-    st = json.loads(r.get(keys.buffer_stats))
+    st = json.loads(r.get(keys.buffer(run_id).stats))
     assert st["size"] <= cfg.buffer.capacity_positions and st["pushed_positions"] >= 200
     assert roles["game"].games > 0
     # the game worker picks up the newest version before its next chunk

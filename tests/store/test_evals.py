@@ -8,9 +8,10 @@ import json
 import redis
 
 from bgai.store import evals
-from bgai.store.keys import Keys
+from bgai.store.keys import NO_RUN, Keys
 
 KEYS = Keys("t2")
+EK = KEYS.eval(NO_RUN)  # no run named in Redis
 
 
 def set_model(r: redis.Redis, version: int) -> None:
@@ -80,8 +81,8 @@ def test_two_workers_share_a_version_then_move_on(r: redis.Redis) -> None:
     }
     assert res[3]["random"]["games"] == 10
     assert list(res) == [3]  # v5 has no results yet
-    assert 0 < r.ttl(KEYS.eval_results(3)) <= evals.RESULT_TTL_S
-    assert r.zrange(KEYS.eval_open, 0, -1) == [b"5"]  # 3 is finished, 5 is not
+    assert 0 < r.ttl(EK.results(3)) <= evals.RESULT_TTL_S
+    assert r.zrange(EK.open, 0, -1) == [b"5"]  # 3 is finished, 5 is not
 
 
 def test_a_dead_workers_slice_is_reissued_and_counted_once(r: redis.Redis) -> None:
@@ -108,7 +109,7 @@ def test_a_dead_workers_slice_is_reissued_and_counted_once(r: redis.Redis) -> No
     # b was only slow: its late result for slice 1 is not counted twice
     assert evals.add_slice(r, KEYS, b1, {"pubeval": [3, 3, 3, 3]}) == -1
     assert evals.results_of(r, KEYS, 7)["pubeval"]["games"] == 10
-    assert r.zscore(KEYS.eval_open, 7) is None
+    assert r.zscore(EK.open, 7) is None
     nxt = claim(r, "c", have=7)
     assert nxt and nxt.version == 9
 
@@ -156,19 +157,19 @@ def test_a_refused_slice_is_released_to_another_worker_and_its_version_skipped(r
         done = evals.add_slice(r, KEYS, b, {"pubeval": [1] * b.games})
     assert sorted(seen) == [0, 1, 2] and done == 3  # b took the released slice and finished v5
     assert evals.results_of(r, KEYS, 5)["pubeval"]["games"] == 10
-    assert r.zscore(KEYS.eval_open, 5) is None
+    assert r.zscore(EK.open, 5) is None
 
 
 def test_an_eval_targets_weights_live_as_long_as_its_slices(r: redis.Redis) -> None:
     alive(r, "a", "b")
     set_model(r, 3)
     assert claim(r, "a")
-    r.expire(KEYS.eval_weights(3), 10)  # a day has nearly passed since the target was made
-    r.expire(KEYS.eval_slices(3), 10)
+    r.expire(EK.weights(3), 10)  # a day has nearly passed since the target was made
+    r.expire(EK.slices(3), 10)
     b = claim(r, "b")  # a take refreshes the slices hash and the weights together
     assert b and b.version == 3
-    assert r.ttl(KEYS.eval_slices(3)) > 10 and r.ttl(KEYS.eval_weights(3)) > 10
-    r.expire(KEYS.eval_weights(3), 10)
+    assert r.ttl(EK.slices(3)) > 10 and r.ttl(EK.weights(3)) > 10
+    r.expire(EK.weights(3), 10)
     r.delete(KEYS.worker("a"))  # a dies: its slice re-issued, the weights kept alive with it
     again = claim(r, "b", have=3)
-    assert again and again.slice_index == 0 and r.ttl(KEYS.eval_weights(3)) > 10
+    assert again and again.slice_index == 0 and r.ttl(EK.weights(3)) > 10

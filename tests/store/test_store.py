@@ -14,12 +14,13 @@ from bgai.core.network import BgNet, init_params
 from bgai.errors import CorruptDataError, IncompatibleError, NonFiniteWeightsError
 from bgai.store import codec, runstate, weights
 from bgai.store.codec import decode_rows, decode_weights, encode_episode, encode_weights, episode_rows
-from bgai.store.keys import Keys
+from bgai.store.keys import NO_RUN, Keys
 from bgai.store.lock import TrainerLock
 from bgai.store.replay import ReplayStore
 from bgai.store.sampler import ReplayMirror
 
 KEYS = Keys("t1")
+BUF = KEYS.buffer(NO_RUN)  # no run named in Redis: the buffer of none
 
 
 def small_params(hidden: tuple[int, ...] = (8,)) -> dict:
@@ -50,8 +51,8 @@ def test_a_corrupt_episode_is_skipped_not_fatal(r: redis.Redis, caplog: pytest.L
     mirror = ReplayMirror(store, K)
     eps = [make_episode(30, i) for i in range(3)]
     ids = store.push_many([encode_episode(ep) for ep in eps])
-    good = r.get(KEYS.buffer_episode(ids[1]))
-    r.set(KEYS.buffer_episode(ids[1]), good[:16] + b"garbage" * 10)  # same header, broken body
+    good = r.get(BUF.episode(ids[1]))
+    r.set(BUF.episode(ids[1]), good[:16] + b"garbage" * 10)  # same header, broken body
     with caplog.at_level(logging.WARNING):
         got = mirror.sample(200, np.random.default_rng(0))
     assert mirror.skipped == 1 and f"skipping replay episode {ids[1]}" in caplog.text
@@ -156,9 +157,9 @@ def test_capacity_is_enforced_on_every_push(r: redis.Redis) -> None:
         assert st["size"] <= 500 or st["episodes"] == 1
         live = lengths[st["oldest"] - 1 : st["newest"]]
         assert st["size"] == sum(live) and st["episodes"] == len(live)
-        assert r.llen(KEYS.buffer_episodes) == len(live)
-        assert int(r.lindex(KEYS.buffer_episodes, 0)) == st["oldest"]
-    assert not r.exists(KEYS.buffer_episode(1))  # evicted whole
+        assert r.llen(BUF.episodes) == len(live)
+        assert int(r.lindex(BUF.episodes, 0)) == st["oldest"]
+    assert not r.exists(BUF.episode(1))  # evicted whole
     assert st["pushed_positions"] == sum(lengths)
     assert st["evicted_positions"] == sum(lengths) - st["size"]
 
