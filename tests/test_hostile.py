@@ -38,7 +38,14 @@ Where each case of the list is proven:
 - a worker clock 5 minutes behind or ahead (still live, scraped, its eval slices kept), a second
   process under a live worker's id, e.g. two hosts with one hostname (refused, exit 2; never both
   holding the trainer lock or one eval slice), an unreadable or owner-less registry record:
-  tests/roles/test_liveness.py, tests/store/test_registry.py, tests/store/test_evals.py.
+  tests/roles/test_liveness.py, tests/store/test_registry.py, tests/store/test_evals.py;
+- a publish by a trainer that lost the lock (hung past its TTL), or by anyone without it while a
+  trainer holds it; initial weights offered over an existing version (each refused, nothing
+  written): tests/store/test_publish_fence.py, tests/roles/test_training_worker.py;
+- no checkpoint of the run and Redis's weights missing or of another model (the trainer refuses,
+  exit 2, one line; never fresh weights over the model): tests/roles/test_training_worker.py;
+- a Redis that lost its last writes (the trainer skips the lost version numbers), an unreadable
+  publish record (logged and ignored): tests/roles/test_training_worker.py.
 """
 
 from __future__ import annotations

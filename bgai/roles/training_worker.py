@@ -8,10 +8,19 @@ the replay ratio allows right now, at most up to the next publish: steps are owe
 `checkpoint_every` steps, and on a warm stop, a checkpoint is written to
 `training.checkpoint_dir/{run_id}/` and, with MLflow configured, logged to the run.
 
-The trainer follows the run id in Redis: on a run it has not seen (at start, after
-`bgai-runs start` or `resume`) it starts from fresh weights, or from that run's newest checkpoint
-if it has one. MLflow logging goes through a background queue: a dead MLflow server never stops
-training.
+The trainer follows the run id in Redis. Each time it becomes the run's trainer (its first
+start, a standby taking over, the lock won back, a run it has not seen: `bgai-runs start` or
+`resume`) it catches up in `take_over`, and never publishes fresh weights over a version Redis
+holds: it continues from the run's newest checkpoint, local or (with MLflow configured) fetched
+from the run's artifacts right then; with no checkpoint at all it adopts the weights Redis holds
+for the run (decoded and checked; the optimizer state starts fresh, and it says so); with
+neither, Redis holding no version, from fresh weights published as version 0. A version in
+Redis whose weights are missing or unusable, and no checkpoint: it refuses (exit 2).
+
+Publishing is fenced by the trainer lock and never reuses a version number (`publisher`): a
+trainer that finds its publish refused because it lost the lock (it stalled past the TTL and a
+standby took over) goes back to standing by. MLflow logging goes through a background queue: a
+dead MLflow server never stops training.
 """
 
 from __future__ import annotations
@@ -28,21 +37,23 @@ import numpy as np
 from bgai.agent import movegen_of, net_of, optimizer_of, train_step_of
 from bgai.config import Config, config_hash, model_hash
 from bgai.core.network import init_params
-from bgai.core.train_step import BATCH_FIELDS, Batch, TrainState, init_train_state
+from bgai.core.train_step import BATCH_FIELDS, Batch, init_train_state
 from bgai.errors import BgaiError, NonFiniteWeightsError
 from bgai.obs.metrics import RoleMetrics
 from bgai.obs.tracking import TrackingQueue
+from bgai.roles import trainer_start
 from bgai.roles.base import Unit, run_gate
 from bgai.roles.identity import Identity
+from bgai.roles.publisher import Publisher
 from bgai.store import runstate, weights
 from bgai.store.client import Redis
-from bgai.store.codec import check_finite, encode_weights
+from bgai.store.codec import check_finite
 from bgai.store.keys import Keys
 from bgai.store.lock import TrainerLock
 from bgai.store.registry import WorkerInfo
 from bgai.store.replay import ReplayStore
 from bgai.store.sampler import ReplayMirror
-from bgai.train.checkpoint import list_checkpoints, load_newest, save_checkpoint, state_digest
+from bgai.train.checkpoint import list_checkpoints, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +77,10 @@ class TrainingWorker:
         self.tracking = tracking
         self.run_id: str | None = None
         self.status = "starting"
-        self.version: int | None = None  # the version this trainer last published
+        self.version: int | None = None  # of the state trained: published, restored or adopted
         self.base_pushed: int | None = None
         self.base_step = 0
-        self.holds_lock = True  # as if: a fresh trainer has just restored in setup()
+        self.holds_lock = False  # holds the lock and has caught up with the run (`take_over`)
 
     def setup(self) -> None:
         cfg, t = self.cfg, self.cfg.training
@@ -82,6 +93,7 @@ class TrainingWorker:
         self.replay = ReplayStore(self.r, self.keys, cfg.buffer.capacity_positions)
         self.mirror = ReplayMirror(self.replay, movegen_of(cfg).max_plays)
         self.model_hash, self.config_hash = model_hash(cfg), config_hash(cfg)
+        self.publisher = Publisher(self.r, self.keys, self.lock, self.model_hash, self.config_hash)
 
     def fresh_state(self) -> None:
         t = self.cfg.training
@@ -90,81 +102,78 @@ class TrainingWorker:
         self.version = None
 
     def enter_run(self, run_id: str) -> None:
-        """Work on `run_id` from now on: its newest checkpoint, or fresh weights."""
+        """Work on `run_id` from now on; what to train from is decided when it holds the lock."""
         self.run_id = run_id
         self.dir = Path(self.cfg.training.checkpoint_dir) / run_id
         self.fresh_state()
-        if self.tracking is not None and not list_checkpoints(self.dir):
-            from bgai.runs.manager import newest_checkpoint
+        self.holds_lock = False
 
-            try:  # a run resumed on this host that trained elsewhere
-                newest_checkpoint(self.tracking.tracker, run_id, self.dir)
-            except Exception as exc:  # MLflow down: start from what is here
-                log.warning("could not fetch run %s's checkpoints from MLflow: %s", run_id, exc)
+    def take_over(self) -> None:
+        """Newly the run's trainer: catch up (module docstring) before training or publishing."""
+        run_id = str(self.run_id)
+        self.publisher.enter(self.dir)
+        trainer_start.fetch_from_mlflow(self.tracking, run_id, self.dir)
         self.restore_latest()
-        log.info("run %s: step %d, version %s", run_id, self.step, self.version)
+        if self.version is None:  # no checkpoint of the run anywhere: Redis's weights, if any
+            where = f"no checkpoint of run {run_id} in {self.dir}" + (" or MLflow" if self.tracking else "")
+            found = trainer_start.from_redis(
+                self.r, self.keys, self.state, self.optimizer, self.model_hash, where
+            )
+            if found is not None:
+                self._start_from(found)
+        log.info("run %s: training from step %d, version %s", run_id, self.step, self.version)
 
     def restore_latest(self) -> None:
-        """Continue from the newest good checkpoint if it is ahead of us (a corrupt newer one is
-        set aside: `checkpoint.load_newest`); restart the replay-ratio count."""
-        found = load_newest(self.dir, self._template(), self.model_hash)
-        if found is not None and int(found[1]["step"]) > self.step:
-            self._adopt(*found, "resumed from")
+        """Continue from the newest good checkpoint if it is ahead of us, or if we have nothing
+        of the run yet; restart the replay-ratio count."""
+        found = trainer_start.from_checkpoint(self.dir, self.state, self.model_hash, "resumed from")
+        if found is not None and (self.version is None or int(found.state.step) > self.step):
+            self._start_from(found)
         self.base_step = self.step
         self.base_pushed = None
 
-    def _adopt(self, restored: dict[str, Any], meta: dict[str, Any], path: Path, how: str) -> None:
-        self.state = TrainState(restored["params"], restored["opt_state"], jnp.asarray(restored["step"]))
+    def _start_from(self, start: trainer_start.Start) -> None:
+        self.state, self.version = start.state, start.version
         self.rng = np.random.default_rng(self.cfg.training.seed)
-        if "rng" in meta:
-            self.rng.bit_generator.state = meta["rng"]
-        self.version = int(meta.get("model_version", 0))
-        log.info(
-            "%s %s at step %d, version %d, state %s",
-            how,
-            path,
-            meta["step"],
-            self.version,
-            state_digest(self._template()),
-        )
+        if start.rng_state is not None:
+            self.rng.bit_generator.state = start.rng_state
+        self.base_step = self.step
+        self.base_pushed = None
+        log.info("%s", start.note)
 
     def roll_back(self, why: str) -> str:
         """Back to the newest good checkpoint after a diverged step (nothing of the bad state is
         published or written); TrainingDivergedError (exit 2) if there is none to go back to."""
-        found = load_newest(self.dir, self._template(), self.model_hash)
+        found = trainer_start.from_checkpoint(self.dir, self.state, self.model_hash, "rolled back to")
         if found is None:
             raise TrainingDivergedError(
                 f"{why}, and no checkpoint in {self.dir} to roll back to "
                 "(lower training.learning_rate or training.grad_clip)"
             )
-        self._adopt(*found, "rolled back to")
-        self.base_step = self.step
-        self.base_pushed = None
-        return f"{why}: rolled back to {found[2].name} (step {self.step}, version {self.version})"
+        self._start_from(found)
+        return f"{why}: {found.note}"
 
     @property
     def step(self) -> int:
         return int(self.state.step)
 
     def _template(self) -> dict[str, Any]:
-        return {"params": self.state.params, "opt_state": self.state.opt_state, "step": self.state.step}
+        return trainer_start.as_tree(self.state)
 
     def publish(self) -> int:
-        """Publish the current params as the next version (above whatever Redis holds)."""
-        current = weights.current_version(self.r, self.keys)
-        version = (
-            max(current if current is not None else -1, self.version if self.version is not None else -1) + 1
+        """Publish the current params as the next version (`publisher`: above every number Redis
+        or this trainer handed out; fenced by the lock); NotLockHolderError if the lock is lost."""
+        self.version = self.publisher.publish(self.state.params, self.step, self.version)
+        return self.version
+
+    def stand_by(self, exc: BgaiError) -> Unit:
+        """Our publish was refused: another trainer leads (or Redis moved on). Stand by, and
+        catch up (`take_over`) when the lock is ours again."""
+        self.status, self.holds_lock = "standby", False
+        log.warning("not publishing (%s): standing by", exc)
+        return Unit(
+            f"lost the lead ({exc}): standing by", idle_s=min(5.0, self.cfg.head.trainer_lock_ttl_s / 3)
         )
-        blob = encode_weights(
-            self.state.params,
-            version=version,
-            step=self.step,
-            model_hash=self.model_hash,
-            config_hash=self.config_hash,
-        )
-        weights.publish(self.r, self.keys, version, blob)
-        self.version = version
-        return version
 
     def checkpoint(self) -> Path:
         meta = {
@@ -198,13 +207,20 @@ class TrainingWorker:
         if not self.lock.acquire(self.r):
             self.status, self.holds_lock = "standby", False
             return Unit(idle_s=min(5.0, self.cfg.head.trainer_lock_ttl_s / 3))
-        if not self.holds_lock:  # newly the trainer: take over from the last checkpoint written
+        if not self.holds_lock:  # newly the trainer: catch up, then renew the lock (it may be slow)
+            self.take_over()
+            if not self.lock.acquire(self.r):
+                self.status = "standby"
+                return Unit("lost the lock while taking over: standing by", idle_s=1.0)
             self.holds_lock = True
-            self.restore_latest()
         if wait:
             return wait
         if self.version is None or weights.current_version(self.r, self.keys) is None:
-            return Unit(f"published initial weights as version {self.publish()}")
+            initial = "initial" if self.version is None else "our"
+            try:
+                return Unit(f"published {initial} weights as version {self.publish()}")
+            except (weights.NotLockHolderError, weights.ModelExistsError) as exc:
+                return self.stand_by(exc)
         stats = self.replay.stats()
         self.metrics.buffer(stats)
         size, pushed = int(stats.get("size", 0)), int(stats.get("pushed_positions", 0))
@@ -238,7 +254,10 @@ class TrainingWorker:
         self.metrics.training(losses, steps / took, steps * t.batch_size / took)
         note = ""
         if self.step % t.publish_every == 0:
-            note = f", published version {self.publish()}"
+            try:
+                note = f", published version {self.publish()}"
+            except weights.NotLockHolderError as exc:
+                return self.stand_by(exc)
         if self.tracking is not None:
             progress = {
                 "buffer_positions": size,
@@ -273,7 +292,7 @@ class TrainingWorker:
         return self.identity.info(now, self.status, 0, self.version)
 
     def teardown(self) -> None:
-        if self.step > self.base_step:
+        if self.holds_lock and self.step > self.base_step:
             log.info("warm stop: checkpoint %s", self.checkpoint())
         self.lock.release(self.r)
         if self.tracking is not None and not self.tracking.flush(30.0):

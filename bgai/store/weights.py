@@ -1,15 +1,29 @@
 """Model weights in Redis: version and blob change together; readers verify before swapping.
 
 `publish` runs one Lua script (atomic: nobody reads a version with another version's blob) that
-refuses a version not above the current one. `fetch` reads both keys in one MULTI/EXEC.
-`WeightsFollower` is what game and eval workers hold: it swaps to a newer version only after the
-codec's checks pass, and otherwise keeps its last good model and logs why.
+refuses, writing nothing:
+- a version not above the current one (`StaleVersionError`);
+- any publish while the trainer lock is not held by the caller (`NotLockHolderError`): a trainer
+  passes its `TrainerLock` and the script compares the lock key with the lock's owner token, so a
+  trainer that stalled past the lock's TTL (GC, swap, SIGSTOP) and lost it to a standby cannot
+  publish again when it wakes up (a fencing token); a publish without a lock (tools, tests) is
+  refused while any trainer holds the lock;
+- initial weights (`fresh=True`: a new network, never trained) when Redis already holds a
+  version (`ModelExistsError`): a trained model is never replaced by fresh weights.
+Each publish stamps `model:config` with a random nonce beside the version: `published` reads the
+pair back, so a trainer can tell its own last publish from one it never made (a Redis that lost
+its last second of writes, or another publisher).
+`fetch` reads version and blob in one MULTI/EXEC. `WeightsFollower` is what game and eval
+workers hold: it swaps to a newer version only after the codec's checks pass, and otherwise
+keeps its last good model and logs why.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -17,11 +31,24 @@ import redis
 from bgai.errors import BgaiError
 from bgai.store.codec import decode_weights, read_weights_header
 from bgai.store.keys import Keys
+from bgai.store.lock import TrainerLock
 
 log = logging.getLogger(__name__)
 
+# KEYS: version, weights, config, trainer lock. ARGV: version, blob, config JSON, lock owner ('':
+# no trainer may hold the lock), fresh ('1': only while no version exists).
+# Returns {1, v} published; {0, current} not above current; {-1, holder} lock not ours;
+# {-2, current} fresh weights over an existing version. Every check runs before the first write.
 _PUBLISH = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local holder = redis.call('GET', KEYS[4])
+if ARGV[4] == '' then
+  if holder then return {-1, holder} end
+elseif holder ~= ARGV[4] then
+  return {-1, holder or ''}
+end
+local raw = redis.call('GET', KEYS[1])
+if ARGV[5] == '1' and raw then return {-2, raw} end
+local current = tonumber(raw or '-1')
 local v = tonumber(ARGV[1])
 if v <= current then return {0, current} end
 redis.call('SET', KEYS[1], ARGV[1])
@@ -35,24 +62,71 @@ class StaleVersionError(BgaiError):
     """A publish whose version is not above the current one (another trainer moved on)."""
 
 
-def publish(r: redis.Redis, keys: Keys, version: int, blob: bytes) -> int:
-    """Make `blob` (a weights codec blob stamped with `version`) current; returns the version."""
+class ModelExistsError(StaleVersionError):
+    """Initial (untrained) weights offered while Redis already holds a version of the run."""
+
+
+class NotLockHolderError(BgaiError):
+    """A publish by a trainer that does not hold the trainer lock (it lost it: a stale leader)."""
+
+
+@dataclass(frozen=True)
+class Published:
+    """One publish as `model:config` records it: the version and that publish's random nonce
+    (empty for a record written before nonces existed)."""
+
+    version: int
+    nonce: str
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(8)
+
+
+def _meta(header: dict[str, Any], nonce: str) -> str:
+    meta = {k: header.get(k) for k in ("version", "step", "model_hash", "config_hash")}
+    return json.dumps({**meta, "nonce": nonce})
+
+
+def publish(
+    r: redis.Redis,
+    keys: Keys,
+    version: int,
+    blob: bytes,
+    *,
+    lock: TrainerLock | None = None,
+    nonce: str | None = None,
+    fresh: bool = False,
+) -> int:
+    """Make `blob` (a weights codec blob stamped with `version`) current; returns the version.
+
+    `lock`: the caller's trainer lock (the script checks `lock.key` holds `lock.owner`); None
+    only where no trainer runs. `nonce`: recorded with the version (a new random one if None).
+    `fresh`: these are initial weights, refused if any version exists."""
     header = read_weights_header(blob)
     if header.get("version") != version:
         raise ValueError(f"blob is stamped version {header.get('version')}, publishing {version}")
-    meta = {k: header.get(k) for k in ("version", "step", "model_hash", "config_hash")}
-    ok, current = r.eval(
+    code, info = r.eval(
         _PUBLISH,
-        3,
+        4,
         keys.model_version,
         keys.model_weights,
         keys.model_config,
+        keys.trainer_lock if lock is None else lock.key,
         version,
         blob,
-        json.dumps(meta),
+        _meta(header, nonce or new_nonce()),
+        "" if lock is None else lock.owner,
+        "1" if fresh else "0",
     )
-    if not ok:
-        raise StaleVersionError(f"cannot publish version {version}: Redis already holds {current}")
+    info = info.decode() if isinstance(info, bytes) else info
+    if code == -1:
+        held = f"held by {info}" if info else "not held"
+        raise NotLockHolderError(f"cannot publish version {version}: the trainer lock is {held}")
+    if code == -2:
+        raise ModelExistsError(f"refusing initial weights as version {version}: Redis holds version {info}")
+    if not code:
+        raise StaleVersionError(f"cannot publish version {version}: Redis already holds {info}")
     return version
 
 
@@ -61,11 +135,10 @@ def install(r: redis.Redis, keys: Keys, version: int, blob: bytes) -> None:
     header = read_weights_header(blob)
     if header.get("version") != version:
         raise ValueError(f"blob is stamped version {header.get('version')}, installing {version}")
-    meta = {k: header.get(k) for k in ("version", "step", "model_hash", "config_hash")}
     with r.pipeline(transaction=True) as pipe:
         pipe.set(keys.model_version, version)
         pipe.set(keys.model_weights, blob)
-        pipe.set(keys.model_config, json.dumps(meta))
+        pipe.set(keys.model_config, _meta(header, new_nonce()))
         pipe.execute()
 
 
@@ -82,6 +155,22 @@ def current_version(r: redis.Redis, keys: Keys) -> int | None:
 def model_meta(r: redis.Redis, keys: Keys) -> dict[str, Any] | None:
     raw = r.get(keys.model_config)
     return None if raw is None else json.loads(raw)
+
+
+def published(r: redis.Redis, keys: Keys) -> Published | None:
+    """The current (version, nonce), read together; None when Redis holds no version."""
+    with r.pipeline(transaction=True) as pipe:
+        pipe.get(keys.model_version)
+        pipe.get(keys.model_config)
+        raw_version, raw_meta = pipe.execute()
+    if raw_version is None:
+        return None
+    try:
+        meta: Any = json.loads(raw_meta) if raw_meta is not None else {}
+    except ValueError:
+        meta = {}
+    nonce = meta.get("nonce") if isinstance(meta, dict) else None
+    return Published(int(raw_version), nonce if isinstance(nonce, str) else "")
 
 
 def fetch(r: redis.Redis, keys: Keys) -> tuple[int | None, bytes | None]:

@@ -62,6 +62,19 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def write_durably(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` as a save does: temporary file, fsync, rename, directory fsync
+    (a crash or a power loss leaves the old content or the new, never a mix)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
 def remove_stale_tmp(directory: Path, below: int | None = None) -> list[Path]:
     """Delete the temporary files of saves that never finished (all, or those of steps < `below`:
     steps only grow, so an older one is a crash's leftover, never a save in progress)."""

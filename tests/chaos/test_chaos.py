@@ -7,7 +7,9 @@ In order, on one fleet (each step bounded in time, waiting on conditions):
 2. Redis restarted: every role heartbeats again within 10 s, and run, weights and buffer survive;
 3. Redis unreachable for 60 s: game workers play on into their spool (10 episodes here) and push
    it on reconnect, each episode once; what the full spool dropped is counted and reported;
-4. two training workers: exactly one trains; when it dies the other takes over within the lock TTL.
+4. two training workers: exactly one trains; when it hangs (SIGSTOP) the other, with a checkpoint
+   directory of its own (as on another host), takes over within the lock TTL from the weights
+   Redis holds, bit for bit; the hung one, resumed, cannot publish (fenced) and stands by.
 Throughout, a monitor reads (version, weights) in one transaction every 50 ms: the version never
 decreases and the weights are never missing or torn; at the end every episode in the buffer is
 whole and none is there twice. `scripts/chaos` runs this file alone and prints the summary line.
@@ -25,14 +27,15 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from supervised import BIN, KEYS, REPO, Fleet, supervised_fleet, wait_for
 
-from bgai.config import load_config
+from bgai.config import load_config, model_hash
 from bgai.runs.manager import train_template
-from bgai.store.codec import expand_episode, read_episode_header, read_weights_header
+from bgai.store.codec import decode_weights, expand_episode, read_episode_header, read_weights_header
 from bgai.store.lock import TrainerLock
 from bgai.train.checkpoint import list_checkpoints, load_checkpoint, state_digest
 
@@ -224,49 +227,106 @@ def worker_of(owner: str | None) -> str:
     return (owner or "").rpartition(":")[0]
 
 
-def test_two_trainers_one_trains_the_other_takes_over(fleet: tuple[Fleet, Monitor]) -> None:
-    f, _ = fleet
-    lock = TrainerLock(KEYS, "observer", LOCK_TTL_S)
-    f.ctl("stop", "training-worker")  # warm: releases the lock
-    env = {**f.env, "BGAI_REDIS__USERNAME": "training", "BGAI_REDIS__PASSWORD": f.env["BGAI_SECRET_TRAINING"]}
-    log = (f.run_dir / "trainer-a.log").open("w")
+def _trainer(f: Fleet, name: str, **env_overrides: str) -> tuple[subprocess.Popen, Any]:
+    """An ad-hoc `bgai training-worker` as `chaos:<name>`, logging to `<name>.log` (`f.log`)."""
+    env = {
+        **f.env,
+        "BGAI_REDIS__USERNAME": "training",
+        "BGAI_REDIS__PASSWORD": f.env["BGAI_SECRET_TRAINING"],
+        **env_overrides,
+    }
+    log = (f.run_dir / f"{name}.log").open("w")
     cmd = [
         str(BIN / "bgai"),
         "training-worker",
         "--config",
         f.env["BGAI_CONFIG"],
         "--worker-id",
-        "chaos:training-a",
+        f"chaos:{name}",
     ]
     cmd += ["--metrics-port", "0", "--metrics-addr", "127.0.0.1"]
-    a = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log
+
+
+def _held_by(lock: TrainerLock, r: redis.Redis, worker_id: str) -> bool:
+    """Whether the lock's holder is the process of `worker_id` (an owner token or a bare id)."""
+    holder = lock.holder(r) or ""
+    return worker_id in (holder, worker_of(holder))
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/status") as fh:
+        return "stopped" in next((x for x in fh if x.startswith("State:")), "")
+
+
+def test_two_trainers_one_trains_the_other_takes_over(fleet: tuple[Fleet, Monitor]) -> None:
+    """A (the fleet's checkpoint directory) trains while B stands by with its own, empty one and
+    no MLflow, as on another host. A hangs (SIGSTOP) past the lock's TTL: B takes over from the
+    weights Redis holds (bit for bit), trains and publishes; A resumed (SIGCONT) publishes
+    nothing more and stands by (its publish is fenced by the lock)."""
+    f, _ = fleet
+    lock = TrainerLock(KEYS, "observer", LOCK_TTL_S)
+    cfg = load_config(REPO / "tests" / "fleet.yaml", env=f.env)
+    f.ctl("stop", "training-worker")  # warm: releases the lock
+    a, log_a = _trainer(f, "trainer-a")
+    b, log_b = None, None
     try:
-        wait_for("trainer A to take the lock", lambda: worker_of(lock.holder(f.r)) == "chaos:training-a", 180)
-        f.ctl("start", "training-worker")
+        wait_for("trainer A to take the lock", lambda: _held_by(lock, f.r, "chaos:trainer-a"), 180)
+        b, log_b = _trainer(
+            f,
+            "trainer-b",
+            BGAI_TRAINING__CHECKPOINT_DIR=str(f.run_dir / "host-b-checkpoints"),
+            BGAI_MLFLOW__TRACKING_URI="",
+        )
         wait_for("trainer B to stand by", lambda: _status_of(f.r, "training", "standby"), 120)
         v = f.version()
         wait_for("A to train", lambda: f.version() > v, 120)
         # exactly one trains: A holds the lock and B still stands by
-        assert worker_of(lock.holder(f.r)) == "chaos:training-a" and _status_of(f.r, "training", "standby")
-        a.kill()
-        a.wait(10)
+        assert _held_by(lock, f.r, "chaos:trainer-a") and _status_of(f.r, "training", "standby")
+        os.kill(a.pid, signal.SIGSTOP)  # hung, alive: its lock runs out, nothing else of it moves
+        wait_for("A to be stopped", lambda: _stopped(a.pid), 10, poll_s=0.02)
+        with f.r.pipeline(transaction=True) as pipe:
+            pipe.get(KEYS.model_version)
+            pipe.get(KEYS.model_weights)
+            raw_version, blob = pipe.execute()
+        held = state_digest(decode_weights(blob, train_template(cfg)["params"], model_hash(cfg))[0])
         took = wait_for(
             "B to take over",
-            lambda: worker_of(lock.holder(f.r)).endswith(":training"),
+            lambda: _held_by(lock, f.r, "chaos:trainer-b"),
             LOCK_TTL_S + 10,
             poll_s=0.1,
         )
         assert took <= LOCK_TTL_S + 3.0, took  # the lock's TTL, plus B's standby poll (TTL / 3)
+        adopted = re.compile(r"adopted weights of version (\d+) from Redis at step \d+, params (\w+)")
+        wait_for("B to adopt Redis's weights", lambda: adopted.search(f.log("trainer-b")) is not None, 30)
+        m = adopted.search(f.log("trainer-b"))
+        assert m is not None and int(m.group(1)) == int(raw_version) and m.group(2) == held, (m, held)
+        wait_for("B to publish", lambda: f.version() > int(raw_version), 180)
+        os.kill(a.pid, signal.SIGCONT)
+        wait_for("A to stand by", lambda: _status_of(f.r, "training", "standby"), 30)
         v = f.version()
-        wait_for("B to train", lambda: f.version() > v, 180)
+        wait_for("B to publish again", lambda: f.version() > v, 180)
+        assert _held_by(lock, f.r, "chaos:trainer-b")
+        # fenced: nothing above what Redis held when A stopped (a line for a publish made just
+        # before the stop may be written after it)
+        by_a = [int(x) for x in re.findall(r"published version (\d+) \(step", f.log("trainer-a"))]
+        assert max(by_a, default=-1) <= int(raw_version), (by_a, raw_version)
+        fenced = "not publishing" in f.log("trainer-a")
         print(
-            f"chaos: two trainers, one trained; the standby took over {took:.1f} s after the kill "
-            f"(TTL {LOCK_TTL_S:g} s)"
+            f"chaos: two trainers, one trained; the standby (its own checkpoint dir) took over "
+            f"{took:.1f} s after the holder hung (TTL {LOCK_TTL_S:g} s) from Redis's version "
+            f"{int(raw_version)}, bit for bit; the resumed holder published nothing "
+            f"({'its publish refused by the lock' if fenced else 'it found the lock taken'})"
         )
     finally:
-        a.kill()
-        a.wait(10)
-        log.close()
+        for p, log in ((a, log_a), (b, log_b)):
+            if p is not None and log is not None:
+                p.kill()
+                p.wait(10)
+                log.close()
+    f.ctl("start", "training-worker")
+    trainer_id = f"{os.uname().nodename}:training"  # the fleet's: --worker-id %(host_node_name)s:training
+    wait_for("the fleet's trainer to lead again", lambda: _held_by(lock, f.r, trainer_id), 60)
     no_fatal(f)
 
 

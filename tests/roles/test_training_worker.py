@@ -1,13 +1,18 @@
 """The training worker against a real redis-server, one `run_once` at a time: weights that are
 not finite are never published nor checkpointed (it rolls back to its newest good checkpoint), a
 buffer of nothing but unusable episodes makes it wait instead of exit, and a corrupt newest
-checkpoint is set aside for the newest good one."""
+checkpoint is set aside for the newest good one. A trainer with no checkpoint of the run adopts
+the weights Redis holds (or refuses, exit 2), never fresh ones; a standby looks in MLflow when it
+takes over, not only when it started; a trainer that lost the lock mid-unit cannot publish and
+stands by; and a trainer restarted after Redis lost its last second never re-uses a version."""
 
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -17,14 +22,19 @@ import redis
 import zstandard
 from redis_server import redis_server
 
+from bgai.clock import FakeClock
 from bgai.config import Config, load_config
 from bgai.core import rules
 from bgai.core.episodes import Episode
+from bgai.core.network import BgNet, init_params
+from bgai.obs.tracking import Tracker, TrackingQueue
+from bgai.roles.base import RoleRunner
 from bgai.roles.identity import Identity
+from bgai.roles.trainer_start import NoModelToResumeError
 from bgai.roles.training_worker import TrainingWorker
 from bgai.store import runstate, weights
 from bgai.store.client import connect
-from bgai.store.codec import EP_HEADER_SIZE, encode_episode, expand_episode
+from bgai.store.codec import EP_HEADER_SIZE, decode_weights, encode_episode, encode_weights, expand_episode
 from bgai.store.keys import Keys
 from bgai.store.replay import ReplayStore
 from bgai.train.checkpoint import list_checkpoints
@@ -47,10 +57,57 @@ def env(tmp_path: Path) -> Iterator[tuple[Config, redis.Redis, Keys]]:
         r.close()
 
 
-def trainer(cfg: Config, r: redis.Redis, keys: Keys, name: str = "training") -> TrainingWorker:
-    tw = TrainingWorker(cfg, r, keys, Identity(f"test:{name}", "training", "127.0.0.1", "cpu", "test"))
+def trainer(
+    cfg: Config, r: redis.Redis, keys: Keys, name: str = "training", tracking: TrackingQueue | None = None
+) -> TrainingWorker:
+    tw = TrainingWorker(
+        cfg, r, keys, Identity(f"test:{name}", "training", "127.0.0.1", "cpu", "test"), tracking=tracking
+    )
     tw.setup()
     return tw
+
+
+def elsewhere(cfg: Config, checkpoint_dir: Path) -> Config:
+    """The same fleet as a trainer on another host sees it: its own (empty) checkpoint dir."""
+    overrides = {"redis.port": str(cfg.redis.port), "training.checkpoint_dir": str(checkpoint_dir)}
+    return load_config(FLEET_YAML, env={}, overrides=overrides)
+
+
+def shifted(params: Any, by: float) -> Any:
+    """Params as training leaves them (anything but the initial weights)."""
+    return jax.tree.map(lambda x: x + by, params)
+
+
+def same(a: Any, b: Any) -> bool:
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(
+        np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb, strict=True)
+    )
+
+
+def model_keys(r: redis.Redis, keys: Keys) -> list[bytes | None]:
+    return r.mget([keys.model_version, keys.model_weights, keys.model_config])
+
+
+def fill_buffer(cfg: Config, r: redis.Redis, keys: Keys) -> None:
+    """300 positions: past `min_buffer_positions`, so the trainer trains."""
+    ReplayStore(r, keys, cfg.buffer.capacity_positions).push_many(
+        [encode_episode(episode(50, i)) for i in range(6)]
+    )
+
+
+class DirTracker:
+    """MLflow as far as a trainer reads it: the run's checkpoint artifacts, kept in a directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def list_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
+        return [f"{path}/{p.name}" for p in sorted(self.root.glob("ckpt_*.bgai"))]
+
+    def download(self, run_id: str, path: str, dest: Path) -> Path:
+        dest.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy(self.root / Path(path).name, dest))
 
 
 def episode(rows: int, seed: int) -> Episode:
@@ -135,3 +192,154 @@ def test_a_corrupt_newest_checkpoint_is_set_aside_for_the_newest_good_one(
     assert list_checkpoints(restarted.dir) == [older]
     assert (restarted.dir / (newest.name + ".bad")).exists() and newest.name in caplog.text
     assert not list(restarted.dir.glob("*.tmp"))
+
+
+def test_a_trainer_with_no_checkpoint_adopts_the_weights_redis_holds(
+    env: tuple, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg, r, keys = env
+    a = trainer(cfg, r, keys)
+    a.run_once()  # initial weights, version 0
+    a.state = a.state.replace(params=shifted(a.state.params, 0.25), step=a.state.step + 6)
+    assert a.publish() == 1  # trained weights; a dies before any checkpoint
+    a.lock.release(r)
+    # the standby on another host: its own checkpoint directory, empty
+    b = trainer(elsewhere(cfg, tmp_path / "host-b"), r, keys, "training-b")
+    with caplog.at_level(logging.INFO):
+        b.run_once()
+    assert "adopted weights of version 1 from Redis at step 6" in caplog.text
+    assert "optimizer state starts fresh" in caplog.text
+    _, blob = weights.fetch(r, keys)
+    held, _ = decode_weights(blob, b.state.params, b.model_hash)
+    assert b.version == 1 and b.step == 6 and same(b.state.params, held)
+    assert same(b.state.opt_state, b.optimizer.init(held))
+    assert b.publish() == 2  # its first version carries Redis's weights, not fresh ones
+    _, first = weights.fetch(r, keys)
+    assert same(decode_weights(first, b.state.params, b.model_hash)[0], held)
+
+
+@pytest.mark.parametrize("damage", ["weights gone", "weights of another model"])
+def test_with_no_checkpoint_and_no_usable_weights_in_redis_the_trainer_refuses(
+    env: tuple, tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
+    cfg, r, keys = env
+    a = trainer(cfg, r, keys)
+    a.run_once()  # version 0
+    a.lock.release(r)
+    if damage == "weights gone":
+        r.delete(keys.model_weights)
+    else:
+        other = init_params(BgNet((9,)), jax.random.key(0))
+        r.set(
+            keys.model_weights, encode_weights(other, version=0, step=0, model_hash="other", config_hash="c")
+        )
+    before = model_keys(r, keys)
+    cfg_b = elsewhere(cfg, tmp_path / "host-b")
+    with pytest.raises(NoModelToResumeError, match="refusing to train fresh weights"):
+        trainer(cfg_b, r, keys, "training-b").run_once()
+    assert model_keys(r, keys) == before  # nothing published
+    # as a process: one line, no traceback, exit 2 (supervisord leaves it EXITED)
+    b = TrainingWorker(cfg_b, r, keys, Identity("test:training-c", "training", "127.0.0.1", "cpu", "test"))
+    with caplog.at_level(logging.ERROR):
+        code = RoleRunner(b, "test:training-c", cfg_b, r, keys, FakeClock()).run(install_signals=False)
+    assert code == 2 and model_keys(r, keys) == before
+    refusals = [rec for rec in caplog.records if "refusing to train fresh weights" in rec.getMessage()]
+    assert len(refusals) == 1 and refusals[0].exc_info is None
+
+
+def test_a_standby_looks_in_mlflow_when_it_takes_over_not_only_at_start(
+    env: tuple, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg, r, keys = env
+    a = trainer(cfg, r, keys)
+    a.run_once()  # version 0
+    mlflow = TrackingQueue(cast(Tracker, DirTracker(a.dir)))  # a's checkpoints, as logged to the run
+    b = trainer(elsewhere(cfg, tmp_path / "host-b"), r, keys, "training-b", tracking=mlflow)
+    assert b.run_once().idle_s > 0 and b.status == "standby"  # MLflow has no checkpoint yet
+    a.state = a.state.replace(params=shifted(a.state.params, 0.5), step=a.state.step + 4)
+    newest = a.checkpoint()  # hours later: a checkpoints (and MLflow gets it), publishes, dies
+    a.publish()
+    a.lock.release(r)
+    with caplog.at_level(logging.INFO):
+        b.run_once()
+    assert f"resumed from {b.dir / newest.name} at step 4" in caplog.text
+    assert b.step == 4 and same(b.state.params, a.state.params) and same(b.state.opt_state, a.state.opt_state)
+
+
+def test_a_trainer_that_lost_the_lock_mid_unit_cannot_publish_and_stands_by(
+    env: tuple, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg, r, keys = env
+    a = trainer(cfg, r, keys)
+    a.run_once()  # version 0
+    fill_buffer(cfg, r, keys)
+    b = trainer(cfg, r, keys, "training2")
+    assert b.run_once().idle_s > 0 and b.status == "standby"
+    after_b: list[list[bytes | None]] = []
+
+    def train(tw: TrainingWorker) -> Any:
+        def steps(n: int) -> dict[str, float]:
+            tw.state = tw.state.replace(step=tw.state.step + n)
+            return {"loss": 1.0, "policy_loss": 0.5, "value_loss": 0.5}
+
+        return steps
+
+    def stall(n: int) -> dict[str, float]:
+        """a hangs inside its unit past the lock's TTL; meanwhile the standby takes over."""
+        r.delete(keys.trainer_lock)  # what the TTL does while a is stopped
+        b.run_once()
+        assert b.holds_lock
+        after_b.append(model_keys(r, keys))
+        return train(a)(n)
+
+    monkeypatch.setattr(b, "_train", train(b))
+    monkeypatch.setattr(a, "_train", stall)
+    with caplog.at_level(logging.WARNING):
+        unit = a.run_once()  # a wakes up and reaches its publish
+    assert "lost the lead" in unit.summary and "the trainer lock is held by" in unit.summary, unit.summary
+    assert a.status == "standby" and not a.holds_lock
+    assert model_keys(r, keys) == after_b[0]  # nothing of a's was written
+    assert a.run_once().idle_s > 0 and a.status == "standby"  # and it stays a standby
+
+
+def test_a_restarted_trainer_never_reuses_a_version_that_redis_lost(
+    env: tuple, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg, r, keys = env
+    a = trainer(cfg, r, keys)
+    a.run_once()  # version 0
+    a.checkpoint()  # its newest checkpoint: step 0, version 0
+    synced = {k: r.dump(k) for k in (keys.model_version, keys.model_weights, keys.model_config)}
+    worker = weights.WeightsFollower(keys, a.state.params, a.model_hash)
+    for v in (1, 2):
+        a.state = a.state.replace(params=shifted(a.state.params, 0.1), step=a.state.step + 2)
+        assert a.publish() == v
+    assert worker.update(r) and worker.version == 2  # a game worker plays version 2
+    # the head host crashes: Redis comes back without its last second (versions 1 and 2),
+    # the trainer restarts from its checkpoint (version 0)
+    for k, dumped in synced.items():
+        r.restore(k, 0, dumped, replace=True)
+    r.delete(keys.trainer_lock)
+    restarted = trainer(cfg, r, keys, "training2")
+    with caplog.at_level(logging.WARNING):
+        restarted.run_once()
+        assert restarted.version == 0 and weights.current_version(r, keys) == 0
+        assert restarted.publish() == 3  # not 1 or 2 again: other weights under numbers seen
+    assert "Redis lost writes" in caplog.text
+    assert worker.update(r) and worker.version == 3  # the worker takes it (1 or 2 it would ignore)
+
+
+def test_an_unreadable_publish_record_is_logged_and_ignored(
+    env: tuple, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg, r, keys = env
+    a = trainer(cfg, r, keys)
+    a.run_once()  # version 0
+    a.dir.mkdir(parents=True, exist_ok=True)
+    (a.dir / "published.json").write_bytes(b"\x00 not json")  # a disk that lied
+    a.lock.release(r)
+    b = trainer(cfg, r, keys, "training2")
+    with caplog.at_level(logging.WARNING):
+        b.run_once()
+        assert b.publish() == 1
+    assert "ignoring unreadable publish record" in caplog.text

@@ -112,7 +112,9 @@ def test_publish_is_atomic_and_only_grows(r: redis.Redis) -> None:
     blob = encode_weights(params, version=1, step=10, model_hash="m", config_hash="c")
     assert weights.publish(r, KEYS, 1, blob) == 1
     assert weights.fetch(r, KEYS) == (1, blob)
-    assert weights.model_meta(r, KEYS) == {"version": 1, "step": 10, "model_hash": "m", "config_hash": "c"}
+    meta = weights.model_meta(r, KEYS)
+    assert meta == {"version": 1, "step": 10, "model_hash": "m", "config_hash": "c", "nonce": meta["nonce"]}
+    assert weights.published(r, KEYS) == weights.Published(1, meta["nonce"])
     with pytest.raises(weights.StaleVersionError):
         weights.publish(r, KEYS, 1, blob)
     with pytest.raises(ValueError, match="stamped"):
