@@ -104,7 +104,7 @@ def supervised_fleet(run_dir: Path, overrides: dict[str, str], game_workers: int
         "BGAI_HEAD__TARGETS_FILE": str(run_dir / "targets" / "bgai.json"),
         **overrides,
     }
-    env.setdefault("BGAI_REDIS_MAXMEMORY", str(redis_maxmemory(load_config(env["BGAI_CONFIG"], env=env))))
+    env.setdefault("BGAI_MAXMEMORY", str(redis_maxmemory(load_config(env["BGAI_CONFIG"], env=env))))
     # as scripts/fleet-local: each program reads its own password file; supervisord's
     # environment (which every program inherits) holds no password
     secrets = ensure_secrets(run_dir / "secrets.env", run_dir / "users.acl", KEYS)

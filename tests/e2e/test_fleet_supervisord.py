@@ -84,7 +84,7 @@ def fleet(tmp_path: Path) -> Iterator[tuple[dict[str, str], redis.Redis]]:
         # the eval worker also plays Debian's GNU Backgammon (a gnubg child process)
         "BGAI_EVAL__OPPONENTS": f"[{', '.join(OPPONENTS)}]",
     }
-    env["BGAI_REDIS_MAXMEMORY"] = str(redis_maxmemory(load_config(env["BGAI_CONFIG"], env=env)))
+    env["BGAI_MAXMEMORY"] = str(redis_maxmemory(load_config(env["BGAI_CONFIG"], env=env)))
     # one Redis ACL user per role, as scripts/fleet-local sets them up: each program reads its own
     # password file, and supervisord's environment holds none; the test's own commands are admin
     secrets = ensure_secrets(run_dir / "secrets.env", run_dir / "users.acl", KEYS)
