@@ -45,7 +45,20 @@ Where each case of the list is proven:
 - no checkpoint of the run and Redis's weights missing or of another model (the trainer refuses,
   exit 2, one line; never fresh weights over the model): tests/roles/test_training_worker.py;
 - a Redis that lost its last writes (the trainer skips the lost version numbers), an unreadable
-  publish record (logged and ignored): tests/roles/test_training_worker.py.
+  publish record (logged and ignored): tests/roles/test_training_worker.py;
+- a password in the config file, in BGAI_* env, by --set or in a password file, bound for MLflow
+  (masked in the params and in config.yaml, the resolved config, never the file as given; nothing
+  MLflow stored holds it): tests/runs/test_runs.py; a password file missing, empty, binary, of
+  two lines or over 4 KiB, or given beside a password (exit 2 naming the file, never its
+  contents): tests/test_config.py;
+- a program wanting another's password from its environment (none there: not Redis's, MLflow's
+  or Prometheus's, nor a bgai role's, on the local fleet and on every deployed host):
+  tests/e2e/test_fleet_supervisord.py, tests/test_supervisor_conf.py, tests/deploy/test_playbook.py,
+  tests/deploy/test_deploy.py;
+- a Redis certificate of another CA or for another host name, a client without a certificate,
+  plain TCP to the TLS port (each refused): tests/store/test_tls.py, tests/deploy/test_deploy.py;
+  MLflow without its password (401): tests/deploy/test_deploy.py; /metrics asked on an address
+  it was not told to serve (loopback by default): tests/test_cli.py, tests/deploy/test_deploy.py.
 """
 
 from __future__ import annotations

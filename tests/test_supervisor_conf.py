@@ -33,3 +33,15 @@ def test_every_bgai_program_stops_on_a_refusal_and_restarts_on_a_crash() -> None
         assert program.get("autorestart") == "unexpected", name
         codes = {int(c) for c in program.get("exitcodes", "0").split(",")}
         assert codes == {0, 2}, f"{name}: exitcodes {sorted(codes)}"
+
+
+def test_no_program_is_handed_a_password_through_its_environment() -> None:
+    """Each role reads its own password from its own file (`redis.password_file`): a program's
+    `environment=` names that file, never a secret, and no file expands one from supervisord's
+    environment (which every program, Redis, MLflow and Prometheus too, would then inherit)."""
+    for conf in sorted((REPO / "supervisor").glob("*.conf")):
+        assert "ENV_BGAI_SECRET_" not in conf.read_text(), conf.name
+    for name, program in bgai_programs().items():
+        env = program.get("environment", "")
+        assert "BGAI_REDIS__PASSWORD_FILE=" in env, name
+        assert "PASSWORD=" not in env and "BGAI_SECRET_" not in env, f"{name}: {env}"

@@ -4,7 +4,9 @@ worker hosts, each a Debian rootfs with sshd in network namespaces of its own (h
 After the deployment: every host's `supervisorctl status` shows all its programs RUNNING; the
 workers are registered in Redis; Prometheus scrapes them (and every host's node_exporter); the
 model version advances; `supervisorctl restart` of a worker program brings it back and it
-re-registers; a second run changes nothing, and so does a `--check --diff` run.
+re-registers; nothing secret is exposed (Redis speaks only TLS with client certificates, MLflow
+wants its password, no program has a password in its environment, /metrics listens on the fleet
+address only); a second run changes nothing, and so does a `--check --diff` run.
 
 The worker hosts have no route to the internet: Python packages come from a wheelhouse this
 test downloads on the controller and serves over HTTP on the bridge (bgai_pip_env), which is
@@ -13,14 +15,17 @@ how an offline fleet would be deployed too. Needs root (namespaces, bridge, debo
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -91,10 +96,19 @@ class Deployed:
         lines = self.supervisorctl(host, "status").splitlines()
         return {ln.split()[0].split(":")[-1]: ln.split()[1] for ln in lines if len(ln.split()) > 1}
 
-    def redis(self) -> redis.Redis:
+    def redis(self, **tls: str | None) -> redis.Redis:
+        """An admin client over TLS (the fleet CA's, with the head's client certificate)."""
+        certs = self.tmp / "tls"
+        options = {
+            "ssl_ca_certs": str(certs / "ca.crt"),
+            "ssl_certfile": str(certs / "clients" / f"{HEAD}.crt"),
+            "ssl_keyfile": str(certs / "clients" / f"{HEAD}.key"),
+            **tls,
+        }
         return redis.Redis(
             host=HEAD_ADDRESS, port=self.ports["redis"], username="admin",
-            password=self.env[env_name("admin")], socket_timeout=5,
+            password=self.env[env_name("admin")], socket_timeout=5, ssl=True, ssl_check_hostname=True,
+            **options,  # type: ignore[arg-type]
         )  # fmt: skip
 
     def prometheus(self, path: str) -> dict:  # type: ignore[type-arg]
@@ -170,6 +184,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0")
         env["ANSIBLE_LOG_PATH"] = str(tmp / "ansible.log")  # timestamped, every run
         env.update({env_name(role): secrets.token_urlsafe(24) for role in ROLES})
+        env["MLFLOW_TRACKING_PASSWORD"] = secrets.token_urlsafe(24)  # the MLflow server's basic auth
         d = Deployed(tmp, inventory, env, key, ports, hosts, subprocess.CompletedProcess([], 0))
         d.first = d.playbook()
         (tmp / "first-run.log").write_text(d.first.stdout + d.first.stderr)
@@ -208,6 +223,8 @@ def make_inventory(
                     "PIP_TRUSTED_HOST": HEAD_ADDRESS,
                 },
                 "bgai_config_src": str(REPO / "tests" / "fleet.yaml"),
+                "bgai_redis_tls": True,  # (the default, said out loud: this test is of TLS)
+                "bgai_tls_dir": str(tmp / "tls"),
                 "bgai_redis_port": ports["redis"],
                 "bgai_mlflow_port": ports["mlflow"],
                 "bgai_prometheus_port": ports["prometheus"],
@@ -292,6 +309,60 @@ def test_restarted_worker_comes_back_and_reregisters(deployed: Deployed) -> None
 
     wait_for("w2:game:0 registered again by its new process", new_record, 120)
     assert d.status("w2")["game-worker-0"] == "RUNNING"
+
+
+def test_no_secret_crosses_the_network_or_sits_in_an_environment(deployed: Deployed) -> None:
+    """Redis speaks only TLS and wants a client certificate of the fleet's CA; MLflow answers
+    nobody without the password, and the fleet's programs log in; no program on any host has a
+    password in its environment (supervisord's, which Redis, MLflow and Prometheus inherit too);
+    /metrics listens on the host's fleet address only."""
+    d = deployed
+    r = d.redis()
+    wait_for("the fleet's run", lambda: r.get(KEYS.run_id) is not None, 240)
+    run_id = r.get(KEYS.run_id).decode()
+    plain = redis.Redis(host=HEAD_ADDRESS, port=d.ports["redis"], socket_timeout=3, retry=None)
+    no_cert = d.redis(ssl_certfile=None, ssl_keyfile=None)
+    with pytest.raises(redis.ConnectionError):
+        plain.ping()  # no TLS: no answer at all, so no AUTH in clear
+    with pytest.raises(redis.ConnectionError):
+        no_cert.ping()  # TLS without a client certificate
+    plain.close()
+    no_cert.close()
+    # MLflow: the coordinator (logged in with the vault's password) made the run; nobody else reads it
+    mlflow = f"http://{HEAD_ADDRESS}:{d.ports['mlflow']}/api/2.0/mlflow/runs/get?run_id={run_id}"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(mlflow, timeout=10)
+    assert refused.value.code == 401
+    refused.value.close()  # (the refusal holds the response's socket)
+    login = base64.b64encode(f"bgai:{d.env['MLFLOW_TRACKING_PASSWORD']}".encode()).decode()
+    request = urllib.request.Request(mlflow, headers={"Authorization": f"Basic {login}"})
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        assert json.loads(resp.read())["run"]["info"]["run_id"] == run_id
+    # no password in any program's environment, on the head or on a worker host
+    passwords = [d.env[env_name(role)] for role in ROLES] + [d.env["MLFLOW_TRACKING_PASSWORD"]]
+    for host, programs in EXPECTED.items():
+        for program in programs:
+            name = next(n for n in d.supervisorctl(host, "status").split() if n.endswith(program))
+            pid = int(d.supervisorctl(host, "pid", name).strip())
+            if host == HEAD:
+                environ = Path(f"/proc/{pid}/environ").read_text(errors="replace")
+            else:
+                environ = d.ssh(host, f"cat /proc/{pid}/environ")
+            assert environ, (host, program)
+            assert not [p for p in passwords if p in environ], (
+                f"{host} {program}: a password in its environment"
+            )
+            assert "BGAI_SECRET_" not in environ, (host, program)
+    # /metrics on w1 answers at the fleet address, not on the host's loopback
+    record = json.loads(r.get(KEYS.worker(wid("w1", "game", 0))))
+    probe = (
+        "import socket,sys\n"
+        "for a in sys.argv[1:]:\n"
+        "    s=socket.socket(); s.settimeout(3)\n"
+        f"    print(a, s.connect_ex((a, {record['metrics_port']})) == 0)\n"
+    )
+    answers = d.ssh("w1", f"python3 -c {shlex.quote(probe)} 10.231.0.11 127.0.0.1").split()
+    assert answers == ["10.231.0.11", "True", "127.0.0.1", "False"], answers
 
 
 def test_second_run_and_check_mode_change_nothing(deployed: Deployed) -> None:

@@ -100,3 +100,115 @@ def test_secrets_come_from_the_vault_else_the_environment(tmp_path: Path) -> Non
     assert game_password() == "from-the-environment-0123"
     vaulted = game_password("-e", f"@{vault}", "--vault-password-file", tmp_path / "pw")
     assert vaulted == "from-the-vault-0123456789"
+
+
+def render_templates(tmp: Path) -> dict[str, str]:
+    """The templates deploy.yml writes, from the roles' own defaults, for the head (h0), a
+    worker host (w1: game only) and a host with TLS and MLflow's auth off (x0):
+    {"h0/bgai-env.conf": text, ...}."""
+    secrets = {role: f"pw-{role}-0123456789abcdef" for role in (*ROLES, "mlflow_password", "grafana_admin")}
+    roles = REPO / "ansible" / "roles"
+    templates = {
+        "bgai-env.conf": roles / "bgai" / "templates" / "bgai-env.conf.j2",
+        "redis.conf": roles / "redis" / "templates" / "redis.conf.j2",
+        "mlflow.conf": roles / "mlflow" / "templates" / "program.conf.j2",
+        "basic_auth.ini": roles / "mlflow" / "templates" / "basic_auth.ini.j2",
+        "grafana.conf": roles / "grafana" / "templates" / "program.conf.j2",
+    }
+    role_vars = [
+        roles / r / "defaults" / "main.yml" for r in ("supervisor", "bgai", "redis", "mlflow", "grafana")
+    ]
+    role_vars.append(roles / "grafana" / "vars" / "Debian.yml")
+    off = {"bgai_redis_tls": False, "bgai_mlflow_auth": False}
+    rendered = {n: f"{{{{ lookup('ansible.builtin.template', '{t}') }}}}" for n, t in templates.items()}
+    play = [{
+        "hosts": "all", "gather_facts": False,
+        "tasks": [
+            *({"ansible.builtin.include_vars": str(v)} for v in role_vars),
+            {"ansible.builtin.set_fact": off, "when": "inventory_hostname == 'x0'"},
+            {"ansible.builtin.debug": {"msg": rendered}},  # (no module runs: a few seconds)
+        ],
+    }]  # fmt: skip
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "play.yml").write_text(yaml.safe_dump(play))
+    # extra vars: above the included defaults (a fixed maxmemory: its filter imports JAX, slowly)
+    extra = {"bgai_secrets": secrets, "redis_maxmemory": 1 << 30}
+    (tmp / "vars.json").write_text(json.dumps(extra))
+    (tmp / "hosts.yml").write_text(yaml.safe_dump({"all": {"vars": {"ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable, "bgai_home": str(tmp / "home")},
+        "hosts": {"x0": {"bgai_address": "10.9.0.3"}}, "children": {
+        "head": {"hosts": {"h0": {"bgai_address": "10.9.0.1"}}},
+        "workers": {"hosts": {"w1": {"bgai_address": "10.9.0.2", "bgai_game_workers": 1}}}}}}))  # fmt: skip
+    env = {**ENV, "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.minimal"}  # host | SUCCESS => {json}
+    argv = [
+        BIN / "ansible-playbook",
+        "-i",
+        tmp / "hosts.yml",
+        "-e",
+        f"@{tmp / 'vars.json'}",
+        tmp / "play.yml",
+    ]
+    out = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    rendered = {}
+    for m in re.finditer(r"^(\S+) \| SUCCESS => ", out.stdout, re.M):
+        result, _ = json.JSONDecoder().raw_decode(out.stdout, m.end())
+        rendered.update({f"{m.group(1)}/{n}": t for n, t in result.get("msg", {}).items()})
+    rendered["secrets"] = "\n".join(secrets.values())
+    return rendered
+
+
+def test_no_secret_in_any_environment_and_tls_and_auth_on(tmp_path: Path) -> None:
+    """What deploy.yml writes: supervisord's shared environment names where each secret is (a
+    file), never a secret (every program inherits it: Redis, MLflow, Prometheus, Grafana); Redis
+    speaks only TLS and asks every client for a certificate; MLflow runs its basic-auth app and
+    Grafana reads its admin password from a file; off, TLS leaves a plain port."""
+    got = render_templates(tmp_path)
+    secrets = got.pop("secrets").splitlines()
+    for name, text in got.items():
+        if not name.endswith("basic_auth.ini"):  # (MLflow's own settings: 0600, the admin's password)
+            assert not [s for s in secrets if s in text], f"a secret in {name}"
+    env = got["h0/bgai-env.conf"]
+    home = tmp_path / "home"
+    assert f'BGAI_SECRETS_DIR="{home}/etc/secrets"' in env and "BGAI_SECRET_" not in env
+    assert f'BGAI_TRACKING_PASSWORD_FILE="{home}/etc/secrets/mlflow"' in env
+    assert 'BGAI_TRACKING_PASSWORD_FILE=""' in got["w1/bgai-env.conf"]  # game workers: no MLflow password
+    assert 'BGAI_REDIS__TLS="true"' in env and f'BGAI_REDIS__CA_FILE="{home}/etc/tls/ca.crt"' in env
+    redis_conf = got["h0/redis.conf"].splitlines()
+    assert {"port 0", "tls-port 6379", "tls-auth-clients yes"} <= set(redis_conf)
+    assert (
+        "--app-name basic-auth" in got["h0/mlflow.conf"]
+        and "MLFLOW_AUTH_CONFIG_PATH" in got["h0/mlflow.conf"]
+    )
+    assert "admin_password = pw-mlflow_password-0123456789abcdef" in got["h0/basic_auth.ini"]
+    assert "GF_SECURITY_ADMIN_PASSWORD__FILE" in got["h0/grafana.conf"]
+    off = {name: text for name, text in got.items() if name.startswith("x0/")}
+    assert "port 6379" in off["x0/redis.conf"].splitlines() and "tls-port" not in off["x0/redis.conf"]
+    assert "BGAI_REDIS__TLS" not in off["x0/bgai-env.conf"] and "basic-auth" not in off["x0/mlflow.conf"]
+
+
+def test_worker_hosts_get_users_and_passwords_of_their_own() -> None:
+    """The redis role lists game@HOST / eval@HOST for each worker host; the bgai role gives each
+    host only its own password (derived from the role's secret), as `bgai acl` does locally."""
+    from bgai.store.acl import host_passwords
+
+    plugin = REPO / "ansible" / "filter_plugins" / "bgai.py"
+    spec = importlib.util.spec_from_file_location("bgai_filters", plugin)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    filters = module.FilterModule().filters()
+    passwords = {role: f"pw-{role}-0123456789abcdef" for role in ROLES}
+    lines = filters["bgai_acl_lines"](passwords, "bgai", ["w1", "w2"])
+    assert lines == acl_lines(Keys("bgai"), passwords, ["w1", "w2"])
+    assert {line.split()[1] for line in lines} >= {"game@w1", "eval@w1", "game@w2", "eval@w2"}
+    for role in ROLES:
+        got = filters["bgai_host_password"](passwords[role], role, "w1")
+        assert got == host_passwords(passwords, "w1")[role]
+        assert (got != passwords[role]) == (role in ("game", "eval"))
+    tasks = (REPO / "ansible" / "roles" / "redis" / "tasks" / "main.yml").read_text()
+    assert "bgai_acl_lines(redis_prefix, redis_worker_nodes)" in tasks
+    assert (
+        "bgai_host_password(item, ansible_facts.nodename)"
+        in (REPO / "ansible" / "roles" / "bgai" / "tasks" / "main.yml").read_text()
+    )
