@@ -179,6 +179,7 @@ def test_resume_restores_the_checkpoint_bit_exact(env: Env) -> None:
     _, blob = weights.fetch(e.r, e.keys)
     params, _ = decode_weights(blob, saved.params, model_hash(e.cfg))  # type: ignore[arg-type]
     assert_same(params, saved.params)
+    e.trainer.lock.release(e.r)  # the old trainer process is gone (its lock with it)
     fresh = TrainingWorker(e.cfg, e.r, e.keys, ident("training"), tracking=e.queue)
     fresh.setup()
     fresh.run_once()  # a new trainer process takes the run up from the checkpoint
