@@ -46,6 +46,24 @@ Where each case of the list is proven:
   exit 2, one line; never fresh weights over the model): tests/roles/test_training_worker.py;
 - a Redis that lost its last writes (the trainer skips the lost version numbers), an unreadable
   publish record (logged and ignored): tests/roles/test_training_worker.py;
+- pushed straight to the buffer's script (past the client's checks): an episode of no rows, of a
+  row count its header does not state, of more bytes than its rows may take, not an episode, too
+  short; a re-sent seq; an episode of a run the fleet left (each refused before any write, every
+  key as it was): tests/store/test_replay_push.py;
+- a buffer damaged by hand or by a hostile user: a victim's blob deleted, the episode list
+  deleted, stats that are garbage, a JSON list, non-integer, negative or null (repaired from the
+  list by the next push, never half-applied, no push evicting itself): tests/store/test_replay_push.py;
+- impossible buffer stats as the trainer reads them (garbage, a list, a string or a bool for a
+  count, 10^12 ids to fetch, more episodes than the capacity allows): a skip, the mirror kept, no
+  crash or endless fetch: tests/store/test_replay_push.py, tests/store/test_acl.py;
+- `bgai-runs start` / `resume` while workers push and evaluate (nothing of the old run lands in
+  the new one, the old run's keys all go, stats agree with the list): tests/store/test_run_switch.py;
+- a game or eval worker host writing another host's registry record, the trainer's, or the
+  coordinator's index; one host's password for another host's user; any role's SCRIPT FLUSH,
+  SCRIPT KILL, FUNCTION LOAD / FLUSH / DELETE, FCALL (each refused): tests/store/test_acl.py;
+- Redis out of memory (its maxmemory reached, noeviction): a push refused with nothing written,
+  read as "unavailable", the role loop backing off (counted), the spool kept and pushed once
+  there is room, the same process going on: tests/roles/test_redis_oom.py, tests/chaos;
 - a password in the config file, in BGAI_* env, by --set or in a password file, bound for MLflow
   (masked in the params and in config.yaml, the resolved config, never the file as given; nothing
   MLflow stored holds it): tests/runs/test_runs.py; a password file missing, empty, binary, of
@@ -113,7 +131,7 @@ def test_an_oversized_episode_is_refused_and_nothing_is_stored(tmp_path: Path) -
         huge = blob + b"\x00" * MAX_EPISODE_BYTES
         with pytest.raises(CorruptDataError, match="refused"):
             store.push(huge)
-        assert r.get(keys.buffer_stats) is None  # nothing stored
+        assert r.get(store.buffer_keys().stats) is None  # nothing stored
         assert store.push(blob) == 1  # a normal episode still goes in
         r.close()
 

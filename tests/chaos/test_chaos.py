@@ -7,7 +7,9 @@ In order, on one fleet (each step bounded in time, waiting on conditions):
 2. Redis restarted: every role heartbeats again within 10 s, and run, weights and buffer survive;
 3. Redis unreachable for 60 s: game workers play on into their spool (10 episodes here) and push
    it on reconnect, each episode once; what the full spool dropped is counted and reported;
-4. two training workers: exactly one trains; when it hangs (SIGSTOP) the other, with a checkpoint
+4. Redis out of memory (maxmemory, noeviction): writes refused, game workers spool, the others
+   back off; once Redis has room the spool lands and training goes on, in the same processes;
+5. two training workers: exactly one trains; when it hangs (SIGSTOP) the other, with a checkpoint
    directory of its own (as on another host), takes over within the lock TTL from the weights
    Redis holds, bit for bit; the hung one, resumed, cannot publish (fenced) and stands by.
 Throughout, a monitor reads (version, weights) in one transaction every 50 ms: the version never
@@ -35,7 +37,9 @@ from supervised import BIN, KEYS, REPO, Fleet, supervised_fleet, wait_for
 
 from bgai.config import load_config, model_hash
 from bgai.runs.manager import train_template
+from bgai.store import registry, runstate
 from bgai.store.codec import decode_weights, expand_episode, read_episode_header, read_weights_header
+from bgai.store.keys import BufferKeys
 from bgai.store.lock import TrainerLock
 from bgai.train.checkpoint import list_checkpoints, load_checkpoint, state_digest
 
@@ -162,7 +166,7 @@ def test_redis_restart_loses_nothing(fleet: tuple[Fleet, Monitor]) -> None:
     f, monitor = fleet
     r = f.r
     run = (r.get(KEYS.run_id), r.get(KEYS.run_status))
-    version, stats = f.version(), json.loads(r.get(KEYS.buffer_stats))
+    version, stats = f.version(), _stats(r)
     pids = {p: pid for p, (_, pid) in f.status().items() if p in ROLES}
     f.ctl("restart", "redis")
     wait_for("Redis to answer", lambda: _pings(r), 60)
@@ -176,7 +180,7 @@ def test_redis_restart_loses_nothing(fleet: tuple[Fleet, Monitor]) -> None:
     took = wait_for("every role to heartbeat again", all_beat, 10.0, poll_s=0.1)
     assert (r.get(KEYS.run_id), r.get(KEYS.run_status)) == run
     assert f.version() >= version
-    after = json.loads(r.get(KEYS.buffer_stats))
+    after = _stats(r)
     assert after["pushed_episodes"] >= stats["pushed_episodes"] and after["size"] > 0
     assert {p: pid for p, (_, pid) in f.status().items() if p in ROLES} == pids  # no role restarted
     no_fatal(f)
@@ -188,7 +192,7 @@ def test_redis_unreachable_for_60_s(fleet: tuple[Fleet, Monitor]) -> None:
     games = ["game-worker-0", "game-worker-1"]
     # both game workers play (a worker restarted by the kills above may still be compiling)
     wait_for("both game workers to play", lambda: _playing(f.r) >= len(games), 300)
-    pushed = json.loads(f.r.get(KEYS.buffer_stats))["pushed_episodes"]
+    pushed = _stats(f.r)["pushed_episodes"]
     pids = {p: pid for p, (_, pid) in f.status().items() if p in ROLES}
     backs = {g: f.log(g).count("Redis back after") for g in games}
     f.ctl("stop", "redis")
@@ -212,7 +216,7 @@ def test_redis_unreachable_for_60_s(fleet: tuple[Fleet, Monitor]) -> None:
         assert (SPOOL <= n + dup <= SPOOL + 64) if drop else n + dup <= SPOOL + 64, line
         landed, dropped = landed + n, dropped + drop
     assert dropped > 0  # 60 s of self-play overflows 10 episodes: counted and reported
-    after = json.loads(f.r.get(KEYS.buffer_stats))["pushed_episodes"]
+    after = _stats(f.r)["pushed_episodes"]
     assert after >= pushed + landed
     assert {p: pid for p, (_, pid) in f.status().items() if p in ROLES} == pids  # nothing restarted
     no_fatal(f)
@@ -225,6 +229,49 @@ def test_redis_unreachable_for_60_s(fleet: tuple[Fleet, Monitor]) -> None:
 def worker_of(owner: str | None) -> str:
     """The worker id of a lock holder's owner token (`<worker id>:<nonce>`)."""
     return (owner or "").rpartition(":")[0]
+
+
+def test_redis_out_of_memory_is_ridden_out(fleet: tuple[Fleet, Monitor]) -> None:
+    """Redis at its maxmemory (noeviction) refuses every write: the game workers spool, the other
+    roles back off; once it has room again everything goes on, in the same processes, and the
+    spooled episodes land."""
+    f, _ = fleet
+    games = ["game-worker-0", "game-worker-1"]
+    limit = int(f.r.config_get("maxmemory")["maxmemory"])
+    assert f.r.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+    assert limit == int(f.env["BGAI_MAXMEMORY"]) > 0  # the budget, as fleet-local sets it
+    wait_for("both game workers to play", lambda: _playing(f.r) >= len(games), 300)
+    pids = {p: pid for p, (_, pid) in f.status().items() if p in ROLES}
+    full, backs = ({g: f.log(g).count(m) for g in games} for m in ("Redis out of memory", "Redis back after"))
+    f.r.config_set("maxmemory", 1)  # below what Redis holds: every write that needs memory is refused
+    pushed = _stats(f.r)["pushed_episodes"]  # (read after: a push that came before may have landed)
+    try:
+        wait_for(
+            "every game worker to see a push refused for memory",
+            lambda: all(f.log(g).count("Redis out of memory") > full[g] for g in games),
+            120,
+            poll_s=0.1,
+        )
+        assert _stats(f.r)["pushed_episodes"] == pushed  # nothing landed meanwhile
+    finally:
+        f.r.config_set("maxmemory", limit)
+    wait_for(
+        "every game worker to push its spool",
+        lambda: all(f.log(g).count("Redis back after") > backs[g] for g in games),
+        120,
+    )
+    landed = 0
+    for g in games:
+        line = [x for x in f.log(g).splitlines() if "Redis back after" in x][-1]
+        m = re.search(r"pushed (\d+) spooled episodes", line)
+        assert m, line
+        landed += int(m.group(1))
+    assert landed > 0 and _stats(f.r)["pushed_episodes"] >= pushed + landed
+    v = f.version()
+    wait_for("training to go on", lambda: f.version() > v, 300, poll_s=0.5)
+    assert {p: pid for p, (_, pid) in f.status().items() if p in ROLES} == pids  # nothing restarted
+    no_fatal(f)
+    print(f"chaos: Redis out of memory: {landed} spooled episodes pushed once it had room, no restart")
 
 
 def _trainer(f: Fleet, name: str, **env_overrides: str) -> tuple[subprocess.Popen, Any]:
@@ -339,10 +386,11 @@ def _buffer_snapshot(r: redis.Redis, attempts: int = 100) -> tuple[dict, list[by
     with r.pipeline() as pipe:
         for _ in range(attempts):
             try:
-                pipe.watch(KEYS.buffer_stats)
-                stats = json.loads(pipe.get(KEYS.buffer_stats))
+                bk = _buffer(r)
+                pipe.watch(bk.stats)
+                stats = json.loads(pipe.get(bk.stats))
                 pipe.multi()
-                pipe.mget([KEYS.buffer_episode(x) for x in range(stats["oldest"], stats["newest"] + 1)])
+                pipe.mget([bk.episode(x) for x in range(stats["oldest"], stats["newest"] + 1)])
                 return stats, pipe.execute()[0]
             except redis.WatchError:
                 continue
@@ -366,6 +414,15 @@ def test_buffer_has_no_partial_or_duplicate_episode(fleet: tuple[Fleet, Monitor]
     print(f"chaos: buffer of {len(seen)} episodes ({rows} positions): none partial, none twice")
 
 
+def _buffer(r: redis.Redis) -> BufferKeys:
+    """The current run's buffer keys."""
+    return KEYS.buffer(runstate.namespace(r, KEYS))
+
+
+def _stats(r: redis.Redis) -> dict:
+    return json.loads(r.get(_buffer(r).stats))
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/status") as fh:
@@ -382,8 +439,7 @@ def _pings(r: redis.Redis) -> bool:
 
 
 def _live_ids(r: redis.Redis) -> list[str]:
-    ids = [m.decode() for m in r.smembers(KEYS.workers_index)]
-    return [i for i in ids if r.exists(KEYS.worker(i))]
+    return registry.registered(r, KEYS)
 
 
 def _playing(r: redis.Redis) -> int:

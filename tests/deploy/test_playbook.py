@@ -102,6 +102,24 @@ def test_secrets_come_from_the_vault_else_the_environment(tmp_path: Path) -> Non
     assert vaulted == "from-the-vault-0123456789"
 
 
+def test_redis_maxmemory_filter_is_bgai_budget() -> None:
+    """The redis role's maxmemory default is bgai's own budget for the fleet config."""
+    from bgai.config import load_config
+    from bgai.store.budget import redis_maxmemory
+
+    plugin = REPO / "ansible" / "filter_plugins" / "bgai.py"
+    spec = importlib.util.spec_from_file_location("bgai_filters", plugin)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = REPO / "configs" / "distributed.yaml"
+    got = module.FilterModule().filters()["bgai_redis_maxmemory"](str(config))
+    assert got == redis_maxmemory(load_config(config, env={})) > 0
+    defaults = yaml.safe_load((REPO / "ansible" / "roles" / "redis" / "defaults" / "main.yml").read_text())
+    assert defaults["redis_maxmemory_policy"] == "noeviction"
+    assert "bgai_redis_maxmemory" in defaults["redis_maxmemory"]
+
+
 def render_templates(tmp: Path) -> dict[str, str]:
     """The templates deploy.yml writes, from the roles' own defaults, for the head (h0), a
     worker host (w1: game only) and a host with TLS and MLflow's auth off (x0):
