@@ -208,7 +208,11 @@ class TrainingWorker:
             self.status, self.holds_lock = "standby", False
             return Unit(idle_s=min(5.0, self.cfg.head.trainer_lock_ttl_s / 3))
         if not self.holds_lock:  # newly the trainer: catch up, then renew the lock (it may be slow)
-            self.take_over()
+            try:
+                self.take_over()
+            except BaseException:  # a refusal (nothing to resume) leaves the lock to another trainer
+                self.lock.release(self.r)
+                raise
             if not self.lock.acquire(self.r):
                 self.status = "standby"
                 return Unit("lost the lock while taking over: standing by", idle_s=1.0)

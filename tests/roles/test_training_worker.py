@@ -238,6 +238,7 @@ def test_with_no_checkpoint_and_no_usable_weights_in_redis_the_trainer_refuses(
     with pytest.raises(NoModelToResumeError, match="refusing to train fresh weights"):
         trainer(cfg_b, r, keys, "training-b").run_once()
     assert model_keys(r, keys) == before  # nothing published
+    assert r.get(keys.trainer_lock) is None  # and the lock is left for a trainer that can train
     # as a process: one line, no traceback, exit 2 (supervisord leaves it EXITED)
     b = TrainingWorker(cfg_b, r, keys, Identity("test:training-c", "training", "127.0.0.1", "cpu", "test"))
     with caplog.at_level(logging.ERROR):
