@@ -27,3 +27,13 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[_ENV] = path
         config.add_cleanup(lambda: shutil.rmtree(path, ignore_errors=True))
     compile_cache.enable(JaxConfig(cache_dir=os.environ[_ENV]))
+
+
+# Files whose tests mostly wait (the deployment test: Ansible's tasks one after another, about one
+# core's worth) run first, so that under pytest-xdist (scripts/test) they overlap with the
+# compile-bound rest instead of running after it on a machine otherwise idle.
+WAITING_FILES = ("tests/deploy/test_deploy.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in WAITING_FILES)  # stable

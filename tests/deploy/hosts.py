@@ -2,11 +2,11 @@
 PID, mount and UTS namespaces, running sshd on an address of a bridge this module makes.
 
 The rootfs is built once with debootstrap (about a minute) and cached as a tarball under
-runs/cache/; every host unpacks a fresh copy. It carries only what a bare Debian server would,
-plus what the roles install with apt (the namespaces have no route to the internet, so those
-packages must already be there: the apt tasks then find them installed): openssh-server,
-python3, python3-venv, python3-apt, prometheus-node-exporter. Python packages reach the hosts
-through the deployment's own wheelhouse option (`bgai_wheelhouse`).
+runs/cache/ (deploy_cache.py); every host unpacks a fresh copy. It carries only what a bare
+Debian server would, plus what the roles install with apt (the namespaces have no route to the
+internet, so those packages must already be there: the apt tasks then find them installed):
+openssh-server, python3, python3-venv, python3-apt, prometheus-node-exporter. Python packages
+reach the hosts through the deployment's own wheelhouse option (`bgai_wheelhouse`).
 
 Only addresses this module creates are used: a bridge on 10.231.0.1/24, hosts at .11, .12, ...
 Everything goes when the host's namespace process is killed (PID namespace), then the
@@ -15,7 +15,6 @@ netns and the bridge are deleted.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import socket
 import subprocess
@@ -23,33 +22,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-CACHE = REPO / "runs" / "cache"
-SUITE = "bookworm"
-MIRROR = "http://deb.debian.org/debian"
-PACKAGES = "openssh-server,python3,python3-venv,python3-apt,prometheus-node-exporter,procps"
+from deploy_cache import rootfs_tarball, sh
+
 BRIDGE = "bgaibr0"
 NET = "10.231.0"
 HEAD_ADDRESS = f"{NET}.1"
-
-
-def sh(*cmd: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(c) for c in cmd], check=check, capture_output=True, text=True)
-
-
-def rootfs_tarball() -> Path:
-    """The cached rootfs tarball (built with debootstrap when missing)."""
-    tarball = CACHE / f"rootfs-{SUITE}-{hashlib.sha256(PACKAGES.encode()).hexdigest()[:10]}.tar"
-    if tarball.exists():
-        return tarball
-    CACHE.mkdir(parents=True, exist_ok=True)
-    build = CACHE / "rootfs.build"
-    shutil.rmtree(build, ignore_errors=True)
-    sh("debootstrap", "--variant=minbase", f"--include={PACKAGES}", SUITE, build, MIRROR)
-    sh("tar", "-C", build, "-cf", f"{tarball}.tmp", ".")
-    Path(f"{tarball}.tmp").rename(tarball)
-    shutil.rmtree(build, ignore_errors=True)
-    return tarball
 
 
 @dataclass

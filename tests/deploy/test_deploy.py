@@ -34,7 +34,8 @@ from pathlib import Path
 import pytest
 import redis
 import yaml
-from hosts import HEAD_ADDRESS, REPO, Host, Hosts
+from deploy_cache import REPO, wheelhouse
+from hosts import HEAD_ADDRESS, Host, Hosts
 from redis_server import free_port
 from supervised import wait_for
 
@@ -142,21 +143,6 @@ def changed_tasks(out: str) -> list[str]:
 
 
 # Debian 12's Python is 3.11.2: what its pip asks for beyond what this venv's Python needed
-PY3112 = ["async-timeout>=4.0.3"]  # (supervisor comes with bgai's own dependencies)
-
-
-def wheelhouse(tmp: Path) -> Path:
-    """Every wheel the hosts need (bgai's dependencies, with the head extra, and supervisor)."""
-    wheels = tmp / "wheels"
-    subprocess.run(
-        [BIN / "python", "-m", "pip", "download", "-q", "-d", wheels, f"{REPO}[head]", *PY3112],
-        check=True, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    for sdist in wheels.glob("bgai-*"):
-        sdist.unlink()  # the checkout itself: deploy.yml builds and ships it
-    return wheels
-
-
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     tmp = tmp_path_factory.mktemp("deploy")
@@ -170,7 +156,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         for name in WORKERS:
             hosts.add(name)
         hosts.wait_ssh()
-        wheels = wheelhouse(tmp)
+        wheels = wheelhouse()  # (made in the background by scripts/test, if it ran)
         wheel_port = free_port()
         server = subprocess.Popen(
             [BIN / "python", "-m", "http.server", "--bind", HEAD_ADDRESS, "-d", wheels, str(wheel_port)],
