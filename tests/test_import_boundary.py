@@ -238,7 +238,7 @@ def spelled_keys_at(path: Path) -> list[str]:
 # Layers, lowest first: a module may import its own layer or lower ones, never a higher one
 # (function-level imports included: one that hides a circle is still a circle).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("bgai.core", "bgai.errors", "bgai.clock", "bgai.opponent_names", "bgai.config_bounds"),
+    ("bgai.core", "bgai.errors", "bgai.clock", "bgai.durable", "bgai.opponent_names", "bgai.config_bounds"),
     ("bgai.config_parse", "bgai.config"),
     ("bgai.agent", "bgai.devices", "bgai.compile_cache"),
     ("bgai.store", "bgai.obs", "bgai.opponents", "bgai.train"),

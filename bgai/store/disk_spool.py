@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bgai.durable import fsync_dir, replace_durably
 from bgai.errors import BgaiError, CorruptDataError
 from bgai.store.codec import MAX_EPISODE_BYTES, expand_episode
 
@@ -73,23 +74,10 @@ def worker_dir(root: Path, prefix: str, worker_id: str) -> Path:
     return root / prefix / (re.sub(r"[^A-Za-z0-9_.-]", "_", worker_id) or "_")
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_durably(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file (fsynced, renamed; the caller fsyncs the
     directory)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    replace_durably(path, data, path.with_name(f".{path.name}.tmp"), sync_dir=False)
 
 
 def encode_file(prefix: str, items: list[Spooled]) -> bytes:
@@ -200,7 +188,7 @@ class DiskSpool:
                 items += decode_file(name, path.read_bytes(), self.prefix)
             except (CorruptDataError, OSError) as exc:
                 self._set_aside(path, str(exc))
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         items.sort(key=lambda it: it.seq)
         return source, items
 
@@ -216,7 +204,7 @@ class DiskSpool:
             self._set_aside(path, "not this worker's source name")
         source = f"{worker_id}/{uuid.uuid4().hex[:12]}"
         _write_durably(path, source.encode())
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         return source
 
     def _set_aside(self, path: Path, why: str) -> None:
@@ -245,7 +233,7 @@ class DiskSpool:
             for it in g:
                 it.file = name
         if groups:
-            _fsync_dir(self.dir)  # the renames survive a power loss
+            fsync_dir(self.dir)  # the renames survive a power loss
 
     def remove(self, names: Iterable[str]) -> None:
         """Delete spool files whose every episode has left the spool (no directory fsync: a file

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from flax import serialization
 
+from bgai.durable import fsync_dir, replace_durably
 from bgai.errors import CorruptDataError, IncompatibleError
 from bgai.store.codec import check_finite
 
@@ -41,38 +42,18 @@ def save_checkpoint(
     body = serialization.msgpack_serialize(serialization.to_state_dict(state))
     header = json.dumps({**meta, "step": step, "sha256": hashlib.sha256(body).hexdigest()}).encode()
     path = directory / f"ckpt_{step:09d}.bgai"
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        f.write(MAGIC + len(header).to_bytes(4, "big") + header + body)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(directory)  # the rename itself survives a power loss
+    replace_durably(path, MAGIC + len(header).to_bytes(4, "big") + header + body, path.with_suffix(".tmp"))
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     remove_stale_tmp(directory, below=step)
     return path
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_durably(path: Path, data: bytes) -> None:
     """Replace `path` with `data` as a save does: temporary file, fsync, rename, directory fsync
     (a crash or a power loss leaves the old content or the new, never a mix)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    replace_durably(path, data)
 
 
 def remove_stale_tmp(directory: Path, below: int | None = None) -> list[Path]:
@@ -92,7 +73,7 @@ def quarantine(path: Path) -> Path:
     """Rename a checkpoint that failed its checks to `<name>.bad`: out of every listing, kept."""
     bad = path.with_name(path.name + ".bad")
     os.replace(path, bad)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return bad
 
 
