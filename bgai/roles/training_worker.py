@@ -210,7 +210,7 @@ class TrainingWorker:
         if not self.holds_lock:  # newly the trainer: catch up, then renew the lock (it may be slow)
             try:
                 self.take_over()
-            except BaseException:  # a refusal (nothing to resume) leaves the lock to another trainer
+            except BaseException:  # any failure (a refusal: nothing to resume) leaves the lock to another
                 self.lock.release(self.r)
                 raise
             if not self.lock.acquire(self.r):
