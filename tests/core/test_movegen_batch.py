@@ -23,6 +23,7 @@ CONFIGS = {
     "tiny": rules.MoveGenConfig(max_plays=16, frontier2=8, frontier3=16),  # overflows often
     "exact": rules.EXACT_MOVEGEN,
 }
+EXACT_POSITIONS = 1024
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +55,18 @@ def _assert_same(batched: rules.Plays, single: rules.Plays) -> None:
 
 @pytest.fixture(scope="module")
 def expected(positions: tuple[np.ndarray, np.ndarray]) -> dict[str, list[rules.Plays]]:
-    """`legal_plays` vmapped, per config, in batches of 256 positions."""
+    """`legal_plays` vmapped, per config, in batches of 256 positions.
+
+    "exact" (1,024 plays a position, slow to run on a CPU) covers the first 1,024 positions.
+    """
     boards, dice = positions
     out = {}
     for name, cfg in CONFIGS.items():
         single = jax.jit(jax.vmap(partial(rules.legal_plays, cfg=cfg)))
+        count = EXACT_POSITIONS if name == "exact" else len(dice)
         out[name] = [
             jax.device_get(single(jnp.asarray(boards[i : i + 256]), jnp.asarray(dice[i : i + 256])))
-            for i in range(0, len(dice), 256)
+            for i in range(0, count, 256)
         ]
     return out
 
@@ -77,7 +82,7 @@ def test_batched_equals_single(
         rows = slice(256 * i, 256 * (i + 1))
         _assert_same(batched(jnp.asarray(boards[rows]), jnp.asarray(dice[rows])), want)
     overflowed = sum(int(np.sum(w.overflow)) for w in expected[name])
-    print(f"{name}: {len(dice)} positions, {overflowed} overflow {cfg}")
+    print(f"{name}: {256 * len(expected[name])} positions, {overflowed} overflow {cfg}")
 
 
 def test_every_branch(
@@ -135,7 +140,7 @@ def test_applying_a_plays_steps_gives_its_afterstate(
         mask = np.asarray(want.mask)
         assert np.array_equal(got[mask], np.asarray(want.boards)[mask])
         checked += int(mask.sum())
-    assert checked > 50_000
+    assert checked > 12_000
     print(f"apply_play: {checked} plays rebuilt from their steps")
 
 
