@@ -7,6 +7,7 @@ vector), so what the search does is predictable from the position alone.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -131,18 +132,37 @@ GAMMON_WIN = board({3: 1, 2: 1}, {18: 5, 19: 5, 20: 5})
 FORCED = board({5: 13}, {18: 2, 19: 2, 20: 2, 21: 2, 22: 2, 10: 5}, bar=2)
 
 
-def test_runs_exactly_the_configured_simulations() -> None:
+@functools.cache
+def deep_search() -> SearchOutput:
+    """24 simulations, one drawn roll per afterstate, a real network's priors, on three positions.
+
+    One compile shared by the tests below (compiling the search dominates their time).
+    """
     net = BgNet(hidden=(16,))
-    params = init_params(net, jax.random.key(1))
-    boards = jnp.stack([rules.start_board(), rules.start_board()])
-    sims = 12
-    _, out = search(net.apply, params, boards, [roll(3, 1), roll(6, 5)], sims)
+    params = init_params(net, jax.random.key(2))
+    boards = jnp.stack([rules.start_board(), GAMMON_WIN, FORCED])
+    return search(net.apply, params, boards, [roll(2, 1), roll(4, 3), roll(6, 1)], DEEP_SIMS, chance_samples=1)[1]
+
+
+DEEP_SIMS = 24
+
+
+def decide(boards: list[jax.Array], dice: list[int], turn: int) -> tuple[jax.Array, jax.Array, rules.Plays]:
+    """DECIDE on three games (one compiled shape for every test): (actions, policy targets, plays)."""
+    stacked = jnp.stack(boards)
+    plays = plays_of(stacked, dice)
+    action, target = DECIDE(None, jax.random.key(turn), states_of(stacked, dice, turn=turn), plays)
+    return action, target, plays
+
+
+def test_runs_exactly_the_configured_simulations() -> None:
+    out = deep_search()
     tree = out.tree
     # the root's own evaluation counts as a visit, then one per simulation
-    assert np.all(np.asarray(tree.d_visits[:, 0]) == sims + 1)
-    assert np.all(np.asarray(out.visit_counts).sum(-1) == sims)
+    assert np.all(np.asarray(tree.d_visits[:, 0]) == DEEP_SIMS + 1)
+    assert np.all(np.asarray(out.visit_counts).sum(-1) == DEEP_SIMS)
     # no game ends within reach of the opening: every simulation expanded exactly one new node
-    assert np.all(np.asarray(tree.num_decision + tree.num_chance) == sims + 1)
+    assert int(tree.num_decision[0] + tree.num_chance[0]) == DEEP_SIMS + 1
 
 
 def test_search_finds_the_winning_play_and_values_it_exactly() -> None:
@@ -163,14 +183,13 @@ def test_search_finds_the_winning_play_and_values_it_exactly() -> None:
     expected = np.asarray(afterstate_values(FAKE, None, plays))[0, other]
     assert 0.9 < expected < 1.0
     np.testing.assert_allclose(q[other], expected, rtol=1e-6)
-    action, _ = DECIDE(None, jax.random.key(3), states_of(GAMMON_WIN[None], [roll(4, 3)], turn=5), plays)
+    action, _, _ = decide([GAMMON_WIN, GAMMON_WIN, FORCED], [roll(4, 3), roll(4, 3), roll(6, 1)], turn=5)
     assert int(action[0]) == win
 
 
 def test_single_legal_play_is_chosen() -> None:
-    plays = plays_of(FORCED[None], [roll(6, 1)])
+    action, target, plays = decide([FORCED] * 3, [roll(6, 1)] * 3, turn=0)
     assert int(plays.mask[0].sum()) == 1
-    action, target = DECIDE(None, jax.random.key(0), states_of(FORCED[None], [roll(6, 1)]), plays)
     assert int(action[0]) == 0
     np.testing.assert_array_equal(np.asarray(target[0]), np.eye(K)[0])
 
@@ -246,10 +265,7 @@ def _check_tree(tree: Tree, game: int) -> int:
 
 def test_tree_is_consistent_with_a_slow_reference() -> None:
     """Deep trees (one drawn roll per afterstate) on three positions, a real network's priors."""
-    net = BgNet(hidden=(16,))
-    params = init_params(net, jax.random.key(2))
-    boards = jnp.stack([rules.start_board(), GAMMON_WIN, FORCED])
-    _, out = search(net.apply, params, boards, [roll(2, 1), roll(4, 3), roll(6, 1)], 24, chance_samples=1)
+    out = deep_search()
     depth2 = np.asarray(out.tree.c_parent) > 0  # chance nodes below a non-root decision node
     assert depth2.sum() > 0  # the search went past one ply
     assert sum(_check_tree(out.tree, g) for g in range(3)) > 0
