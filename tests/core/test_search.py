@@ -141,7 +141,8 @@ def deep_search() -> SearchOutput:
     net = BgNet(hidden=(16,))
     params = init_params(net, jax.random.key(2))
     boards = jnp.stack([rules.start_board(), GAMMON_WIN, FORCED])
-    return search(net.apply, params, boards, [roll(2, 1), roll(4, 3), roll(6, 1)], DEEP_SIMS, chance_samples=1)[1]
+    dice = [roll(2, 1), roll(4, 3), roll(6, 1)]
+    return search(net.apply, params, boards, dice, DEEP_SIMS, chance_samples=1)[1]
 
 
 DEEP_SIMS = 24
