@@ -98,6 +98,8 @@ def _boards() -> np.ndarray:
 
 
 _legal_plays = jax.jit(rules.legal_plays, static_argnums=2)
+_win_points = jax.jit(rules.win_points)
+_flip = jax.jit(rules.flip)
 
 
 @jax.jit
@@ -143,8 +145,8 @@ def test_one_ply_player_plays_the_best_candidate_by_the_reference() -> None:
         top = np.argsort(-zero_ply[i], kind="stable")[:m]  # the candidates: best by 0-ply
         value = []
         for a in np.asarray(plays.boards[i])[top]:
-            won = int(rules.win_points(jnp.asarray(a)))
-            opp = _reference_one_ply(params, np.asarray(rules.flip(jnp.asarray(a))))
+            won = int(_win_points(jnp.asarray(a)))
+            opp = _reference_one_ply(params, np.asarray(_flip(jnp.asarray(a))))
             value.append(won if won else -float(opp @ np.asarray(network.OUTCOME_POINTS)))
         assert int(action[i]) == top[int(np.argmax(value))]
         assert float(target[i, int(action[i])]) == 1.0
