@@ -55,21 +55,37 @@ def one_ply_decider(
     the opponent's 21 rolls (its best 0-ply reply to each), and the best of them is played.
 
     Each decision costs `candidates` x 21 move generations (gnubg's move filter works alike:
-    lookahead only for the plays that 0-ply ranks highest).
+    lookahead only for the plays that 0-ply ranks highest). Only the games to decide pay it:
+    the rows not done are gathered and scored a chunk of a quarter of the batch at a time (in a
+    paired match half the games are the other player's turn, and finished games wait for the
+    batch's longest), and a done row gets its best 0-ply play, which nobody plays.
     """
 
     def decide(params: Any, key: jax.Array, states: GameState, plays: rules.Plays) -> tuple:
-        del key, states
+        del key
         values = afterstate_values(apply_fn, params, plays, eval_slots)  # [B, K]
-        m = min(candidates, values.shape[-1])
+        b, m = values.shape[0], min(candidates, values.shape[-1])
         top_v, top_i = jax.lax.top_k(values, m)  # [B, M]
         after = jnp.take_along_axis(plays.boards, top_i[..., None], axis=1)  # [B, M, 28]
-        flat = after.reshape(-1, rules.BOARD_SIZE)
-        opp = one_ply_distribution(apply_fn, params, rules.flip(flat), movegen, eval_slots)
-        won = jax.vmap(rules.win_points)(flat).astype(jnp.float32)
-        ply1 = jnp.where(won > 0, won, -(opp @ OUTCOME_POINTS)).reshape(top_v.shape)
-        ply1 = jnp.where(top_v > NEG_INF / 2, ply1, NEG_INF)  # fewer legal plays than candidates
-        action = jnp.take_along_axis(top_i, jnp.argmax(ply1, axis=-1)[:, None], axis=1)[:, 0]
+        chunk = max(1, b // 4)
+        todo = ~states.done
+        # the rows to decide first, then `b` (out of range: dropped by the scatter below)
+        order = jnp.nonzero(todo, size=b, fill_value=b)[0]
+        order = jnp.concatenate([order, jnp.full((-b % chunk,), b, order.dtype)])
+        n_chunks = (jnp.sum(todo) + chunk - 1) // chunk
+
+        def score_chunk(i: jax.Array, best: jax.Array) -> jax.Array:
+            rows = jax.lax.dynamic_slice(order, (i * chunk,), (chunk,))
+            safe = jnp.minimum(rows, b - 1)
+            flat = after[safe].reshape(-1, rules.BOARD_SIZE)
+            opp = one_ply_distribution(apply_fn, params, rules.flip(flat), movegen, eval_slots)
+            won = jax.vmap(rules.win_points)(flat).astype(jnp.float32)
+            ply1 = jnp.where(won > 0, won, -(opp @ OUTCOME_POINTS)).reshape(chunk, m)
+            ply1 = jnp.where(top_v[safe] > NEG_INF / 2, ply1, NEG_INF)  # fewer legal plays than M
+            return best.at[rows].set(jnp.argmax(ply1, axis=-1).astype(best.dtype), mode="drop")
+
+        best = jax.lax.fori_loop(0, n_chunks, score_chunk, jnp.zeros(b, jnp.int32))
+        action = jnp.take_along_axis(top_i, best[:, None], axis=1)[:, 0]
         return action, jax.nn.one_hot(action, plays.mask.shape[-1])
 
     return decide

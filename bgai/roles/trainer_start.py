@@ -45,6 +45,7 @@ class Start:
     version: int
     rng_state: dict[str, Any] | None
     note: str
+    elapsed_s: float = 0.0  # the run's training time when it was saved (0: unknown)
 
 
 def as_tree(state: TrainState) -> dict[str, Any]:
@@ -73,7 +74,7 @@ def from_checkpoint(directory: Path, template: TrainState, model_hash: str, how:
     state = TrainState(restored["params"], restored["opt_state"], jnp.asarray(restored["step"]))
     version = int(meta.get("model_version", 0))
     note = f"{how} {path} at step {meta['step']}, version {version}, state {state_digest(as_tree(state))}"
-    return Start(state, version, meta.get("rng"), note)
+    return Start(state, version, meta.get("rng"), note, float(meta.get("elapsed_s", 0.0)))
 
 
 def from_redis(

@@ -6,7 +6,10 @@ the replay ratio allows right now, at most up to the next publish: steps are owe
 (the positions already in the buffer count as new), and training starts once the buffer holds
 `training.min_buffer_positions`. Every `publish_every` steps a new version is published; every
 `checkpoint_every` steps, and on a warm stop, a checkpoint is written to
-`training.checkpoint_dir/{run_id}/` and, with MLflow configured, logged to the run.
+`training.checkpoint_dir/{run_id}/` and, with MLflow configured, logged to the run. Its meta
+says, as `bgai train-local`'s do, how many games and positions the run had pushed by then and
+its training time (`elapsed_s`: wall-clock seconds this run has had a trainer leading it,
+carried across restarts), so `bgai bench curve` draws a fleet run's curve by games and minutes.
 
 The trainer follows the run id in Redis. Each time it becomes the run's trainer (its first
 start, a standby taking over, the lock won back, a run it has not seen: `bgai-runs start` or
@@ -35,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bgai.agent import movegen_of, net_of, optimizer_of, train_step_of
+from bgai.clock import Clock, SystemClock
 from bgai.config import Config, config_hash, model_hash
 from bgai.core.network import init_params
 from bgai.core.train_step import BATCH_FIELDS, Batch, init_train_state
@@ -71,8 +75,10 @@ class TrainingWorker:
         identity: Identity,
         metrics: RoleMetrics | None = None,
         tracking: TrackingQueue | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.cfg, self.r, self.keys, self.identity = cfg, r, keys, identity
+        self.clock = clock or SystemClock()
         self.metrics = metrics or RoleMetrics(identity.worker_id, identity.type, identity.hostname)
         self.tracking = tracking
         self.run_id: str | None = None
@@ -81,6 +87,9 @@ class TrainingWorker:
         self.base_pushed: int | None = None
         self.base_step = 0
         self.holds_lock = False  # holds the lock and has caught up with the run (`take_over`)
+        self.pushed = {"games": 0, "positions": 0}  # the run's buffer stats, last read
+        self.elapsed_s = 0.0  # the run's training time (checkpoint meta)
+        self.led_at: float | None = None  # when `elapsed_s` was last brought up to date
 
     def setup(self) -> None:
         cfg, t = self.cfg, self.cfg.training
@@ -100,6 +109,7 @@ class TrainingWorker:
         self.state = init_train_state(init_params(self.net, jax.random.key(t.seed)), self.optimizer)
         self.rng = np.random.default_rng(t.seed)
         self.version = None
+        self.elapsed_s, self.led_at = 0.0, None
 
     def enter_run(self, run_id: str) -> None:
         """Work on `run_id` from now on; what to train from is decided when it holds the lock."""
@@ -134,6 +144,7 @@ class TrainingWorker:
 
     def _start_from(self, start: trainer_start.Start) -> None:
         self.state, self.version = start.state, start.version
+        self.elapsed_s = max(self.elapsed_s, start.elapsed_s)  # a roll back keeps the time spent
         self.rng = np.random.default_rng(self.cfg.training.seed)
         if start.rng_state is not None:
             self.rng.bit_generator.state = start.rng_state
@@ -169,7 +180,7 @@ class TrainingWorker:
     def stand_by(self, exc: BgaiError) -> Unit:
         """Our publish was refused: another trainer leads (or Redis moved on). Stand by, and
         catch up (`take_over`) when the lock is ours again."""
-        self.status, self.holds_lock = "standby", False
+        self.status, self.holds_lock, self.led_at = "standby", False, None
         log.warning("not publishing (%s): standing by", exc)
         return Unit(
             f"lost the lead ({exc}): standing by", idle_s=min(5.0, self.cfg.head.trainer_lock_ttl_s / 3)
@@ -182,6 +193,8 @@ class TrainingWorker:
             "model_version": self.version or 0,
             "run_id": self.run_id,
             "rng": self.rng.bit_generator.state,
+            **self.pushed,
+            "elapsed_s": self.elapsed_s,
         }
         before = {p.name for p in list_checkpoints(self.dir)}
         path = save_checkpoint(
@@ -205,7 +218,7 @@ class TrainingWorker:
         if run_id != self.run_id:
             self.enter_run(run_id)
         if not self.lock.acquire(self.r):
-            self.status, self.holds_lock = "standby", False
+            self.status, self.holds_lock, self.led_at = "standby", False, None
             return Unit(idle_s=min(5.0, self.cfg.head.trainer_lock_ttl_s / 3))
         if not self.holds_lock:  # newly the trainer: catch up, then renew the lock (it may be slow)
             try:
@@ -214,9 +227,13 @@ class TrainingWorker:
                 self.lock.release(self.r)
                 raise
             if not self.lock.acquire(self.r):
-                self.status = "standby"
+                self.status, self.led_at = "standby", None
                 return Unit("lost the lock while taking over: standing by", idle_s=1.0)
             self.holds_lock = True
+        now = self.clock.now()
+        if self.led_at is not None:
+            self.elapsed_s += max(0.0, now - self.led_at)
+        self.led_at = now
         if wait:
             return wait
         if self.version is None or weights.current_version(self.r, self.keys) is None:
@@ -228,6 +245,7 @@ class TrainingWorker:
         stats = self.replay.stats()
         self.metrics.buffer(stats)
         size, pushed = int(stats.get("size", 0)), int(stats.get("pushed_positions", 0))
+        self.pushed = {"games": int(stats.get("pushed_episodes", 0)), "positions": pushed}
         if self.base_pushed is None:
             self.base_pushed = pushed - size
         if size < t.min_buffer_positions:

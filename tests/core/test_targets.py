@@ -3,6 +3,7 @@ distribution and the 1-ply player against a slow roll-by-roll reference."""
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 
 import jax
@@ -139,8 +140,10 @@ def test_one_ply_player_plays_the_best_candidate_by_the_reference() -> None:
     plays = jax.jit(rules.legal_plays_batch, static_argnums=2)(jnp.asarray(boards), jnp.asarray(dice), MG)
     zero = jnp.zeros(3, jnp.int32)
     states = GameState(jnp.asarray(boards), jnp.asarray(dice), zero, jnp.zeros(3, bool), zero, zero)
-    action, target = jax.jit(decide)(params, jax.random.key(0), states, plays)
+    jitted = jax.jit(decide)
+    action, target = jitted(params, jax.random.key(0), states, plays)
     zero_ply = np.asarray(jax.jit(partial(afterstate.afterstate_values, NET.apply))(params, plays))
+    want = []
     for i in range(3):
         top = np.argsort(-zero_ply[i], kind="stable")[:m]  # the candidates: best by 0-ply
         value = []
@@ -148,5 +151,11 @@ def test_one_ply_player_plays_the_best_candidate_by_the_reference() -> None:
             won = int(_win_points(jnp.asarray(a)))
             opp = _reference_one_ply(params, np.asarray(_flip(jnp.asarray(a))))
             value.append(won if won else -float(opp @ np.asarray(network.OUTCOME_POINTS)))
-        assert int(action[i]) == top[int(np.argmax(value))]
+        want.append(top[int(np.argmax(value))])
+        assert int(action[i]) == want[i]
         assert float(target[i, int(action[i])]) == 1.0
+    # a done row (the other player's turn in a paired match, a finished game) is not searched:
+    # it gets its best 0-ply play, and the rows to decide are still scored right
+    done = jnp.asarray([False, True, False])
+    action, _ = jitted(params, jax.random.key(0), dataclasses.replace(states, done=done), plays)
+    assert [int(a) for a in action] == [want[0], int(np.argmax(zero_ply[1])), want[2]]

@@ -37,7 +37,7 @@ from bgai.store.client import connect
 from bgai.store.codec import EP_HEADER_SIZE, decode_weights, encode_episode, encode_weights, expand_episode
 from bgai.store.keys import Keys
 from bgai.store.replay import ReplayStore
-from bgai.train.checkpoint import list_checkpoints
+from bgai.train.checkpoint import list_checkpoints, read_meta
 
 FLEET_YAML = Path(__file__).resolve().parents[1] / "fleet.yaml"
 
@@ -58,11 +58,15 @@ def env(tmp_path: Path) -> Iterator[tuple[Config, redis.Redis, Keys]]:
 
 
 def trainer(
-    cfg: Config, r: redis.Redis, keys: Keys, name: str = "training", tracking: TrackingQueue | None = None
+    cfg: Config,
+    r: redis.Redis,
+    keys: Keys,
+    name: str = "training",
+    tracking: TrackingQueue | None = None,
+    clock: FakeClock | None = None,
 ) -> TrainingWorker:
-    tw = TrainingWorker(
-        cfg, r, keys, Identity(f"test:{name}", "training", "127.0.0.1", "cpu", "test"), tracking=tracking
-    )
+    identity = Identity(f"test:{name}", "training", "127.0.0.1", "cpu", "test")
+    tw = TrainingWorker(cfg, r, keys, identity, tracking=tracking, clock=clock)
     tw.setup()
     return tw
 
@@ -157,6 +161,26 @@ def test_weights_that_are_not_finite_are_never_published_nor_checkpointed(
     assert "not finite" in caplog.text
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(tw.state.params))
     assert tw.step == 0 and tw.version == 0  # back on the checkpoint
+
+
+def test_a_checkpoint_says_how_many_games_the_run_had_and_its_training_time(env: tuple) -> None:
+    """As train-local's do, so `bgai bench curve` draws a fleet run by games and minutes."""
+    cfg, r, keys = env
+    clock = FakeClock()
+    tw = trainer(cfg, r, keys, clock=clock)
+    tw.run_once()  # initial weights
+    fill_buffer(cfg, r, keys)  # 6 games, 300 positions
+    for _ in range(3):
+        clock.advance(10.0)
+        tw.run_once()
+    meta = read_meta(tw.checkpoint())
+    assert (meta["games"], meta["positions"], meta["elapsed_s"]) == (6, 300, 30.0)
+    tw.lock.release(r)  # it stops; a restarted trainer goes on counting from its checkpoint
+    restarted = trainer(cfg, r, keys, "training2", clock=clock)
+    restarted.run_once()
+    clock.advance(5.0)
+    restarted.run_once()
+    assert read_meta(restarted.checkpoint())["elapsed_s"] == 35.0
 
 
 def test_a_buffer_of_only_unusable_episodes_makes_the_trainer_wait(env: tuple) -> None:
