@@ -53,6 +53,8 @@ def test_error_rate_is_the_mean_equity_lost_per_decision_times_1000() -> None:
     assert r.er_race == pytest.approx(200.0, abs=1e-4)
     assert r.er_bearoff is None
     assert r.best == pytest.approx(0.25)  # decision 1's tie holds the best play half the time
+    # losses 300 and 200: sample sd 70.7, so the 95% half-width is 1.96 * 70.7 / sqrt(2) = 98
+    assert r.er_ci == pytest.approx(1.96 * np.std([300.0, 200.0], ddof=1) / np.sqrt(2), abs=1e-3)
 
 
 def test_the_best_play_loses_nothing_and_the_anchors_read_the_file() -> None:

@@ -51,6 +51,7 @@ class ErReport:
     er_race: float | None
     er_bearoff: float | None
     best: float  # share of decisions where it plays the reference's best play
+    er_ci: float = 0.0  # half-width of ER's 95% interval over the set's decisions (normal)
 
     def as_dict(self) -> dict[str, Any]:
         """For JSON: figures rounded to 4 decimals (ER in thousandths of a point: ~1e-7 points)."""
@@ -144,7 +145,8 @@ def error_rate(s: DecisionSet, scores: np.ndarray) -> ErReport:
     if s.size == 0:
         raise ValueError("the decision set is empty")
     contact, race, bearoff = (mean(s.classes == c) for c in range(len(CLASSES)))
-    return ErReport(s.size, float(1000 * lost.mean()), contact, race, bearoff, float(best.mean()))
+    ci = 1.96 * 1000 * float(lost.std(ddof=1)) / np.sqrt(s.size) if s.size > 1 else 0.0
+    return ErReport(s.size, float(1000 * lost.mean()), contact, race, bearoff, float(best.mean()), ci)
 
 
 def evaluate_er(s: DecisionSet, scorer: Scorer) -> ErReport:
@@ -173,10 +175,15 @@ def bench_strength(
     log(f"reference: {s.meta.get('reference', '?')}")
     label, scorer = player
     reports = {label: evaluate_er(s, scorer)} | {name: evaluate_er(s, f) for name, f in ANCHORS.items()}
-    log(f"{'player':28s} {'ER':>8s} " + " ".join(f"{c:>8s}" for c in CLASSES) + f" {'best %':>7s}")
+    log(
+        f"{'player':28s} {'ER':>8s} {'95% CI':>15s} "
+        + " ".join(f"{c:>8s}" for c in CLASSES)
+        + f" {'best %':>7s}"
+    )
     for name, r in reports.items():
-        row = [r.er, r.er_contact, r.er_race, r.er_bearoff]
-        log(f"{name[:28]:28s} " + " ".join(_fmt(x) for x in row) + f" {100 * r.best:7.1f}")
+        ci = f"[{r.er - r.er_ci:5.1f}, {r.er + r.er_ci:5.1f}]"
+        row = " ".join(_fmt(x) for x in (r.er_contact, r.er_race, r.er_bearoff))
+        log(f"{name[:28]:28s} {_fmt(r.er)} {ci:>15s} {row} {100 * r.best:7.1f}")
     ours = reports.pop(label)
     return {
         "bench": "strength",
