@@ -184,7 +184,7 @@ class TrainingConfig(_Section):
     batch_size: int = 256
     # Peak learning rate (AdamW).
     learning_rate: float = 1e-3
-    # `constant` or `cosine` (decay to 0 over `decay_steps` after warm-up).
+    # `constant` or `cosine` (decay to 5% of the rate over `decay_steps` after warm-up).
     lr_schedule: str = "cosine"
     # Linear warm-up steps from 0 to `learning_rate`.
     warmup_steps: int = 200
