@@ -110,6 +110,7 @@ class TrainingWorker:
         self.rng = np.random.default_rng(t.seed)
         self.version = None
         self.elapsed_s, self.led_at = 0.0, None
+        self.pushed = {"games": 0, "positions": 0}
 
     def enter_run(self, run_id: str) -> None:
         """Work on `run_id` from now on; what to train from is decided when it holds the lock."""
