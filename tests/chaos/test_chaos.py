@@ -2,8 +2,9 @@
 users, every role) is shot at while it trains, and must lose nothing.
 
 In order, on one fleet (each step bounded in time, waiting on conditions):
-1. kill -9, 4 rounds over the 5 roles (20 kills): supervisord brings each back, never FATAL;
-   the trainer resumes from its newest checkpoint with params and optimizer state equal to it;
+1. kill -9, 4 rounds over the 5 roles (20 kills; in a round each role is killed while the ones
+   before it are still coming back): supervisord brings each back, never FATAL; the trainer
+   resumes from its newest checkpoint with params and optimizer state equal to it;
 2. Redis restarted: every role heartbeats again within 10 s, and run, weights and buffer survive;
 3. Redis unreachable for 60 s: game workers play on into their spool (10 episodes here) and push
    it on reconnect, each episode once; what the full spool dropped is counted and reported;
@@ -28,6 +29,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,23 +108,43 @@ def no_fatal(f: Fleet) -> None:
     assert "FATAL" not in states.values() and "BACKOFF" not in states.values(), states
 
 
-def running_again(f: Fleet, program: str, old_pid: int) -> bool:
-    state, pid = f.status().get(program, ("?", None))
-    return state == "RUNNING" and pid not in (None, old_pid)
+@dataclass
+class Killed:
+    program: str
+    pid: int
+    at: float  # time.monotonic() of the kill
+    newest: Path | None  # the newest checkpoint when it died
+    resumed_before: int  # its "resumed from" lines before
 
 
-def kill9(f: Fleet, program: str, ckpt_dir: Path) -> tuple[float, Path | None, int]:
-    """kill -9 `program`; (seconds until supervisord has it RUNNING again, the newest checkpoint
-    when it died, its "resumed from" lines before)."""
+def kill9(f: Fleet, program: str, ckpt_dir: Path) -> Killed:
+    """kill -9 `program` and wait until the process is gone (not until it is back)."""
     state, pid = f.status()[program]
     assert state == "RUNNING" and pid is not None, f.status()
     resumed_before = f.log(program).count("resumed from")
+    at = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     wait_for("the process to be gone", lambda: not _alive(pid), 10, poll_s=0.02)
     newest = max((p for d in ckpt_dir.glob("*") for p in list_checkpoints(d)), default=None, key=str)
-    back = wait_for(f"{program} restarted by supervisord", lambda: running_again(f, program, pid), 60)
+    return Killed(program, pid, at, newest, resumed_before)
+
+
+def back_running(f: Fleet, killed: list[Killed]) -> dict[str, float]:
+    """Wait until supervisord has every killed program RUNNING again in a new process; program ->
+    seconds from its kill until it was seen back."""
+    back: dict[str, float] = {}
+
+    def all_back() -> bool:
+        status = f.status()
+        for k in killed:
+            state, pid = status.get(k.program, ("?", None))
+            if k.program not in back and state == "RUNNING" and pid not in (None, k.pid):
+                back[k.program] = time.monotonic() - k.at
+        return len(back) == len(killed)
+
+    wait_for(f"{[k.program for k in killed]} restarted by supervisord", all_back, 60, poll_s=0.1)
     no_fatal(f)
-    return back, newest, resumed_before
+    return back
 
 
 def check_resume(f: Fleet, newest: Path, before: int, template: dict) -> None:
@@ -143,13 +165,14 @@ def test_kill9_every_role_20_times(fleet: tuple[Fleet, Monitor]) -> None:
     kills, resumes, back_s = 0, 0, []
     for _ in range(KILL_ROUNDS):
         start_version = f.version()
-        for program in ROLES:
-            back, newest, before = kill9(f, program, ckpt_dir)
-            kills += 1
-            back_s.append(back)
-            if program == "training-worker" and newest is not None:
-                check_resume(f, newest, before, template)
-                resumes += 1
+        # every role killed in turn, each while the ones before it are still coming back
+        killed = [kill9(f, program, ckpt_dir) for program in ROLES]
+        kills += len(killed)
+        back_s.extend(back_running(f, killed).values())
+        trainer = next(k for k in killed if k.program == "training-worker")
+        if trainer.newest is not None:
+            check_resume(f, trainer.newest, trainer.resumed_before, template)
+            resumes += 1
         wait_for(
             "training to go on after the round", lambda v=start_version: f.version() > v, 300, poll_s=0.5
         )
