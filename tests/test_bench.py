@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from bgai.cli.main import cli
+from bgai.opponents.gnubg import DEFAULT_BINARY
 
 SMALL = [
     "--set",
@@ -32,6 +34,18 @@ def test_bench_train() -> None:
     out = CliRunner().invoke(cli, ["bench", "train", "--batch", "32", "--repeats", "1", *SMALL])
     assert out.exit_code == 0, out.output
     assert _last_json(out.output)["samples_per_s"] > 0
+
+
+def test_bench_bearoff(tmp_path: Path) -> None:
+    """Builds, writes and reads back the database, and compares with gnubg where it is here."""
+    gnubg = os.access(DEFAULT_BINARY, os.X_OK)
+    args = ["bench", "bearoff", "--dir", str(tmp_path), "--gnubg", "12" if gnubg else "0"]
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 0, out.output
+    res = _last_json(out.output)
+    assert res["positions"] == 54264 and res["build_s"] > 0 and res["load_s"] > 0
+    assert (tmp_path / "bearoff-os6-15.npz").exists()
+    assert not gnubg or res["gnubg_positions"] == 12 and max(res["gnubg_max_abs_diff"]) < 1e-3
 
 
 def test_bench_targets() -> None:

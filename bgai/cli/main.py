@@ -432,6 +432,37 @@ def bench_curve(
     click.echo(json.dumps(result))
 
 
+@bench.command("bearoff")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write the database here (default: a temporary directory).",
+)
+@click.option(
+    "--gnubg",
+    "gnubg_positions",
+    type=click.IntRange(min=0),
+    default=200,
+    show_default=True,
+    help="Random bear-off races to compare with Debian gnubg's 0-ply values (0: none).",
+)
+def bench_bearoff(directory: str | None, gnubg_positions: int) -> None:
+    """Build the exact one-sided bear-off database (timed), write and read it back, and compare
+    its race values with gnubg's."""
+    from bgai.bench.bearoff import measure
+    from bgai.opponents.gnubg import GnubgUnavailable
+
+    try:
+        report = measure(Path(directory) if directory else None, gnubg_positions)
+    except GnubgUnavailable as exc:
+        raise click.UsageError(f"{exc} (--gnubg 0 skips the comparison)") from exc
+    for key, value in report.items():
+        click.echo(f"{key:>24}  {value}")
+    click.echo(json.dumps(report))
+
+
 @bench.command("build-decisions")
 @click.option("--contact", type=click.IntRange(min=0), default=2000, show_default=True)
 @click.option("--race", type=click.IntRange(min=0), default=600, show_default=True)

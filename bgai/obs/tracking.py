@@ -171,6 +171,9 @@ class TrackingQueue:
         self._thread: threading.Thread | None = None
         self._closing = False
         self._inflight = 0  # items at the head being sent (they stay queued until they are)
+        # In-flight items already counted as dropped to keep the bound (the queue was full and
+        # all of it in flight): removed if their send fails, uncounted if it succeeds.
+        self._owed = 0
 
     def metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         self._put("metrics", (run_id, dict(metrics), int(step), int(time.time() * 1000)))
@@ -204,8 +207,9 @@ class TrackingQueue:
         self._put("curves", (run_id,))
 
     def pending(self) -> int:
+        """Items queued and not given up (at most `max_items`)."""
         with self._cv:
-            return len(self._items)
+            return len(self._items) - self._owed
 
     def _put(self, kind: str, args: tuple[Any, ...]) -> None:
         with self._cv:
@@ -219,8 +223,11 @@ class TrackingQueue:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="mlflow", daemon=True)
                 self._thread.start()
-            if len(self._items) >= self.max_items and len(self._items) > self._inflight:
-                del self._items[self._inflight]  # the oldest item not being sent
+            if len(self._items) - self._owed >= self.max_items:
+                if self._owed < self._inflight:
+                    self._owed += 1  # the oldest one being sent: dropped if its send fails
+                else:
+                    del self._items[self._inflight]  # the oldest item not being sent
                 self.dropped += 1
             self._items.append((kind, args))
             self._cv.notify()
@@ -271,7 +278,9 @@ class TrackingQueue:
                 self._send(group)
             except Exception as exc:  # server down or refusing: keep the items, retry later
                 with self._cv:
-                    self._inflight = 0
+                    for _ in range(self._owed):
+                        self._items.popleft()
+                    self._inflight = self._owed = 0
                     if self._closing:
                         return
                 if not down:
@@ -288,7 +297,8 @@ class TrackingQueue:
                 for _ in group:
                     self._items.popleft()
                 self.sent += len(group)
-                self._inflight = 0
+                self.dropped -= self._owed  # sent after all
+                self._inflight = self._owed = 0
                 self._cv.notify_all()
 
     def _send(self, group: list[tuple[str, tuple[Any, ...]]]) -> None:

@@ -3,6 +3,7 @@ tests/runs): batching, coalesced checkpoint uploads, retry after failures, nothi
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +82,49 @@ def test_a_full_queue_drops_the_oldest_unsent_items() -> None:
     steps = sorted(r[2] for name, (run, batch) in rec.calls if name == "rows" for r in batch)
     assert len(steps) == 10 and steps[-1] == 24  # the newest kept, each sent once
     q.close(1)
+
+
+class Gate(Recorder):
+    """A send blocks until `release` is set (it is in flight meanwhile); `failed` is set once a
+    send has failed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.release, self.failed = threading.Event(), threading.Event(), threading.Event()
+
+    def _call(self, name: str, *args: Any) -> None:
+        self.entered.set()
+        assert self.release.wait(10)
+        try:
+            super()._call(name, *args)
+        except ConnectionError:
+            self.failed.set()
+            raise
+
+
+def test_the_bound_holds_while_the_whole_queue_is_in_flight() -> None:
+    """Items put while everything queued is being sent: the oldest in flight are given up first
+    (counted at once, removed if the send fails), so the queue never holds more than `max_items`
+    and always the newest; if the send succeeds after all, nothing was lost and the count says so."""
+    for fails in (True, False):
+        rec = Gate()
+        rec.down = fails
+        q = TrackingQueue(rec, max_items=4, backoff_s=(0.01, 0.05))  # type: ignore[arg-type]
+        for step in range(4):
+            q.metrics("run", {"loss": float(step)}, step)
+        assert rec.entered.wait(10)  # the sender holds all four in one request
+        for step in range(4, 7):
+            q.metrics("run", {"loss": float(step)}, step)
+            assert q.pending() == 4
+        assert q.dropped == 3
+        rec.release.set()
+        if fails:
+            assert rec.failed.wait(10)
+            rec.down = False  # a retry succeeds
+        assert q.flush(10)
+        steps = sorted(r[2] for name, (run, batch) in rec.calls if name == "rows" for r in batch)
+        if fails:  # 0, 1 and 2 given up; 3 and the three newer sent
+            assert steps == [3, 4, 5, 6] and q.dropped == 3
+        else:  # the four in flight arrived after all: nothing dropped
+            assert steps == list(range(7)) and q.dropped == 0
+        q.close(1)
