@@ -1,4 +1,4 @@
-"""The bear-off database on disk: built once per host (`bgai.core.bearoff.build`, about 10 s on a
+"""The bear-off database on disk: built once per host (`bgai.core.bearoff.build`, about 5 s on a
 CPU core), kept as a checked file, read back in well under a second.
 
 The file is a compressed `.npz` (numpy's zip of raw arrays; read with allow_pickle=False), with
@@ -56,8 +56,6 @@ def decode(data: bytes) -> tuple[np.ndarray, np.ndarray]:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             meta = json.loads(bytes(z["meta"]).decode())
             rolls, first = z["rolls"], z["first"]
-    except BearoffFileError:
-        raise
     except Exception as exc:  # zip, npy or JSON damage: all the same to the caller
         raise BearoffFileError(f"unreadable ({type(exc).__name__}: {exc})") from exc
     want = [bearoff.NUM_POSITIONS, bearoff.MAX_ROLLS]

@@ -14,6 +14,7 @@ import numpy as np
 
 from bgai import bearoff_file
 from bgai.core import bearoff, rules
+from bgai.core.network import gnubg_probabilities
 
 
 def race_board(mine: np.ndarray, theirs: np.ndarray) -> np.ndarray:
@@ -59,17 +60,10 @@ def small_races(boards: np.ndarray) -> np.ndarray:
     return (boards[:, :6].sum(1) <= 6) & (-boards[:, 18:24].sum(1) <= 6)
 
 
-def five(outcomes: np.ndarray) -> np.ndarray:
-    """Six outcome probabilities [..., 6] -> gnubg's five: win, win gammon+, win bg, lose gammon+,
-    lose bg."""
-    p = np.asarray(outcomes)
-    return np.stack([p[..., :3].sum(-1), p[..., 1:3].sum(-1), p[..., 2], p[..., 4:].sum(-1), p[..., 5]], -1)
-
-
 def ours(rolls: np.ndarray, first: np.ndarray, boards: np.ndarray) -> np.ndarray:
     """Our five probabilities of the side to roll for each race board."""
     out = bearoff.race_outcomes(jnp.asarray(rolls), jnp.asarray(first), jnp.asarray(boards))
-    return five(np.asarray(out))
+    return np.asarray(gnubg_probabilities(out))
 
 
 def gnubg_five(boards: np.ndarray) -> np.ndarray:

@@ -159,14 +159,16 @@ def race_outcomes(rolls: jax.Array, first: jax.Array, boards: jax.Array) -> jax.
     mine = jnp.maximum(boards[..., :POINTS], 0)
     theirs = jnp.maximum(-boards[..., 23:17:-1], 0)  # their home, their point order
     i, j = rank(mine), rank(theirs)
-    a, b = rolls[i], rolls[j]  # [..., N]
+    a, b, fa, fb = rolls[i], rolls[j], first[i], first[j]  # [..., N] each
     # the mover (rolling first) finishes on its n-th roll; the other has had n - 1 by then
-    b_at_least = jnp.flip(jnp.cumsum(jnp.flip(b, -1), -1), -1)  # P(other needs >= n)
-    win = jnp.sum(a * b_at_least, -1)
-    fa, fb = first[i], first[j]
-    fb_at_least = jnp.flip(jnp.cumsum(jnp.flip(fb, -1), -1), -1)
-    win_gammon = jnp.where(boards[..., OPP_OFF] == 0, jnp.sum(a * fb_at_least, -1), 0.0)
-    fa_above = jnp.flip(jnp.cumsum(jnp.flip(fa, -1), -1), -1) - fa  # P(mover's first off > m)
-    lose_gammon = jnp.where(boards[..., OFF] == 0, jnp.sum(b * fa_above, -1), 0.0)
+    win = jnp.sum(a * _at_least(b), -1)
+    win_gammon = jnp.where(boards[..., OPP_OFF] == 0, jnp.sum(a * _at_least(fb), -1), 0.0)
+    # the other finishes on its m-th roll, after the mover's m-th: the mover's first off is later
+    lose_gammon = jnp.where(boards[..., OFF] == 0, jnp.sum(b * (_at_least(fa) - fa), -1), 0.0)
     zero = jnp.zeros_like(win)
     return jnp.stack([win - win_gammon, win_gammon, zero, 1 - win - lose_gammon, lose_gammon, zero], -1)
+
+
+def _at_least(dist: jax.Array) -> jax.Array:
+    """[..., n] P(count >= n) from a distribution over counts [..., N]."""
+    return jnp.flip(jnp.cumsum(jnp.flip(dist, -1), -1), -1)

@@ -59,9 +59,9 @@ def equity(value_logits: jax.Array) -> jax.Array:
     return jnp.sum(jax.nn.softmax(value_logits, axis=-1) * OUTCOME_POINTS, axis=-1)
 
 
-def gnubg_probabilities(value_logits: jax.Array) -> jax.Array:
-    """[..., 5]: P(win), P(win gammon+), P(win bg), P(lose gammon+), P(lose bg)."""
-    p = jax.nn.softmax(value_logits, axis=-1)
+def gnubg_probabilities(p: jax.Array) -> jax.Array:
+    """The six outcome probabilities [..., 6] (softmax of the value logits, or exact ones) ->
+    gnubg's five [..., 5]: P(win), P(win gammon+), P(win bg), P(lose gammon+), P(lose bg)."""
     return jnp.stack(
         [
             p[..., 0] + p[..., 1] + p[..., 2],
