@@ -281,6 +281,7 @@ class TrackingQueue:
                     for _ in range(self._owed):
                         self._items.popleft()
                     self._inflight = self._owed = 0
+                    self._drop_superseded_head()
                     if self._closing:
                         return
                 if not down:
@@ -300,6 +301,17 @@ class TrackingQueue:
                 self.dropped -= self._owed  # sent after all
                 self._inflight = self._owed = 0
                 self._cv.notify_all()
+
+    def _drop_superseded_head(self) -> None:
+        """A checkpoint upload that failed while a newer one of its run and folder was queued
+        behind it is not retried: only the newest checkpoint needs uploading."""
+        if not self._items:
+            return
+        kind, args = self._items[0]
+        if kind != "artifact" or args[2] != "checkpoints":
+            return
+        if any(k == "artifact" and a[0] == args[0] and a[2] == args[2] for k, a in list(self._items)[1:]):
+            self._items.popleft()
 
     def _send(self, group: list[tuple[str, tuple[Any, ...]]]) -> None:
         kind, args = group[0]
