@@ -10,6 +10,9 @@ and the benches share, so the fleet and the single-process run learn the same wa
   was about the outcome). Game workers compute them before pushing; the local run before
   storing. The episode carries its targets, so the trainer needs nothing else.
 - `train_step_of`: the jitted train step with the configured loss weights.
+- `playing`: the variables a player evaluates with: the weights, and the bear-off database when
+  `values.bearoff` is on (`bgai.core.evaluator`). Every caller hands its weights through it
+  before they enter a compiled game, match or value program; the trainer never does.
 
 Imports run one way: config and core below, nothing here imports a role, the store or the CLI.
 """
@@ -17,17 +20,21 @@ Imports run one way: config and core below, nothing here imports a role, the sto
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bgai.bearoff_file import load_or_build
 from bgai.config import Config
 from bgai.core import rules
 from bgai.core.episodes import Episode
+from bgai.core.evaluator import has_bearoff, weights_only, with_bearoff
 from bgai.core.network import OUTCOME_POINTS, BgNet, init_params
 from bgai.core.players import afterstate_decider, greedy_decider, one_ply_decider, search_decider
 from bgai.core.selfplay import Decide
@@ -57,6 +64,23 @@ def net_of(cfg: Config) -> BgNet:
 def params_template(cfg: Config) -> Any:
     """Fresh parameters of the configured net (seed 0): the template weights load into."""
     return init_params(net_of(cfg), jax.random.key(0))
+
+
+@functools.cache
+def _bearoff_tables(directory: str) -> tuple[jax.Array, jax.Array]:
+    """The bear-off database on the default device, loaded (or built) once per process."""
+    rolls, first = load_or_build(Path(directory))
+    return jnp.asarray(rolls), jnp.asarray(first)
+
+
+def playing(cfg: Config, params: Any) -> Any:
+    """The variables our player evaluates with: `params` (the network's weights), with the
+    bear-off database attached when `values.bearoff` is on. Idempotent; None stays None."""
+    if params is None:
+        return None
+    if not cfg.values.bearoff:
+        return weights_only(params) if has_bearoff(params) else params
+    return with_bearoff(params, *_bearoff_tables(cfg.jax.bearoff_dir))
 
 
 def self_play_decider(cfg: Config, net: BgNet, simulations: int | None = None) -> Decide:
@@ -118,6 +142,7 @@ class EpisodeValues:
     """Value targets and surprise of finished episodes, from the weights that played them."""
 
     def __init__(self, cfg: Config, net: BgNet) -> None:
+        self.cfg = cfg
         self.kind = cfg.training.value_target
         self.lam = cfg.training.td_lambda
         self._values = jax.jit(partial(outcome_distribution, net.apply))
@@ -130,12 +155,12 @@ class EpisodeValues:
         """V(s) [N, 6] of boards [N, 28] (side to move)."""
         if len(boards) == 0:
             return np.zeros((0, 6), np.float32)
-        out = self._values(params, jnp.asarray(_padded(boards, VALUE_ROWS)))
+        out = self._values(playing(self.cfg, params), jnp.asarray(_padded(boards, VALUE_ROWS)))
         return np.asarray(out, np.float32)[: len(boards)]
 
     def one_ply(self, params: Any, boards: np.ndarray) -> np.ndarray:
         """The exact 1-ply distribution [N, 6] of boards [N, 28] (side to move, pre-roll)."""
-        padded = _padded(boards, ONE_PLY_ROWS)
+        padded, params = _padded(boards, ONE_PLY_ROWS), playing(self.cfg, params)
         parts = [
             np.asarray(self._one_ply(params, jnp.asarray(padded[i : i + ONE_PLY_ROWS])), np.float32)
             for i in range(0, len(padded), ONE_PLY_ROWS)

@@ -260,6 +260,16 @@ class EvalConfig(_Section):
 
 
 @dataclass(frozen=True, slots=True)
+class ValuesConfig(_Section):
+    """Where positions' values come from besides the network (in play, search and targets)."""
+
+    SECTION: ClassVar[str] = "values"
+    # Exact values of bear-off races (both sides all home or off) from bgai's own one-sided
+    # database (`bgai/core/bearoff.py`, kept in `jax.bearoff_dir`) instead of the network's.
+    bearoff: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole resolved configuration."""
 
@@ -270,6 +280,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     buffer: BufferConfig = field(default_factory=BufferConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    values: ValuesConfig = field(default_factory=ValuesConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -299,6 +310,7 @@ SECTIONS: dict[str, type[_Section]] = {
         TrainingConfig,
         BufferConfig,
         EvalConfig,
+        ValuesConfig,
         LocalConfig,
         RedisConfig,
         HeadConfig,

@@ -134,7 +134,7 @@ class LocalConfig(_Section):
 
 @dataclass(frozen=True, slots=True)
 class JaxConfig(_Section):
-    """How this host's JAX compiles: the on-disk cache of compiled programs."""
+    """What this host keeps on disk between runs: JAX's compiled programs, the bear-off database."""
 
     SECTION: ClassVar[str] = "jax"
     # Directory of JAX's persistent compilation cache ("" = none; "~" is expanded). A restarted
@@ -142,6 +142,10 @@ class JaxConfig(_Section):
     cache_dir: str = "~/.cache/bgai/jax"
     # Size the cache is kept under, least recently used entries evicted first.
     cache_max_mb: int = 2048
+    # Directory of the bear-off database (`values.bearoff`; "~" is expanded): built there once
+    # (about 5 s) by the first process that needs it, read back by the others.
+    bearoff_dir: str = "~/.cache/bgai"
 
     def _validate(self) -> None:
         self._positive("cache_max_mb")
+        self._need("bearoff_dir", bool(self.bearoff_dir.strip()), "must be non-empty")

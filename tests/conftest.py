@@ -4,7 +4,9 @@ Most tests compile the same few programs (the tiny fleet of `tests/fleet.yaml`, 
 self-play loop) in many processes: role subprocesses, supervisord programs, restarts after kill -9.
 `BGAI_JAX__CACHE_DIR` points all of them (through `bgai.compile_cache`) and this process at a
 fresh directory, so each program is compiled once per run. It starts empty: nothing carries over
-between runs, and a run never reads the developer's own `~/.cache/bgai/jax`.
+between runs, and a run never reads the developer's own `~/.cache/bgai/jax`. Likewise
+`BGAI_JAX__BEAROFF_DIR`: the bear-off database is built once per run, by the first process that
+plays, and read back by the rest.
 """
 
 from __future__ import annotations
@@ -19,14 +21,16 @@ from bgai import compile_cache
 from bgai.config import JaxConfig
 
 _ENV = "BGAI_JAX__CACHE_DIR"
+_BEAROFF_ENV = "BGAI_JAX__BEAROFF_DIR"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     _fast_compiles()
-    if os.environ.get(_ENV) is None:
-        path = tempfile.mkdtemp(prefix="bgai-jax-cache-")
-        os.environ[_ENV] = path
-        config.add_cleanup(lambda: shutil.rmtree(path, ignore_errors=True))
+    for name, prefix in ((_ENV, "bgai-jax-cache-"), (_BEAROFF_ENV, "bgai-bearoff-")):
+        if os.environ.get(name) is None:
+            path = tempfile.mkdtemp(prefix=prefix)
+            os.environ[name] = path
+            config.add_cleanup(lambda path=path: shutil.rmtree(path, ignore_errors=True))
     compile_cache.enable(JaxConfig(cache_dir=os.environ[_ENV]))
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import jax
 
-from bgai.agent import eval_decider, movegen_of, net_of, params_template
+from bgai.agent import eval_decider, movegen_of, net_of, params_template, playing
 from bgai.bench.decisions import DecisionSet
 from bgai.bench.strength import ANCHORS, evaluate_er, network_scorer
 from bgai.config import Config, model_hash
@@ -53,7 +53,7 @@ def pick(paths: Sequence[Path], points: int) -> list[Path]:
 def measure(cfg: Config, path: Path, dset: DecisionSet, games: int, seed: int = 0) -> CurvePoint:
     """ER and the match against pubeval of the checkpoint at `path`."""
     net = net_of(cfg)
-    params, _ = load_params(path, params_template(cfg), model_hash(cfg))
+    params = playing(cfg, load_params(path, params_template(cfg), model_hash(cfg))[0])
     meta = read_meta(path)
     er = evaluate_er(dset, network_scorer(net.apply, params))
     res = play_match(

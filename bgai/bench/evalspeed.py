@@ -15,7 +15,7 @@ from typing import Any
 
 import jax
 
-from bgai.agent import eval_decider, movegen_of
+from bgai.agent import eval_decider, movegen_of, playing
 from bgai.config import Config, model_hash
 from bgai.core.evaluate import paired_match, run_pairs
 from bgai.core.network import BgNet, init_params
@@ -40,6 +40,7 @@ def bench_eval(
     params = init_params(net, jax.random.key(0))
     if checkpoint is not None:
         params = load_params(checkpoint, params, model_hash(cfg))[0]
+    params = playing(cfg, params)
     ours = eval_decider(cfg, net)
     out: dict[str, Any] = {
         "games": games,

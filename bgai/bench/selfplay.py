@@ -15,7 +15,7 @@ from typing import Any
 
 import jax
 
-from bgai.agent import movegen_of, self_play_decider
+from bgai.agent import movegen_of, playing, self_play_decider
 from bgai.config import Config
 from bgai.core.episodes import EpisodeAssembler
 from bgai.core.network import BgNet, init_params
@@ -41,7 +41,7 @@ def bench_selfplay(
 ) -> dict[str, Any]:
     sims = cfg.search.num_simulations if sims is None else sims
     net = BgNet(tuple(cfg.model.hidden))
-    params = init_params(net, jax.random.key(0))
+    params = playing(cfg, init_params(net, jax.random.key(0)))
     cfg = dataclasses.replace(cfg, selfplay=dataclasses.replace(cfg.selfplay, mode=mode))
     decide = self_play_decider(cfg, net, sims)
     s = cfg.selfplay

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import jax
@@ -84,8 +85,9 @@ def one_ply_scorer(apply_fn: ApplyFn, params: Any, movegen: rules.MoveGenConfig,
     """Our 1-ply player (`players.one_ply_decider`): in each decision the `candidates` best plays
     by 0-ply get an exact expectation over the opponent's 21 rolls; the rest are never played."""
 
-    def after_value(after: jax.Array) -> jax.Array:
-        opp = one_ply_distribution(apply_fn, params, rules.flip(after), movegen)
+    @jax.jit
+    def after_value(variables: Any, after: jax.Array) -> jax.Array:
+        opp = one_ply_distribution(apply_fn, variables, rules.flip(after), movegen)
         won = jax.vmap(rules.win_points)(after).astype(jnp.float32)
         return jnp.where(won > 0, won, -(opp @ OUTCOME_POINTS))
 
@@ -96,7 +98,8 @@ def one_ply_scorer(apply_fn: ApplyFn, params: Any, movegen: rules.MoveGenConfig,
         rank[order] = np.arange(len(order)) - s.offsets[:-1][s.decision_of[order]]
         chosen = np.flatnonzero(rank < candidates)
         scores = np.full(len(zero), -10.0, np.float32)  # below any equity: never played
-        scores[chosen] = _in_batches(jax.jit(after_value), (s.afterstates[chosen].astype(np.int32),), 512)
+        chosen_after = (s.afterstates[chosen].astype(np.int32),)
+        scores[chosen] = _in_batches(partial(after_value, params), chosen_after, 512)
         return scores
 
     return score

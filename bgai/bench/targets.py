@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from bgai.agent import EpisodeValues, movegen_of, net_of, params_template, self_play_decider
+from bgai.agent import EpisodeValues, movegen_of, net_of, params_template, playing, self_play_decider
 from bgai.config import Config
 from bgai.core.episodes import Episode, EpisodeAssembler
 from bgai.core.selfplay import play_chunk, start_games
@@ -39,7 +39,7 @@ def _positions(cfg: Config, params: Any, games: int) -> list[Episode]:
     key = jax.random.key(2)
     while len(out) < games:
         key, k = jax.random.split(key)
-        slots, chunk = play(params, slots, k)
+        slots, chunk = play(playing(cfg, params), slots, k)
         out += asm.add(jax.device_get(chunk), 0)
     return out
 

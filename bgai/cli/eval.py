@@ -144,10 +144,11 @@ class Evaluator:
     def play(self, params: Any, games: int, seed: int, progress: Any) -> MatchResult:
         import jax
 
+        from bgai.agent import playing
         from bgai.core.evaluate import run_pairs
 
-        key = jax.random.key(seed)
-        pts = run_pairs(self.match, (params, None), key, games, progress, max_rounds=10 * games)
+        key, ours = jax.random.key(seed), playing(self.cfg, params)
+        pts = run_pairs(self.match, (ours, None), key, games, progress, max_rounds=10 * games)
         return MatchResult.of_points(pts)
 
 

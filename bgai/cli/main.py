@@ -357,6 +357,9 @@ def bench_strength(
             params = init_params(net, jax.random.key(0))
     except (BgaiError, OSError) as exc:
         raise click.UsageError(f"cannot use {checkpoint or f'version {version}'}: {exc}") from exc
+    from bgai.agent import playing
+
+    params = playing(cfg, params)
     if plies == 1:
         from bgai.agent import movegen_of
         from bgai.bench.strength import one_ply_scorer

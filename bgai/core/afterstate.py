@@ -8,22 +8,19 @@ the play bears off the last checker. This is both the fast self-play mode
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from bgai.core import rules
-from bgai.core.encoding import encode
+from bgai.core.evaluator import ApplyFn, net_outputs
 from bgai.core.network import NEG_INF, equity
-
-ApplyFn = Callable[..., Any]  # flax apply: (params, features [N, F]) -> (step logits, value logits)
 
 
 def _values_of(apply_fn: ApplyFn, params: Any, flat: jax.Array) -> jax.Array:
     """Mover's equity after each afterstate [N] (flat [N, 28], mover's view)."""
-    _, value_logits = apply_fn(params, encode(rules.flip(flat)))
+    _, value_logits = net_outputs(apply_fn, params, rules.flip(flat))
     won = jax.vmap(rules.win_points)(flat).astype(jnp.float32)
     return jnp.where(won > 0, won, -equity(value_logits))
 

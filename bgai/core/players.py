@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bgai.core import rules
-from bgai.core.afterstate import ApplyFn, afterstate_values, choose, sample_index, softmax_policy
+from bgai.core.afterstate import afterstate_values, choose, sample_index, softmax_policy
+from bgai.core.evaluator import ApplyFn
 from bgai.core.game import GameState
 from bgai.core.network import NEG_INF, OUTCOME_POINTS
 from bgai.core.selfplay import Decide

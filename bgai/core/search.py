@@ -49,8 +49,7 @@ import numpy as np
 from flax import struct
 
 from bgai.core import rules
-from bgai.core.afterstate import ApplyFn
-from bgai.core.encoding import encode
+from bgai.core.evaluator import ApplyFn, net_outputs
 from bgai.core.network import NEG_INF, equity, play_logits
 
 DICE_PROBS = np.asarray(rules.DICE_PROBS, np.float32)  # [21]
@@ -97,7 +96,7 @@ class SearchOutput:
 
 def _evaluate(apply_fn: ApplyFn, params: Any, boards: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Step logits [B, 150] and pre-roll equity [B] of the side to move in boards [B, 28]."""
-    step_logits, value_logits = apply_fn(params, encode(boards.astype(jnp.int32)))
+    step_logits, value_logits = net_outputs(apply_fn, params, boards)
     return step_logits.astype(jnp.float32), equity(value_logits).astype(jnp.float32)
 
 

@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bgai.core import rules
-from bgai.core.afterstate import ApplyFn, afterstate_values
-from bgai.core.encoding import encode
+from bgai.core.afterstate import afterstate_values
+from bgai.core.evaluator import ApplyFn, net_outputs
 from bgai.core.network import NUM_OUTCOMES, outcome_class
 
 _SWAP = np.array([3, 4, 5, 0, 1, 2])
@@ -62,7 +62,7 @@ def td_lambda_targets(
 
 def outcome_distribution(apply_fn: ApplyFn, params: Any, boards: jax.Array) -> jax.Array:
     """V(s) [N, 6]: the network's outcome distribution of each board [N, 28] (side to move)."""
-    _, logits = apply_fn(params, encode(boards.astype(jnp.int32)))
+    _, logits = net_outputs(apply_fn, params, boards)
     return jax.nn.softmax(logits, axis=-1)
 
 

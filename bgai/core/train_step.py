@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from bgai.core.afterstate import ApplyFn
 from bgai.core.encoding import encode
+from bgai.core.evaluator import ApplyFn
 from bgai.core.network import play_logits
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bgai.agent import eval_decider, movegen_of
+from bgai.agent import eval_decider, movegen_of, playing
 from bgai.config import Config, EvalConfig
 from bgai.core import rules
 from bgai.core.players import HostChoose, host_decider, pubeval_decider, random_decider
@@ -119,18 +119,24 @@ def agent_choose(cfg: Config, params: Any) -> Callable[[np.ndarray, tuple[int, i
     decide, movegen = eval_decider(cfg, BgNet(tuple(cfg.model.hidden))), movegen_of(cfg)
     index = {(int(a), int(b)): i for i, (a, b) in enumerate(rules.DICE)}
 
+    variables = playing(cfg, params)  # an argument of `pick`, not a constant compiled into it
+
     @jax.jit
-    def pick(board: jax.Array, dice: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def pick(
+        variables: Any, board: jax.Array, dice: jax.Array, key: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
         boards, dice_b = board[None], dice[None]
         plays = rules.legal_plays_batch(boards, dice_b, movegen)
         zero = jnp.zeros((1,), jnp.int32)
         states = GameState(boards, dice_b, zero, jnp.zeros((1,), bool), zero, zero)
-        action = decide(params, key, states, plays)[0][0]
+        action = decide(variables, key, states, plays)[0][0]
         return plays.boards[0, action], plays.steps[0, action]
 
     def choose(board: np.ndarray, dice: tuple[int, int]) -> tuple[np.ndarray, str]:
         hi, lo = max(dice), min(dice)
-        after, steps = pick(jnp.asarray(board, jnp.int32), jnp.int32(index[hi, lo]), jax.random.key(0))
+        after, steps = pick(
+            variables, jnp.asarray(board, jnp.int32), jnp.int32(index[hi, lo]), jax.random.key(0)
+        )
         return np.asarray(after), format_play(np.asarray(steps))
 
     return choose

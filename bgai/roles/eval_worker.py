@@ -13,7 +13,7 @@ from typing import Any
 
 import jax
 
-from bgai.agent import eval_decider, movegen_of
+from bgai.agent import eval_decider, movegen_of, playing
 from bgai.config import Config, model_hash
 from bgai.core.evaluate import MatchResult, paired_match, run_pairs
 from bgai.core.network import BgNet, init_params
@@ -163,7 +163,8 @@ class EvalWorker:
         """`games` finished games (whole pairs); seeds depend only on (version, slice), so a
         re-issued slice is the same games."""
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.cfg.training.seed), version), index)
-        pts = run_pairs(self.matches[name], (self.follower.params, opp_params), key, games, max_rounds=100)
+        both = (playing(self.cfg, self.follower.params), playing(self.cfg, opp_params))
+        pts = run_pairs(self.matches[name], both, key, games, max_rounds=100)
         return [int(p) for p in pts]
 
     def info(self, now: float) -> WorkerInfo:

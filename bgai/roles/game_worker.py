@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from bgai.agent import EpisodeValues, movegen_of, net_of, self_play_decider
+from bgai.agent import EpisodeValues, movegen_of, net_of, playing, self_play_decider
 from bgai.clock import Clock, SystemClock
 from bgai.config import Config, model_hash
 from bgai.core.episodes import EpisodeAssembler
@@ -135,10 +135,11 @@ class GameWorker:
         version = self.follower.version
         assert version is not None
         self.key, k = jax.random.split(self.key)
-        self.slots, chunk = self.play(self.follower.params, self.slots, k)
+        params = playing(self.cfg, self.follower.params)
+        self.slots, chunk = self.play(params, self.slots, k)
         host = jax.device_get(chunk)
         episodes = self.assembler.add(host, version)
-        labels = self.values.label(self.follower.params, episodes)  # value targets and surprise
+        labels = self.values.label(params, episodes)  # value targets and surprise
         self.spool.add(
             [
                 encode_episode(ep.labelled(v), s)

@@ -25,6 +25,7 @@ from bgai.agent import (
     movegen_of,
     net_of,
     optimizer_of,
+    playing,
     self_play_decider,
     train_step_of,
 )
@@ -120,7 +121,7 @@ class LocalRun:
         """One self-play chunk, then the train steps that the configured ratio asks for."""
         t0 = time.perf_counter()
         self.key, k_play = jax.random.split(self.key)
-        params = self.state.params
+        params = playing(self.cfg, self.state.params)
         self.games_state, chunk = self.selfplay(params, self.games_state, k_play)
         episodes = self.assembler.add(jax.device_get(chunk), self.model_version)
         labels = self.values.label(params, episodes)
@@ -188,7 +189,7 @@ class LocalRun:
         try:
             return play_match(
                 ours,
-                self.state.params,
+                playing(self.cfg, self.state.params),
                 built.decide,
                 None,
                 jax.random.key(seed),

@@ -1,0 +1,55 @@
+"""The value of a position wherever one is needed: the network, or an exact database where one
+applies.
+
+Every value in play, search and targets comes through `net_outputs`: the network's step logits
+and outcome logits of boards [N, 28] (side to move). If the variables it is given carry the
+bear-off database (collection `BEAROFF`, attached by `with_bearoff`), the outcome logits of the
+positions in it (`bearoff.in_database`: both sides all home or off) are replaced by the log of
+their exact outcome probabilities, so a softmax of them gives those probabilities back.
+
+The database travels with the weights as an argument of the compiled programs (two float32
+arrays of 6.9 MB): closed over, it would be copied into every program's text. It is never part of
+what is trained, checkpointed or published: `weights_only` takes it off again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from bgai.core import bearoff
+from bgai.core.encoding import encode
+
+ApplyFn = Callable[..., Any]  # flax apply: (variables, features [N, F]) -> (step logits, value logits)
+BEAROFF = "bearoff"
+_TINY = 1e-30  # log(0) stand-in: impossible outcomes get a vanishing probability
+
+
+def with_bearoff(variables: Mapping[str, Any], rolls: Any, first: Any) -> dict[str, Any]:
+    """The network's variables with the bear-off database attached (`bearoff.build`'s arrays)."""
+    return {**weights_only(variables), BEAROFF: {"rolls": rolls, "first": first}}
+
+
+def weights_only(variables: Mapping[str, Any]) -> dict[str, Any]:
+    """The network's own variables (no database)."""
+    return {k: v for k, v in variables.items() if k != BEAROFF}
+
+
+def has_bearoff(variables: Any) -> bool:
+    return isinstance(variables, Mapping) and BEAROFF in variables
+
+
+def net_outputs(apply_fn: ApplyFn, variables: Any, boards: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(step logits [N, 150], outcome logits [N, 6]) of boards [N, 28], side to move; exact
+    outcome logits for the positions in the bear-off database when `variables` carry it."""
+    boards = boards.astype(jnp.int32)
+    if not has_bearoff(variables):
+        return apply_fn(variables, encode(boards))
+    step_logits, value_logits = apply_fn(weights_only(variables), encode(boards))
+    tables = variables[BEAROFF]
+    exact = bearoff.race_outcomes(tables["rolls"], tables["first"], boards)
+    logits = jnp.log(jnp.maximum(exact, _TINY)).astype(value_logits.dtype)
+    return step_logits, jnp.where(bearoff.in_database(boards)[..., None], logits, value_logits)
