@@ -54,10 +54,19 @@ class ModelConfig(_Section):
     SECTION: ClassVar[str] = "model"
     # Widths of the hidden layers of the MLP trunk, input side first.
     hidden: tuple[int, ...] = (128, 128)
+    # What the net sees (`bgai/core/encoding.py`): "raw" (Tesauro's 196 units per point) or
+    # "extended" (those and hand-crafted features of both sides: pips, hitting shots, primes...).
+    inputs: str = "raw"
 
     def _validate(self) -> None:
         self._need("hidden", len(self.hidden) > 0, "must list at least one layer")
         self._need("hidden", all(h > 0 for h in self.hidden), "every width must be > 0")
+        self._choice("inputs", tuple(INPUT_VERSIONS))
+
+
+# The version of each input scheme's features (`bgai.core.features.VERSION` for "extended"; a
+# test checks they agree): part of the model hash, so weights never load into other features.
+INPUT_VERSIONS = {"raw": 1, "extended": 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,4 +448,9 @@ def config_hash(cfg: Config) -> str:
 
 def model_hash(cfg: Config) -> str:
     """12 hex chars of sha256 over only what fixes the weights' shapes (the `model` section)."""
-    return _digest({"model": config_to_dict(cfg)["model"]})
+    model = config_to_dict(cfg)["model"]
+    if model["inputs"] == "raw":
+        del model["inputs"]  # the hash weights had before the inputs were a choice
+    else:
+        model["inputs_version"] = INPUT_VERSIONS[model["inputs"]]
+    return _digest({"model": model})

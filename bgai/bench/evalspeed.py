@@ -36,7 +36,7 @@ def bench_eval(
     """`opponents`: (opponent name, gnubg backend) pairs; games/min medians over `repeats`."""
     from dataclasses import replace
 
-    net = BgNet(tuple(cfg.model.hidden))
+    net = BgNet(tuple(cfg.model.hidden), cfg.model.inputs)
     params = init_params(net, jax.random.key(0))
     if checkpoint is not None:
         params = load_params(checkpoint, params, model_hash(cfg))[0]

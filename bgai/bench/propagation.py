@@ -56,7 +56,7 @@ def bench_propagation(
         r = connect(dataclasses.replace(cfg.redis, port=port))
         keys = Keys(cfg.redis.prefix)
         runstate.start_run(r, keys, "bench")
-        params = init_params(BgNet(tuple(cfg.model.hidden)), jax.random.key(0))
+        params = init_params(BgNet(tuple(cfg.model.hidden), cfg.model.inputs), jax.random.key(0))
         mh, ch = model_hash(cfg), config_hash(cfg)
 
         def publish(version: int) -> float:

@@ -40,7 +40,7 @@ def bench_selfplay(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     sims = cfg.search.num_simulations if sims is None else sims
-    net = BgNet(tuple(cfg.model.hidden))
+    net = BgNet(tuple(cfg.model.hidden), cfg.model.inputs)
     params = playing(cfg, init_params(net, jax.random.key(0)))
     cfg = dataclasses.replace(cfg, selfplay=dataclasses.replace(cfg.selfplay, mode=mode))
     decide = self_play_decider(cfg, net, sims)

@@ -40,7 +40,7 @@ def bench_train(
 ) -> dict[str, Any]:
     t = cfg.training
     n = t.batch_size if batch is None else batch
-    net = BgNet(tuple(cfg.model.hidden))
+    net = BgNet(tuple(cfg.model.hidden), cfg.model.inputs)
     opt = optimizer_of(cfg)
     state = init_train_state(init_params(net, jax.random.key(0)), opt)
     step = make_train_step(net.apply, opt, t.policy_weight, t.value_weight)

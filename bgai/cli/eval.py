@@ -131,7 +131,7 @@ class Evaluator:
         from bgai.opponents.players import build_opponent
 
         cfg = self.cfg
-        self.net = BgNet(tuple(cfg.model.hidden))
+        self.net = BgNet(tuple(cfg.model.hidden), cfg.model.inputs)
         self.template = init_params(self.net, jax.random.key(0))
         ours = eval_decider(cfg, self.net)
         self.built = build_opponent(self.op, cfg.eval, ours)

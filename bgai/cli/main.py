@@ -346,7 +346,7 @@ def bench_strength(
         raise click.UsageError(f"cannot read the decision set {path}: {exc}") from exc
     if decisions is not None:
         dset = dset.head(decisions)
-    net = BgNet(tuple(cfg.model.hidden))
+    net = BgNet(tuple(cfg.model.hidden), cfg.model.inputs)
     label = "untrained (seed 0)"
     try:
         if checkpoint is not None:

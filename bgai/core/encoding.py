@@ -6,6 +6,9 @@ Features (float32[196]):
     192 mover bar / 2, 193 opponent bar / 2, 194 mover off / 15, 195 opponent off / 15
 This is Tesauro's truncated-unary scheme: it separates blots, points and
 spares, which a plain count would blur, and costs one gather-free pass.
+
+Input schemes (`model.inputs`, part of the model hash): `raw` is the above; `extended` appends
+`features.extended_features` (pips, hitting shots, primes, anchors... of both sides).
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from bgai.core import features
 from bgai.core.rules import BAR, NUM_CHECKERS, NUM_POINTS, OFF, OPP_BAR, OPP_OFF
 
-NUM_FEATURES = 196
+NUM_FEATURES = 196  # the raw scheme's
+INPUTS = ("raw", "extended")
 
 
 def _units(n: jax.Array) -> jax.Array:
@@ -41,3 +46,17 @@ def encode(board: jax.Array) -> jax.Array:
         axis=-1,
     ).astype(jnp.float32)
     return jnp.concatenate([mine, theirs, extra], axis=-1)
+
+
+def num_inputs(inputs: str) -> int:
+    """Width of the `inputs` scheme's features."""
+    return NUM_FEATURES + (features.NUM_EXTRA if inputs == "extended" else 0)
+
+
+def encode_as(inputs: str, board: jax.Array) -> jax.Array:
+    """Board(s) [..., 28] int -> the `inputs` scheme's features [..., num_inputs(inputs)]."""
+    if inputs == "raw":
+        return encode(board)
+    if inputs == "extended":
+        return jnp.concatenate([encode(board), features.extended_features(board)], -1)
+    raise ValueError(f"unknown input scheme {inputs!r} (one of {', '.join(INPUTS)})")

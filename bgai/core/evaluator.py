@@ -21,9 +21,8 @@ import jax
 import jax.numpy as jnp
 
 from bgai.core import bearoff
-from bgai.core.encoding import encode
 
-ApplyFn = Callable[..., Any]  # flax apply: (variables, features [N, F]) -> (step logits, value logits)
+ApplyFn = Callable[..., Any]  # flax apply: (variables, boards [N, 28]) -> (step logits, value logits)
 BEAROFF = "bearoff"
 _TINY = 1e-30  # log(0) stand-in: impossible outcomes get a vanishing probability
 
@@ -47,8 +46,8 @@ def net_outputs(apply_fn: ApplyFn, variables: Any, boards: jax.Array) -> tuple[j
     outcome logits for the positions in the bear-off database when `variables` carry it."""
     boards = boards.astype(jnp.int32)
     if not has_bearoff(variables):
-        return apply_fn(variables, encode(boards))
-    step_logits, value_logits = apply_fn(weights_only(variables), encode(boards))
+        return apply_fn(variables, boards)
+    step_logits, value_logits = apply_fn(weights_only(variables), boards)
     tables = variables[BEAROFF]
     exact = bearoff.race_outcomes(tables["rolls"], tables["first"], boards)
     logits = jnp.log(jnp.maximum(exact, _TINY)).astype(value_logits.dtype)

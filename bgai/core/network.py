@@ -21,8 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bgai.core.encoding import NUM_FEATURES
-from bgai.core.rules import NUM_STEPS
+from bgai.core.encoding import encode_as
+from bgai.core.rules import BOARD_SIZE, NUM_STEPS
 
 NUM_OUTCOMES = 6
 OUTCOME_POINTS = jnp.array([1.0, 2.0, 3.0, -1.0, -2.0, -3.0])
@@ -37,13 +37,15 @@ def mlp_trunk(x: jax.Array, hidden: Sequence[int]) -> jax.Array:
 
 
 class BgNet(nn.Module):
-    """MLP trunk -> (step logits [N, 150], outcome logits [N, 6])."""
+    """Boards [N, 28] (side to move) -> encoded by `inputs` (`encoding.encode_as`) -> MLP trunk ->
+    (step logits [N, 150], outcome logits [N, 6])."""
 
     hidden: Sequence[int] = (128, 128)
+    inputs: str = "raw"
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        x = mlp_trunk(x, self.hidden)
+    def __call__(self, boards: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x = mlp_trunk(encode_as(self.inputs, boards.astype(jnp.int32)), self.hidden)
         step_logits = nn.Dense(NUM_STEPS)(x)
         value_logits = nn.Dense(NUM_OUTCOMES)(x)
         return step_logits, value_logits
@@ -51,7 +53,7 @@ class BgNet(nn.Module):
 
 def init_params(net: BgNet, key: jax.Array) -> Any:
     """Fresh parameters (consumes `key`)."""
-    return net.init(key, jnp.zeros((1, NUM_FEATURES), jnp.float32))
+    return net.init(key, jnp.zeros((1, BOARD_SIZE), jnp.int32))
 
 
 def equity(value_logits: jax.Array) -> jax.Array:

@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from bgai.core.encoding import encode
 from bgai.core.evaluator import ApplyFn
 from bgai.core.network import play_logits
 
@@ -67,7 +66,7 @@ def init_train_state(params: Any, optimizer: optax.GradientTransformation) -> Tr
 
 def losses(apply_fn: ApplyFn, params: Any, batch: Batch) -> tuple[jax.Array, jax.Array]:
     """(policy_loss, value_loss), each a mean over the batch."""
-    step_logits, value_logits = apply_fn(params, encode(batch.boards.astype(jnp.int32)))
+    step_logits, value_logits = apply_fn(params, batch.boards.astype(jnp.int32))
     logits = play_logits(step_logits, batch.steps, batch.mask)  # [N, K]
     logp = jax.nn.log_softmax(logits, axis=-1)
     policy_loss = -jnp.mean(jnp.sum(jnp.where(batch.mask, batch.policy * logp, 0.0), axis=-1))

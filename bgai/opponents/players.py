@@ -116,7 +116,7 @@ def agent_choose(cfg: Config, params: Any) -> Callable[[np.ndarray, tuple[int, i
     from bgai.core.network import BgNet
     from bgai.opponents.fibs import format_play
 
-    decide, movegen = eval_decider(cfg, BgNet(tuple(cfg.model.hidden))), movegen_of(cfg)
+    decide, movegen = eval_decider(cfg, BgNet(tuple(cfg.model.hidden), cfg.model.inputs)), movegen_of(cfg)
     index = {(int(a), int(b)): i for i, (a, b) in enumerate(rules.DICE)}
 
     variables = playing(cfg, params)  # an argument of `pick`, not a constant compiled into it

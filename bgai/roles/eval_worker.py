@@ -56,7 +56,7 @@ class EvalWorker:
 
     def setup(self) -> None:
         cfg = self.cfg
-        net = BgNet(tuple(cfg.model.hidden))
+        net = BgNet(tuple(cfg.model.hidden), cfg.model.inputs)
         self.template = init_params(net, jax.random.key(0))
         self.follower = WeightsFollower(self.keys, self.template, model_hash(cfg))
         ours = eval_decider(cfg, net)

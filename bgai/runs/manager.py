@@ -67,7 +67,7 @@ def checkpoint_dir(cfg: Config, run_id: str) -> Path:
 
 def train_template(cfg: Config) -> dict[str, Any]:
     """The checkpoint's structure for this config (shapes are what a checkpoint must match)."""
-    net = BgNet(tuple(cfg.model.hidden))
+    net = BgNet(tuple(cfg.model.hidden), cfg.model.inputs)
     state = init_train_state(init_params(net, jax.random.key(0)), optimizer_of(cfg))
     return {"params": state.params, "opt_state": state.opt_state, "step": state.step}
 

@@ -18,7 +18,7 @@ Honest episodes cost ~70 B per row (README), so the buffer normally fills a smal
 from __future__ import annotations
 
 from bgai.config import Config
-from bgai.core.encoding import NUM_FEATURES
+from bgai.core.encoding import num_inputs
 from bgai.core.network import NUM_OUTCOMES
 from bgai.core.rules import NUM_STEPS
 from bgai.store.codec import MAX_STORED_ROW_BYTES, STORED_EPISODE_SLACK
@@ -30,9 +30,9 @@ WEIGHT_COPIES = 1 + KEEP_WEIGHTS + 4  # current, kept eval copies, a few unfinis
 HEADROOM = 64 * 2**20
 
 
-def param_count(hidden: tuple[int, ...]) -> int:
-    """Parameters of `BgNet(hidden)`: the MLP trunk, then the policy and value heads."""
-    n, width = 0, NUM_FEATURES
+def param_count(hidden: tuple[int, ...], inputs: str = "raw") -> int:
+    """Parameters of `BgNet(hidden, inputs)`: the MLP trunk, then the policy and value heads."""
+    n, width = 0, num_inputs(inputs)
     for h in hidden:
         n += width * h + h
         width = h
@@ -47,5 +47,7 @@ def buffer_bytes(capacity: int) -> int:
 
 def redis_maxmemory(cfg: Config) -> int:
     """The `maxmemory` (bytes) for a Redis serving `cfg`'s fleet."""
-    weights = WEIGHT_COPIES * (4 * param_count(tuple(cfg.model.hidden)) + 64 * 2**10)  # + header
+    weights = WEIGHT_COPIES * (
+        4 * param_count(tuple(cfg.model.hidden), cfg.model.inputs) + 64 * 2**10
+    )  # + header
     return buffer_bytes(cfg.buffer.capacity_positions) + weights + HEADROOM

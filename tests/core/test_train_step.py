@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from bgai.bench.train import synthetic_batch
-from bgai.core.encoding import encode
 from bgai.core.network import BgNet, init_params
 from bgai.core.train_step import init_train_state, losses, make_optimizer, make_train_step
 
@@ -19,7 +18,7 @@ def test_losses_match_reference() -> None:
     params = init_params(net, jax.random.key(0))
     batch = synthetic_batch(6, 16)
     p, v = losses(net.apply, params, batch)
-    step_logits, value_logits = (np.asarray(x, np.float64) for x in net.apply(params, encode(batch.boards)))
+    step_logits, value_logits = (np.asarray(x, np.float64) for x in net.apply(params, batch.boards))
     pol, val = [], []
     for i in range(6):
         padded = np.append(step_logits[i], 0.0)

@@ -1,0 +1,105 @@
+"""The extended input features (`bgai.core.features`) against a slow Python reference
+(`tests/features_reference.py`) on 600 random positions kept as a golden file, and by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from features_reference import GOLDEN, extended, random_positions
+
+from bgai.config import INPUT_VERSIONS, Config, ConfigError, ModelConfig, model_hash
+from bgai.core import features, rules
+from bgai.core.encoding import NUM_FEATURES, encode_as, num_inputs
+from bgai.core.network import BgNet, init_params
+
+NAMES = ["pips", "shots", "prime", "anchors", "back", "home", "blots"]
+
+
+@pytest.fixture(scope="module")
+def golden() -> tuple[np.ndarray, np.ndarray]:
+    with np.load(GOLDEN, allow_pickle=False) as f:
+        return f["boards"], f["features"]
+
+
+def test_the_reference_makes_the_golden_file(golden: tuple[np.ndarray, np.ndarray]) -> None:
+    boards, values = golden
+    np.testing.assert_array_equal(boards, random_positions(11, len(boards)))
+    np.testing.assert_allclose([extended(b.astype(np.int64)) for b in boards], values, atol=1e-12)
+    # the file covers each feature's range, not a constant
+    for i in range(features.NUM_EXTRA):
+        assert len(np.unique(values[:, i])) > 1, i
+
+
+def test_jax_features_equal_the_golden_file(golden: tuple[np.ndarray, np.ndarray]) -> None:
+    boards, values = golden
+    got = np.asarray(features.extended_features(jnp.asarray(boards.astype(np.int32))))
+    for i in range(features.NUM_EXTRA):
+        side, k = divmod(i, features.SIDE_FEATURES)
+        name = NAMES[k] if side < 2 else ["pip difference", "contact"][k]
+        bad = np.flatnonzero(np.abs(got[:, i] - values[:, i]) > 1e-5)
+        assert not len(bad), (
+            f"feature {i} ({name}) differs on {len(bad)} boards, first {boards[bad[0]].tolist()}"
+        )
+
+
+def board(mine: dict[int, int], theirs: dict[int, int], **extra: int) -> np.ndarray:
+    b = np.zeros(rules.BOARD_SIZE, np.int32)
+    for p, n in mine.items():
+        b[p] = n
+    for p, n in theirs.items():
+        b[p] = -n
+    for name, n in extra.items():
+        b[getattr(rules, name.upper())] = n
+    b[rules.OFF] = 15 - b[:24].clip(0).sum() - b[rules.BAR]
+    b[rules.OPP_OFF] = -(15 - (-b[:24]).clip(0).sum() + b[rules.OPP_BAR])
+    return b
+
+
+def test_hand_counted_shots() -> None:
+    # a blot six pips in front of one of their checkers: 17 rolls (eleven with a 6, 5-1, 4-2,
+    # 3-3, 2-2). With our points 2 and 4 pips in front of their checker, 4-2 (either way) and
+    # 2-2 are blocked: 11 + 2 (5-1) + 1 (3-3) = 14
+    free = board({10: 1}, {4: 1})
+    walled = board({10: 1, 6: 2, 8: 2}, {4: 1})
+    for b, want in ((free, 17), (walled, 14)):
+        shots = float(features.side_features(jnp.asarray(b))[1]) * 36
+        assert shots == pytest.approx(want), (b.tolist(), shots)
+    # their checker on the bar: only shots from the bar count (our blot on idx 3: a 4, 3-1,
+    # 2-2, 1-1: 11 + 2 + 1 + 1 = 15), not the checker on idx 1 two pips behind it
+    on_bar = board({3: 1}, {1: 1}, opp_bar=-1)
+    assert float(features.side_features(jnp.asarray(on_bar))[1]) * 36 == pytest.approx(15)
+
+
+def test_the_start_position_by_hand() -> None:
+    start = jnp.asarray(rules.start_board())
+    f = np.asarray(features.extended_features(start))
+    mine, theirs = f[:7], f[7:14]
+    np.testing.assert_allclose(mine, theirs)  # symmetric
+    np.testing.assert_allclose(mine, [1.67, 0.0, 1 / 6, 1 / 2, 2 / 5, 1 / 6, 0.0], atol=1e-6)
+    assert f[14] == 0.0 and f[15] == 1.0  # even pips, contact
+
+
+def test_flipping_swaps_the_sides(golden: tuple[np.ndarray, np.ndarray]) -> None:
+    boards = jnp.asarray(golden[0][:64].astype(np.int32))
+    f, g = (np.asarray(features.extended_features(x)) for x in (boards, rules.flip(boards)))
+    np.testing.assert_allclose(g[:, :7], f[:, 7:14])
+    np.testing.assert_allclose(g[:, 14], -f[:, 14], atol=1e-6)
+    np.testing.assert_array_equal(g[:, 15], f[:, 15])
+
+
+def test_the_inputs_choice_shapes_the_net_and_its_hash() -> None:
+    assert INPUT_VERSIONS["extended"] == features.VERSION
+    boards = jnp.asarray(rules.start_board())[None]
+    assert encode_as("raw", boards).shape == (1, NUM_FEATURES)
+    assert encode_as("extended", boards).shape == (1, num_inputs("extended")) == (1, NUM_FEATURES + 16)
+    params = init_params(BgNet((8,), "extended"), jax.random.key(0))
+    assert params["params"]["Dense_0"]["kernel"].shape == (num_inputs("extended"), 8)
+    raw = Config()
+    ext = dataclasses.replace(raw, model=ModelConfig(inputs="extended"))
+    assert model_hash(raw) != model_hash(ext)
+    with pytest.raises(ConfigError, match="model.inputs"):
+        ModelConfig(inputs="gnubg")
