@@ -41,57 +41,47 @@ VERSION = 1
 SIDE_FEATURES = 7
 NUM_EXTRA = 2 * SIDE_FEATURES + 2
 
-# For each of the 21 rolls: its up-to-four step distances (cumulative pips of a path) as two
-# paths (die a first, die b first); a double has one path of four steps. -1 pads.
-_PATHS = np.full((rules.NUM_ROLLS, 2, 4), -1, np.int32)
-for _r, (_a, _b) in enumerate(rules.DICE.tolist()):
-    if _a == _b:
-        _PATHS[_r, 0] = [_a, 2 * _a, 3 * _a, 4 * _a]
-        _PATHS[_r, 1] = [_a, 2 * _a, 3 * _a, 4 * _a]
-    else:
-        _PATHS[_r, 0, :2] = [_a, _a + _b]
-        _PATHS[_r, 1, :2] = [_b, _a + _b]
 _ROLL_WEIGHT = np.where(rules.DICE[:, 0] == rules.DICE[:, 1], 1.0, 2.0).astype(np.float32)
+
+
+def _shift(x: jax.Array, d: int) -> jax.Array:
+    """x [..., 25] moved d places up the last axis (what lands past the end is gone)."""
+    return jnp.concatenate([jnp.zeros((*x.shape[:-1], d), x.dtype), x[..., :-d]], -1)
 
 
 def _shots(board: jax.Array) -> jax.Array:
     """Rolls (of 36) with which the opponent hits a blot of the side to move: [...] float32.
 
-    The opponent moves up the board (idx 0 -> 23) and enters from its bar as from idx -1."""
+    The opponent moves up the board (idx 0 -> 23) and enters from its bar as from idx -1. Sets of
+    points are boolean vectors over idx -1..23 (25 places): the points each roll's steps reach
+    from all the opponent's checkers at once, a step going on only from an open point."""
     pts = board[..., : rules.NUM_POINTS]
-    blot = pts == 1
-    open_ = pts < 2  # a point the opponent may land on
-    opp_on_bar = board[..., rules.OPP_BAR] < 0
-    # sources q = -1 (bar) .. 23, as index q + 1 into [25]
-    sources = jnp.concatenate([opp_on_bar[..., None], pts < 0], -1)
-    sources = jnp.where(opp_on_bar[..., None], jnp.arange(25) == 0, sources)
-    # pad so that q + k for k up to 24 indexes safely: landing idx q + k, valid when <= 23
-    pad = jnp.zeros((*pts.shape[:-1], 25), bool)
-    blot_p = jnp.concatenate([blot, pad], -1)  # [..., 49], idx = point
-    open_p = jnp.concatenate([open_, pad], -1)
-    q = jnp.arange(25) - 1  # [25]
-    paths = jnp.asarray(_PATHS)  # [21, 2, 4]
-    land = q[None, None, None, :] + paths[..., None]  # [21, 2, 4, 25] landing idx (may be > 23)
-    land_c = jnp.clip(land, 0, 48)
-    valid = (paths[..., None] > 0) & (land >= 0) & (land <= 23)
-    is_blot = blot_p[..., land_c] & valid  # [..., 21, 2, 4, 25]
-    is_open = open_p[..., land_c] & valid
-    # a step is reachable when every earlier step's landing point of its path is open
-    reach = jnp.cumprod(jnp.concatenate([jnp.ones_like(is_open[..., :1, :]), is_open[..., :-1, :]], -2), -2)
-    hit = jnp.any(reach.astype(bool) & is_blot, axis=(-3, -2))  # [..., 21, 25]
-    hits_roll = jnp.any(hit & sources[..., None, :], -1)  # [..., 21]
-    return jnp.sum(hits_roll * jnp.asarray(_ROLL_WEIGHT), -1)
+    on_bar = board[..., rules.OPP_BAR] < 0
+    no = jnp.zeros((*pts.shape[:-1], 1), bool)
+    blot = jnp.concatenate([no, pts == 1], -1)  # [..., 25]
+    open_ = jnp.concatenate([no, pts < 2], -1)  # a point the opponent may land on and go on from
+    sources = jnp.concatenate([on_bar[..., None], (pts < 0) & ~on_bar[..., None]], -1)
+    one = [_shift(sources, d) for d in range(7)]  # one[d]: reached with a single die d (one[0] unused)
+    hits = []
+    for a, b in rules.DICE.tolist():
+        if a == b:
+            reach, at = one[a], one[a]
+            for _ in range(3):
+                at = _shift(at & open_, a)
+                reach = reach | at
+        else:
+            reach = one[a] | one[b] | _shift(one[a] & open_, b) | _shift(one[b] & open_, a)
+        hits.append(jnp.any(reach & blot, -1))
+    return jnp.stack(hits, -1).astype(jnp.float32) @ jnp.asarray(_ROLL_WEIGHT)
 
 
 def _longest_run(made: jax.Array) -> jax.Array:
     """The longest run of True along the last axis [..., 24] -> [...] int32."""
-
-    def step(run: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        run = jnp.where(x, run + 1, 0)
-        return run, run
-
-    _, runs = jax.lax.scan(step, jnp.zeros(made.shape[:-1], jnp.int32), jnp.moveaxis(made, -1, 0))
-    return jnp.max(runs, 0)
+    run = best = jnp.zeros(made.shape[:-1], jnp.int32)
+    for i in range(made.shape[-1]):
+        run = jnp.where(made[..., i], run + 1, 0)
+        best = jnp.maximum(best, run)
+    return best
 
 
 def side_features(board: jax.Array) -> jax.Array:
