@@ -246,6 +246,10 @@ class EvalConfig(_Section):
     # Fleet: games per claimed slice (eval workers split a version's games into slices). Games
     # come in pairs with the same dice, so this and `games` are even.
     slice_games: int = 50
+    # Fleet: decisions of the decision set (`bgai bench strength`) each slice scores with the
+    # version's greedy 0-ply player, a different part of the set per slice: a version's ER is
+    # over (games / slice_games) x this many decisions, the same ones for every version (0: none).
+    er_decisions: int = 200
     # GNU Backgammon opponents: `external` (Debian's gnubg over its socket engine) or `nn`
     # (the gnubg-nn package in process).
     gnubg_backend: str = "external"
@@ -265,6 +269,7 @@ class EvalConfig(_Section):
         self._choice("player", ("greedy", "search"))
         self._choice("plies", (0, 1))
         self._positive("one_ply_candidates")
+        self._non_negative("er_decisions")
         self._choice("gnubg_backend", ("external", "nn"))
 
 

@@ -61,6 +61,7 @@ CEILINGS: dict[str, float] = {
     "eval.one_ply_candidates": MAX_PLAYS,
     "eval.every_versions": 1_000_000,
     "eval.slice_games": 100_000,
+    "eval.er_decisions": 100_000,
     "local.minutes": 366 * 24 * 60.0,
     "local.log_every_s": DAY_S,
     "local.eval_games": 1_000_000,
@@ -91,6 +92,7 @@ PATHS = frozenset(
         "local.checkpoint_dir",
         "eval.gnubg_path",
         "selfplay.spool_dir",
+        "jax.bearoff_dir",
     }
 )
 

@@ -148,4 +148,3 @@ class JaxConfig(_Section):
 
     def _validate(self) -> None:
         self._positive("cache_max_mb")
-        self._need("bearoff_dir", bool(self.bearoff_dir.strip()), "must be non-empty")

@@ -280,6 +280,13 @@ def training() -> dash.Dashboard:
             query("max by (opponent) (bgai_eval_points_per_game)", "{{opponent}}"),
         )
     )
+    d = d.with_panel(
+        series(
+            "Eval error rate on the decision set (lower is better; gnubg 0-ply 2.6, pubeval 29.6)",
+            "none",
+            query("max by (class) (bgai_eval_error_rate)", "{{class}}"),
+        )
+    )
     return d
 
 

@@ -165,3 +165,26 @@ def test_bench_curve_measures_each_checkpoint(tmp_path: Path) -> None:
     empty.mkdir()
     out = CliRunner().invoke(cli, ["bench", "curve", "--checkpoint-dir", str(empty), *ARGS])
     assert out.exit_code == 2 and "no checkpoints" in out.output
+
+
+def test_er_sums_of_parts_add_up_to_the_er_of_their_union() -> None:
+    """The fleet's way (each eval slice scores its own part of the set, the sums add up in Redis)
+    gives the ER of the whole, per class too; parts are whole decisions of the set."""
+    from bgai.bench.decisions import DEFAULT_SET
+    from bgai.bench.strength import er_of_sums, er_sums
+
+    s = DecisionSet.load(DEFAULT_SET).head(300)
+    parts = [s.part(0, 120), s.part(120, 250), s.part(250, 900)]  # the last clipped to the set
+    assert [p.size for p in parts] == [120, 130, 50]
+    np.testing.assert_array_equal(np.concatenate([p.afterstates for p in parts]), s.afterstates)
+    for p in parts:
+        p.check()
+    total: dict[str, int] = {}
+    for p in parts:
+        for k, v in er_sums(p, p.equity_0ply).items():
+            total[k] = total.get(k, 0) + v
+    whole, got = error_rate(s, s.equity_0ply), er_of_sums(total)
+    assert got["decisions"] == 300
+    for key in ("er", "er_contact", "er_race", "er_bearoff", "best"):
+        assert got[key] == pytest.approx(getattr(whole, key), abs=1e-3), key
+    assert er_of_sums({}) == {}

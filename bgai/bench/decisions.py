@@ -88,17 +88,22 @@ class DecisionSet:
 
     def head(self, n: int) -> DecisionSet:
         """The first `n` decisions (the builder shuffles them, so any head is a random sample)."""
-        n = min(n, self.size)
-        end = int(self.offsets[n])
+        return self.part(0, n)
+
+    def part(self, start: int, stop: int) -> DecisionSet:
+        """Decisions start..stop-1 (clipped to the set): a random sample of the set, as a head is."""
+        start, stop = min(max(start, 0), self.size), min(max(stop, 0), self.size)
+        stop = max(start, stop)
+        lo, hi = int(self.offsets[start]), int(self.offsets[stop])
         return DecisionSet(
-            self.boards[:n],
-            self.dice[:n],
-            self.classes[:n],
-            self.offsets[: n + 1],
-            self.afterstates[:end],
-            self.equity[:end],
-            self.equity_0ply[:end],
-            {**self.meta, "head": n},
+            self.boards[start:stop],
+            self.dice[start:stop],
+            self.classes[start:stop],
+            self.offsets[start : stop + 1] - lo,
+            self.afterstates[lo:hi],
+            self.equity[lo:hi],
+            self.equity_0ply[lo:hi],
+            {**self.meta, "part": [start, stop]} if start else {**self.meta, "head": stop},
         )
 
     def check(self) -> None:

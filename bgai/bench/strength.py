@@ -129,8 +129,9 @@ ANCHORS: dict[str, Scorer] = {
 }
 
 
-def error_rate(s: DecisionSet, scores: np.ndarray) -> ErReport:
-    """The ER of a player whose score of each play [P] is `scores` (it plays its top score)."""
+def decision_losses(s: DecisionSet, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(equity given up [N], share of the reference's best play [N]) in each decision by a player
+    whose score of each play [P] is `scores` (it plays its top score; ties split evenly)."""
     scores = np.asarray(scores)
     if scores.shape != s.equity.shape or not np.all(np.isfinite(scores)):
         raise ValueError(f"need a finite score per play, shape {s.equity.shape}; got {scores.shape}")
@@ -141,6 +142,12 @@ def error_rate(s: DecisionSet, scores: np.ndarray) -> ErReport:
     ties = np.add.reduceat(top.astype(np.float64), starts)
     lost = np.add.reduceat(np.where(top, loss, 0.0), starts) / ties  # [N]
     best = np.add.reduceat((top & (loss == 0)).astype(np.float64), starts) / ties
+    return lost, best
+
+
+def error_rate(s: DecisionSet, scores: np.ndarray) -> ErReport:
+    """The ER of a player whose score of each play [P] is `scores` (it plays its top score)."""
+    lost, best = decision_losses(s, scores)
 
     def mean(mask: np.ndarray) -> float | None:
         return float(1000 * lost[mask].mean()) if mask.any() else None
@@ -150,6 +157,38 @@ def error_rate(s: DecisionSet, scores: np.ndarray) -> ErReport:
     contact, race, bearoff = (mean(s.classes == c) for c in range(len(CLASSES)))
     ci = 1.96 * 1000 * float(lost.std(ddof=1)) / np.sqrt(s.size) if s.size > 1 else 0.0
     return ErReport(s.size, float(1000 * lost.mean()), contact, race, bearoff, float(best.mean()), ci)
+
+
+MICRO = 1_000_000  # ER sums are whole micro-points: they add up exactly in Redis (store/evals.py)
+
+
+def er_sums(s: DecisionSet, scores: np.ndarray) -> dict[str, int]:
+    """Whole-number sums of a player's losses on `s` (e.g. one eval slice's part of the set), per
+    class and overall, that add up across parts: `er_of_sums` turns a total into ERs."""
+    lost, best = decision_losses(s, scores)
+    out = {"n": s.size, "loss": int(np.rint(lost * MICRO).sum()), "best": int(np.rint(best * MICRO).sum())}
+    for c, name in enumerate(CLASSES):
+        mask = s.classes == c
+        out[f"n_{name}"] = int(mask.sum())
+        out[f"loss_{name}"] = int(np.rint(lost[mask] * MICRO).sum())
+    return out
+
+
+def er_of_sums(sums: dict[str, int]) -> dict[str, float]:
+    """{"er", "er_contact", "er_race", "er_bearoff", "best", "decisions"} from `er_sums` totals (a
+    class with no decisions is left out)."""
+    n = sums.get("n", 0)
+    if n <= 0:
+        return {}
+    out = {
+        "er": 1000 * sums.get("loss", 0) / MICRO / n,
+        "best": sums.get("best", 0) / MICRO / n,
+        "decisions": n,
+    }
+    for name in CLASSES:
+        if sums.get(f"n_{name}", 0) > 0:
+            out[f"er_{name}"] = 1000 * sums.get(f"loss_{name}", 0) / MICRO / sums[f"n_{name}"]
+    return out
 
 
 def evaluate_er(s: DecisionSet, scorer: Scorer) -> ErReport:

@@ -203,12 +203,26 @@ def status(config: str | None, sets: tuple[str, ...], as_json: bool) -> None:
         )
     for v, table in results.items():
         for opp, s in sorted(table.items()):
-            click.echo(f"eval version {v} vs {opp}: {format_eval(s)}")
+            if opp == evals.ER:
+                click.echo(f"eval version {v} error rate: {format_er(s)}")
+            else:
+                click.echo(f"eval version {v} vs {opp}: {format_eval(s)}")
 
 
 def _age(seconds: float | None) -> str:
     """Seconds since a worker's last heartbeat, by Redis's clock."""
     return "    -" if seconds is None else f"{seconds:4.0f}s"
+
+
+def format_er(s: dict[str, int]) -> str:
+    """A version's decision-set totals: ER overall and per class (lower is better)."""
+    from bgai.bench.strength import er_of_sums
+
+    er = er_of_sums(s)
+    if not er:
+        return "-"
+    classes = ", ".join(f"{k[3:]} {v:.1f}" for k, v in er.items() if k.startswith("er_"))
+    return f"ER {er['er']:.1f} ({classes}) on {er['decisions']} decisions, best play {100 * er['best']:.1f}%"
 
 
 def format_eval(s: dict[str, int]) -> str:

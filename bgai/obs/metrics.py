@@ -168,6 +168,13 @@ class RoleMetrics:
             ["worker_id", "opponent"],
             registry=r,
         )
+        self._er = Gauge(
+            "bgai_eval_error_rate",
+            "Error rate (mean equity given up per decision x1000 against gnubg's 2-ply best play) of"
+            " the latest evaluated version on the decision set, overall and per class.",
+            ["worker_id", "class"],
+            registry=r,
+        )
         self._ppg = Gauge(
             "bgai_eval_points_per_game",
             "Points per game of the latest evaluated version.",
@@ -289,6 +296,12 @@ class RoleMetrics:
     def eval_result(self, opponent: str, win_rate: float, ppg: float) -> None:
         self._win.labels(self.worker_id, opponent).set(win_rate)
         self._ppg.labels(self.worker_id, opponent).set(ppg)
+
+    def eval_error_rate(self, er: dict[str, float]) -> None:
+        """`bench.strength.er_of_sums`' figures: class "all" for the overall ER."""
+        for key, value in er.items():
+            if key == "er" or key.startswith("er_"):
+                self._er.labels(self.worker_id, key[3:] or "all").set(value)
 
 
 def exported_names(registry: CollectorRegistry) -> set[str]:

@@ -4,6 +4,12 @@ Each unit claims one slice (`eval.slice_games` games, in pairs with shared dice,
 opponent in `eval.opponents`) of a version, plays it with that version's weights (checked by the
 codec) and adds the slice's sums to the version's totals in Redis, once; several eval workers
 share a version this way, and a slice whose worker died is handed out again (store/evals.py).
+
+A slice also scores its part of the decision set (`eval.er_decisions` decisions of
+`bgai bench strength`'s set, the same part for every version) with the version's greedy 0-ply
+player; the parts add up in Redis like the games, so each version gets an error rate (overall
+and per class) beside its win rates: in `bgai status`, MLflow (`eval_er`, `eval_er_contact`...)
+and Prometheus (`bgai_eval_error_rate`).
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from typing import Any
 import jax
 
 from bgai.agent import eval_decider, movegen_of, playing
+from bgai.bench.decisions import DecisionSet
+from bgai.bench.strength import er_of_sums, er_sums, score_afterstates
 from bgai.config import Config, model_hash
 from bgai.core.evaluate import MatchResult, paired_match, run_pairs
 from bgai.core.network import BgNet, init_params
@@ -56,7 +64,8 @@ class EvalWorker:
 
     def setup(self) -> None:
         cfg = self.cfg
-        net = BgNet(tuple(cfg.model.hidden), cfg.model.inputs)
+        self.net = net = BgNet(tuple(cfg.model.hidden), cfg.model.inputs)
+        self.decisions = DecisionSet.load() if cfg.eval.er_decisions > 0 else None
         self.template = init_params(net, jax.random.key(0))
         self.follower = WeightsFollower(self.keys, self.template, model_hash(cfg))
         ours = eval_decider(cfg, net)
@@ -112,7 +121,10 @@ class EvalWorker:
                 name_v = name
             pts = points[name] = self.play(name, opp_params, got.version, got.slice_index, got.games)
             parts.append(f"{name_v} {sum(p > 0 for p in pts)}/{len(pts)}")
-        done = evals.add_slice(self.r, self.keys, got, points)
+        er = self.score_decisions(got.slice_index)
+        if er:
+            parts.append(f"ER {er_of_sums(er)['er']:.1f} on {er['n']} decisions")
+        done = evals.add_slice(self.r, self.keys, got, points, er)
         if done < 0:
             return Unit(f"version {got.version} slice {got.slice_index}: already counted (re-issued)")
         totals = evals.results_of(self.r, self.keys, got.version)
@@ -122,10 +134,23 @@ class EvalWorker:
             t = totals.get(name, {})
             if t.get("games"):
                 self.metrics.eval_result(name, t.get("wins", 0) / t["games"], t.get("points", 0) / t["games"])
+        if er:
+            self.metrics.eval_error_rate(er_of_sums(totals.get(evals.ER, {})))
         if done == got.slices and self.tracking is not None and run_id is not None:
             for name, t in totals.items():  # the version is complete
                 self.tracking.metrics(run_id, eval_metrics(name, t), got.version)
         return Unit(f"version {got.version} slice {got.slice_index}: won " + ", ".join(parts))
+
+    def score_decisions(self, index: int) -> dict[str, int] | None:
+        """ER sums of slice `index`'s part of the decision set by the current version (greedy
+        0-ply), or None when `eval.er_decisions` is 0."""
+        if self.decisions is None:
+            return None
+        k = self.cfg.eval.er_decisions
+        start = (index * k) % self.decisions.size
+        part = self.decisions.part(start, start + k)
+        variables = playing(self.cfg, self.follower.params)
+        return er_sums(part, score_afterstates(self.net.apply, variables, part.afterstates))
 
     def skip_version(self, got: evals.Claim) -> Unit:
         """This worker cannot play `got.version` (its weights were refused, or are gone): give the
@@ -183,7 +208,10 @@ class EvalWorker:
 
 
 def eval_metrics(opponent: str, s: dict[str, int]) -> dict[str, float]:
-    """MLflow metrics of one finished (version, opponent): win rate and ppg with 95% bounds."""
+    """MLflow metrics of one finished (version, opponent): win rate and ppg with 95% bounds; of
+    the decision-set table (`evals.ER`): `eval_er`, `eval_er_contact`... and `eval_best`."""
+    if opponent == evals.ER:
+        return {f"eval_{k}": float(v) for k, v in er_of_sums(s).items() if k != "decisions"}
     res = MatchResult.of_sums(s)
     (lo, hi), (plo, phi) = res.win_rate_ci(), res.ppg_ci()
     return {

@@ -46,6 +46,7 @@ RESULT_TTL_S = 86_400
 KEEP_VERSIONS = 100
 KEEP_WEIGHTS = 16  # weights of the newest evaluated versions (re-issued slices, `past_K` opponents)
 SUM_FIELDS = ("games", "wins", "points", "sq", "w1", "w2", "w3", "l1", "l2", "l3")
+ER = "er"  # the results table of the decision-set sums (never an opponent's name)
 
 _LIB = """
 -- the process `owner` (`<worker id>:<nonce>`) still heartbeats: its record exists, names it
@@ -253,11 +254,18 @@ def slice_sums(points: list[int]) -> dict[str, int]:
     return s
 
 
-def add_slice(r: redis.Redis, keys: Keys, got: Claim, points: dict[str, list[int]]) -> int:
-    """Count one finished slice ({opponent: points per game}) once; returns the version's
-    finished slices now (== `got.slices` for the adder that completes it), or -1 if this slice
-    was already counted or its run is no longer the fleet's (it counts nowhere)."""
-    sums = {opp: slice_sums(p) for opp, p in points.items()}
+def add_slice(
+    r: redis.Redis,
+    keys: Keys,
+    got: Claim,
+    points: dict[str, list[int]],
+    er: dict[str, int] | None = None,
+) -> int:
+    """Count one finished slice ({opponent: points per game}, and the whole-number ER sums of
+    its part of the decision set, kept as the table `ER`) once; returns the version's finished
+    slices now (== `got.slices` for the adder that completes it), or -1 if this slice was
+    already counted or its run is no longer the fleet's (it counts nowhere)."""
+    sums = {opp: slice_sums(p) for opp, p in points.items()} | ({ER: er} if er else {})
     ek = keys.eval(got.run)
     return int(
         r.eval(

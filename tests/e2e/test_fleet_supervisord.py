@@ -234,7 +234,7 @@ def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, st
     must = {
         "game:0": "bgai_games_total{",
         "training": 'bgai_training_loss{kind="total"',
-        "eval:0": "bgai_eval_win_rate{",
+        "eval:0": "bgai_eval_error_rate{",
     }
     for worker_id, port in ports.items():
         kind = worker_id.split(":", 1)[1]
@@ -258,6 +258,7 @@ def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, st
         [BIN / "bgai", "status", "--config", env["BGAI_CONFIG"]], env=env, capture_output=True, text=True
     ).stdout
     assert "status running" in table and f"{host}:training" in table and "eval version" in table
+    assert "error rate: ER " in table  # the decision set's parts the version's slices scored
     assert status["status"] == "running" and status["model_version"] >= 3
     assert status["buffer"]["size"] <= 5000 and set(status["workers"]) >= expected
     run_id = check_mlflow(env, r)
@@ -301,7 +302,7 @@ def check_mlflow(env: dict[str, str], r: redis.Redis) -> str:
 
     def logged() -> bool:
         run = tracker.get_run(run_id)
-        want = {"loss", "model_version", *(f"eval_win_rate_{o}" for o in OPPONENTS)}
+        want = {"loss", "model_version", "eval_er", *(f"eval_win_rate_{o}" for o in OPPONENTS)}
         return run is not None and want <= set(run.metrics)
 
     wait_for("training and eval metrics in MLflow", logged, 300)

@@ -30,6 +30,7 @@ def test_served_metrics() -> None:
         m.training({"total": 2.5, "policy": 1.5, "value": 1.0}, 12.0, 3072.0)
         m.buffer({"size": 1000, "episodes": 12, "evicted_episodes": 3})
         m.eval_result("pubeval", 0.45, -0.1)
+        m.eval_error_rate({"er": 13.5, "er_contact": 18.75, "best": 0.6, "decisions": 800})
         text = scrape(port)
     finally:
         m.close()
@@ -41,6 +42,8 @@ def test_served_metrics() -> None:
     assert 'bgai_training_loss{kind="policy",worker_id="h:game:0"} 1.5' in text
     assert 'bgai_buffer_positions{worker_id="h:game:0"} 1000.0' in text
     assert 'bgai_eval_win_rate{opponent="pubeval",worker_id="h:game:0"} 0.45' in text
+    assert 'bgai_eval_error_rate{class="all",worker_id="h:game:0"} 13.5' in text
+    assert 'bgai_eval_error_rate{class="contact",worker_id="h:game:0"} 18.75' in text
     assert 'bgai_build_info{version="' in text
     for name in ("bgai_system_cpu_percent", "bgai_system_memory_percent", "bgai_system_memory_bytes"):
         assert f'{name}{{hostname="h",worker_id="h:game:0"}}' in text
@@ -123,6 +126,7 @@ def test_declared_metrics_pass_promtool(tmp_path: Path) -> None:
     m.training({"total": 1.0}, 1.0, 1.0)
     m.buffer({"size": 1})
     m.eval_result("pubeval", 0.5, 0.0)
+    m.eval_error_rate({"er": 10.0})
     m.run("abc", "running")
     m.spool(2, 1)
     m.unit_age(1.5)

@@ -14,6 +14,9 @@ import pytest
 import redis
 from redis_server import redis_server
 
+from bgai.agent import playing
+from bgai.bench.decisions import DecisionSet
+from bgai.bench.strength import er_of_sums, error_rate, score_afterstates
 from bgai.config import Config, config_hash, load_config, model_hash
 from bgai.core.network import BgNet, init_params
 from bgai.roles.eval_worker import EvalWorker
@@ -80,8 +83,19 @@ def test_two_workers_share_versions_against_gnubg_and_the_past(env: tuple) -> No
     assert "version 0 slice 0" in s1 and "version 0 slice 1" in s2
     assert "gnubg_0ply" in s1 and "past_2 -" in s1  # nothing two versions back yet: sits out
     res = evals.results_of(r, keys, 0)
-    assert set(res) == {"pubeval", "gnubg_0ply"}
-    assert all(s["games"] == cfg.eval.games for s in res.values())
+    assert set(res) == {"pubeval", "gnubg_0ply", evals.ER}
+    assert all(res[o]["games"] == cfg.eval.games for o in ("pubeval", "gnubg_0ply"))
+    # each slice scored its own part of the decision set: together, the version's ER over all
+    # of them, equal to the bench's ER of that player on those decisions
+    k, slices = cfg.eval.er_decisions, cfg.eval.games // cfg.eval.slice_games
+    assert res[evals.ER]["n"] == k * slices and "ER " in s1
+    part = DecisionSet.load().head(k * slices)
+    variables = playing(cfg, init_params(BgNet(tuple(cfg.model.hidden)), jax.random.key(0)))
+    want = error_rate(part, score_afterstates(e1.net.apply, variables, part.afterstates))
+    got = er_of_sums(res[evals.ER])
+    assert got["er"] == pytest.approx(want.er, abs=1e-3) and got["er_race"] == pytest.approx(
+        want.er_race, abs=1e-3
+    )
     assert e1.run_once().idle_s > 0  # all of version 0 played, nothing newer
     for v in (1, 2, 3):
         publish(cfg, r, keys, v)
@@ -104,7 +118,8 @@ def test_a_dead_workers_slice_is_played_by_the_other(env: tuple) -> None:
     assert any(f"version 4 slice {lost.slice_index}" in s for s in summaries), summaries
     assert evals.reissued(r, keys, 4) == 1
     res = evals.results_of(r, keys, 4)
-    assert all(s["games"] == e.games for s in res.values()), res
+    assert all(s["games"] == e.games for o, s in res.items() if o != evals.ER), res
+    assert res[evals.ER]["n"] == e.er_decisions * e.games // e.slice_games  # the re-issued slice counted once
     beat(cfg, r, keys, e1)
     assert e1.run_once().idle_s > 0 and e2.run_once().idle_s > 0
 
@@ -130,7 +145,8 @@ def test_a_worker_that_refuses_a_version_releases_its_slice_and_skips_it(
         # the other worker takes the released slice and finishes the version
         played = [e2.run_once().summary for _ in range(cfg.eval.games // cfg.eval.slice_games)]
         assert all(f"version {v} slice" in s for s in played), played
-        assert all(t["games"] == cfg.eval.games for t in evals.results_of(r, keys, v).values())
+        totals = evals.results_of(r, keys, v)
+        assert all(t["games"] == cfg.eval.games for o, t in totals.items() if o != evals.ER)
         assert r.zscore(keys.eval("run-a").open, v) is None
     finally:
         e1.follower.model_hash = model_hash(cfg)
