@@ -58,7 +58,7 @@ def optimizer_of(cfg: Config) -> Any:
 
 
 def net_of(cfg: Config) -> BgNet:
-    return BgNet(tuple(cfg.model.hidden), cfg.model.inputs)
+    return BgNet(tuple(cfg.model.hidden), cfg.model.inputs, cfg.model.value_heads)
 
 
 def params_template(cfg: Config) -> Any:

@@ -57,11 +57,15 @@ class ModelConfig(_Section):
     # What the net sees (`bgai/core/encoding.py`): "raw" (Tesauro's 196 units per point) or
     # "extended" (those and hand-crafted features of both sides: pips, hitting shots, primes...).
     inputs: str = "raw"
+    # Outcome heads on the trunk: "one" for every position, or "by_class" (one for contact
+    # positions, one for races, as gnubg's separate nets; bear-offs take `values.bearoff`).
+    value_heads: str = "one"
 
     def _validate(self) -> None:
         self._need("hidden", len(self.hidden) > 0, "must list at least one layer")
         self._need("hidden", all(h > 0 for h in self.hidden), "every width must be > 0")
         self._choice("inputs", tuple(INPUT_VERSIONS))
+        self._choice("value_heads", ("one", "by_class"))
 
 
 # The version of each input scheme's features (`bgai.core.features.VERSION` for "extended"; a
@@ -454,8 +458,10 @@ def config_hash(cfg: Config) -> str:
 def model_hash(cfg: Config) -> str:
     """12 hex chars of sha256 over only what fixes the weights' shapes (the `model` section)."""
     model = config_to_dict(cfg)["model"]
-    if model["inputs"] == "raw":
-        del model["inputs"]  # the hash weights had before the inputs were a choice
-    else:
+    # fields added later are left out at their defaults: weights made before keep their hash
+    for name, default in (("inputs", "raw"), ("value_heads", "one")):
+        if model[name] == default:
+            del model[name]
+    if "inputs" in model:
         model["inputs_version"] = INPUT_VERSIONS[model["inputs"]]
     return _digest({"model": model})

@@ -15,10 +15,10 @@ from typing import Any
 
 import jax
 
-from bgai.agent import eval_decider, movegen_of, playing
+from bgai.agent import eval_decider, movegen_of, net_of, playing
 from bgai.config import Config, model_hash
 from bgai.core.evaluate import paired_match, run_pairs
-from bgai.core.network import BgNet, init_params
+from bgai.core.network import init_params
 from bgai.opponent_names import parse_opponent
 from bgai.opponents.players import build_opponent
 from bgai.train.checkpoint import load_params
@@ -36,7 +36,7 @@ def bench_eval(
     """`opponents`: (opponent name, gnubg backend) pairs; games/min medians over `repeats`."""
     from dataclasses import replace
 
-    net = BgNet(tuple(cfg.model.hidden), cfg.model.inputs)
+    net = net_of(cfg)
     params = init_params(net, jax.random.key(0))
     if checkpoint is not None:
         params = load_params(checkpoint, params, model_hash(cfg))[0]

@@ -25,8 +25,9 @@ from typing import Any
 
 import jax
 
+from bgai.agent import net_of
 from bgai.config import Config, config_hash, model_hash
-from bgai.core.network import BgNet, init_params
+from bgai.core.network import init_params
 from bgai.store import registry, runstate, weights
 from bgai.store.client import connect
 from bgai.store.codec import encode_weights
@@ -56,7 +57,7 @@ def bench_propagation(
         r = connect(dataclasses.replace(cfg.redis, port=port))
         keys = Keys(cfg.redis.prefix)
         runstate.start_run(r, keys, "bench")
-        params = init_params(BgNet(tuple(cfg.model.hidden), cfg.model.inputs), jax.random.key(0))
+        params = init_params(net_of(cfg), jax.random.key(0))
         mh, ch = model_hash(cfg), config_hash(cfg)
 
         def publish(version: int) -> float:

@@ -15,10 +15,10 @@ from typing import Any
 
 import jax
 
-from bgai.agent import movegen_of, playing, self_play_decider
+from bgai.agent import movegen_of, net_of, playing, self_play_decider
 from bgai.config import Config
 from bgai.core.episodes import EpisodeAssembler
-from bgai.core.network import BgNet, init_params
+from bgai.core.network import init_params
 from bgai.core.selfplay import play_chunk, start_games
 
 
@@ -40,7 +40,7 @@ def bench_selfplay(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     sims = cfg.search.num_simulations if sims is None else sims
-    net = BgNet(tuple(cfg.model.hidden), cfg.model.inputs)
+    net = net_of(cfg)
     params = playing(cfg, init_params(net, jax.random.key(0)))
     cfg = dataclasses.replace(cfg, selfplay=dataclasses.replace(cfg.selfplay, mode=mode))
     decide = self_play_decider(cfg, net, sims)

@@ -11,10 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bgai.agent import optimizer_of
+from bgai.agent import net_of, optimizer_of
 from bgai.config import Config
 from bgai.core import rules
-from bgai.core.network import BgNet, init_params
+from bgai.core.network import init_params
 from bgai.core.train_step import Batch, init_train_state, make_train_step
 
 
@@ -40,7 +40,7 @@ def bench_train(
 ) -> dict[str, Any]:
     t = cfg.training
     n = t.batch_size if batch is None else batch
-    net = BgNet(tuple(cfg.model.hidden), cfg.model.inputs)
+    net = net_of(cfg)
     opt = optimizer_of(cfg)
     state = init_train_state(init_params(net, jax.random.key(0)), opt)
     step = make_train_step(net.apply, opt, t.policy_weight, t.value_weight)

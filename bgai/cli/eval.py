@@ -125,13 +125,13 @@ class Evaluator:
     def __enter__(self) -> Evaluator:
         import jax
 
-        from bgai.agent import eval_decider, movegen_of
+        from bgai.agent import eval_decider, movegen_of, net_of
         from bgai.core.evaluate import paired_match
-        from bgai.core.network import BgNet, init_params
+        from bgai.core.network import init_params
         from bgai.opponents.players import build_opponent
 
         cfg = self.cfg
-        self.net = BgNet(tuple(cfg.model.hidden), cfg.model.inputs)
+        self.net = net_of(cfg)
         self.template = init_params(self.net, jax.random.key(0))
         ours = eval_decider(cfg, self.net)
         self.built = build_opponent(self.op, cfg.eval, ours)

@@ -330,11 +330,12 @@ def bench_strength(
     our greedy player (a checkpoint, --version N, or an untrained net) and the anchors."""
     import jax
 
+    from bgai.agent import net_of
     from bgai.bench.decisions import DEFAULT_SET, DecisionSet
     from bgai.bench.strength import bench_strength as run_bench
     from bgai.bench.strength import network_scorer
     from bgai.cli.eval import _from_checkpoint, _from_version
-    from bgai.core.network import BgNet, init_params
+    from bgai.core.network import init_params
 
     cfg = load_for_compute(config, sets)
     if checkpoint is not None and version is not None:
@@ -346,7 +347,7 @@ def bench_strength(
         raise click.UsageError(f"cannot read the decision set {path}: {exc}") from exc
     if decisions is not None:
         dset = dset.head(decisions)
-    net = BgNet(tuple(cfg.model.hidden), cfg.model.inputs)
+    net = net_of(cfg)
     label = "untrained (seed 0)"
     try:
         if checkpoint is not None:

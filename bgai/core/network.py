@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from bgai.core.encoding import encode_as
+from bgai.core.pubeval import is_race
 from bgai.core.rules import BOARD_SIZE, NUM_STEPS
 
 NUM_OUTCOMES = 6
@@ -38,16 +39,28 @@ def mlp_trunk(x: jax.Array, hidden: Sequence[int]) -> jax.Array:
 
 class BgNet(nn.Module):
     """Boards [N, 28] (side to move) -> encoded by `inputs` (`encoding.encode_as`) -> MLP trunk ->
-    (step logits [N, 150], outcome logits [N, 6])."""
+    (step logits [N, 150], outcome logits [N, 6]).
+
+    `value_heads`: "one" outcome head for every position, or "by_class": one for contact
+    positions and one for races (`pubeval.is_race`, gnubg's split), on the same trunk."""
 
     hidden: Sequence[int] = (128, 128)
     inputs: str = "raw"
+    value_heads: str = "one"
 
     @nn.compact
     def __call__(self, boards: jax.Array) -> tuple[jax.Array, jax.Array]:
-        x = mlp_trunk(encode_as(self.inputs, boards.astype(jnp.int32)), self.hidden)
+        boards = boards.astype(jnp.int32)
+        x = mlp_trunk(encode_as(self.inputs, boards), self.hidden)
         step_logits = nn.Dense(NUM_STEPS)(x)
         value_logits = nn.Dense(NUM_OUTCOMES)(x)
+        if self.value_heads == "by_class":
+            race_logits = nn.Dense(NUM_OUTCOMES, name="race_value")(x)
+            flat = boards.reshape(-1, BOARD_SIZE)
+            race = jax.vmap(is_race)(flat).reshape(boards.shape[:-1])
+            value_logits = jnp.where(race[..., None], race_logits, value_logits)
+        elif self.value_heads != "one":
+            raise ValueError(f"unknown value_heads {self.value_heads!r} (one, by_class)")
         return step_logits, value_logits
 
 

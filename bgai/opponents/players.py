@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bgai.agent import eval_decider, movegen_of, playing
+from bgai.agent import eval_decider, movegen_of, net_of, playing
 from bgai.config import Config, EvalConfig
 from bgai.core import rules
 from bgai.core.players import HostChoose, host_decider, pubeval_decider, random_decider
@@ -113,10 +113,9 @@ def agent_choose(cfg: Config, params: Any) -> Callable[[np.ndarray, tuple[int, i
     import jax.numpy as jnp
 
     from bgai.core.game import GameState
-    from bgai.core.network import BgNet
     from bgai.opponents.fibs import format_play
 
-    decide, movegen = eval_decider(cfg, BgNet(tuple(cfg.model.hidden), cfg.model.inputs)), movegen_of(cfg)
+    decide, movegen = eval_decider(cfg, net_of(cfg)), movegen_of(cfg)
     index = {(int(a), int(b)): i for i, (a, b) in enumerate(rules.DICE)}
 
     variables = playing(cfg, params)  # an argument of `pick`, not a constant compiled into it

@@ -19,12 +19,12 @@ from typing import Any
 
 import jax
 
-from bgai.agent import eval_decider, movegen_of, playing
+from bgai.agent import eval_decider, movegen_of, net_of, playing
 from bgai.bench.decisions import DecisionSet
 from bgai.bench.strength import er_of_sums, er_sums, score_afterstates
 from bgai.config import Config, model_hash
 from bgai.core.evaluate import MatchResult, paired_match, run_pairs
-from bgai.core.network import BgNet, init_params
+from bgai.core.network import init_params
 from bgai.errors import CorruptDataError, IncompatibleError
 from bgai.obs.metrics import RoleMetrics
 from bgai.obs.tracking import TrackingQueue
@@ -64,7 +64,7 @@ class EvalWorker:
 
     def setup(self) -> None:
         cfg = self.cfg
-        self.net = net = BgNet(tuple(cfg.model.hidden), cfg.model.inputs)
+        self.net = net = net_of(cfg)
         self.decisions = DecisionSet.load() if cfg.eval.er_decisions > 0 else None
         self.template = init_params(net, jax.random.key(0))
         self.follower = WeightsFollower(self.keys, self.template, model_hash(cfg))

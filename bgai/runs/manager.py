@@ -23,9 +23,9 @@ from typing import Any
 
 import jax
 
-from bgai.agent import optimizer_of
+from bgai.agent import net_of, optimizer_of
 from bgai.config import Config, config_hash, config_to_dict, model_hash
-from bgai.core.network import BgNet, init_params
+from bgai.core.network import init_params
 from bgai.core.train_step import init_train_state
 from bgai.errors import BgaiError
 from bgai.obs.tracking import FINISHED, KILLED, RUNNING, RunSummary, Tracker
@@ -67,7 +67,7 @@ def checkpoint_dir(cfg: Config, run_id: str) -> Path:
 
 def train_template(cfg: Config) -> dict[str, Any]:
     """The checkpoint's structure for this config (shapes are what a checkpoint must match)."""
-    net = BgNet(tuple(cfg.model.hidden), cfg.model.inputs)
+    net = net_of(cfg)
     state = init_train_state(init_params(net, jax.random.key(0)), optimizer_of(cfg))
     return {"params": state.params, "opt_state": state.opt_state, "step": state.step}
 

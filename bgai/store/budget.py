@@ -30,13 +30,15 @@ WEIGHT_COPIES = 1 + KEEP_WEIGHTS + 4  # current, kept eval copies, a few unfinis
 HEADROOM = 64 * 2**20
 
 
-def param_count(hidden: tuple[int, ...], inputs: str = "raw") -> int:
-    """Parameters of `BgNet(hidden, inputs)`: the MLP trunk, then the policy and value heads."""
+def param_count(hidden: tuple[int, ...], inputs: str = "raw", value_heads: str = "one") -> int:
+    """Parameters of `BgNet(hidden, inputs, value_heads)`: the MLP trunk, then the policy and
+    value heads."""
     n, width = 0, num_inputs(inputs)
     for h in hidden:
         n += width * h + h
         width = h
-    return n + (width + 1) * (NUM_STEPS + NUM_OUTCOMES)
+    heads = 2 if value_heads == "by_class" else 1
+    return n + (width + 1) * (NUM_STEPS + heads * NUM_OUTCOMES)
 
 
 def buffer_bytes(capacity: int) -> int:
@@ -48,6 +50,6 @@ def buffer_bytes(capacity: int) -> int:
 def redis_maxmemory(cfg: Config) -> int:
     """The `maxmemory` (bytes) for a Redis serving `cfg`'s fleet."""
     weights = WEIGHT_COPIES * (
-        4 * param_count(tuple(cfg.model.hidden), cfg.model.inputs) + 64 * 2**10
+        4 * param_count(tuple(cfg.model.hidden), cfg.model.inputs, cfg.model.value_heads) + 64 * 2**10
     )  # + header
     return buffer_bytes(cfg.buffer.capacity_positions) + weights + HEADROOM

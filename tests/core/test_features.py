@@ -103,3 +103,22 @@ def test_the_inputs_choice_shapes_the_net_and_its_hash() -> None:
     assert model_hash(raw) != model_hash(ext)
     with pytest.raises(ConfigError, match="model.inputs"):
         ModelConfig(inputs="gnubg")
+
+
+def test_value_heads_by_class_value_races_with_their_own_head() -> None:
+    from bgai.store.budget import param_count
+
+    net = BgNet((8,), "extended", "by_class")
+    params = init_params(net, jax.random.key(1))
+    n = sum(x.size for x in jax.tree.leaves(params))
+    assert n == param_count((8,), "extended", "by_class") == param_count((8,), "extended") + 9 * 6
+    race = jnp.asarray(np.stack([board({0: 5, 3: 10}, {20: 15}), board({5: 15}, {22: 15})]))
+    contact = jnp.asarray(np.stack([np.asarray(rules.start_board())]))
+    bumped = jax.tree.map(lambda x: x, params)
+    bumped["params"]["race_value"]["bias"] = params["params"]["race_value"]["bias"] + 1.0
+    for boards, moved in ((race, True), (contact, False)):
+        a, b = net.apply(params, boards)[1], net.apply(bumped, boards)[1]
+        assert bool(jnp.allclose(b, a + 1.0)) is moved and bool(jnp.allclose(a, b)) is not moved
+    one = dataclasses.replace(Config(), model=ModelConfig())
+    by_class = dataclasses.replace(one, model=ModelConfig(value_heads="by_class"))
+    assert model_hash(one) != model_hash(by_class)
