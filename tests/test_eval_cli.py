@@ -87,8 +87,9 @@ def test_a_version_of_the_current_run(ckpt: Path, tmp_path: Path) -> None:
     import jax
     from redis_server import redis_server
 
+    from bgai.agent import net_of
     from bgai.config import config_hash
-    from bgai.core.network import BgNet, init_params
+    from bgai.core.network import init_params
     from bgai.store import runstate, weights
     from bgai.store.client import connect
     from bgai.store.codec import encode_weights
@@ -99,7 +100,7 @@ def test_a_version_of_the_current_run(ckpt: Path, tmp_path: Path) -> None:
         cfg = load_config(None, env={}, overrides={**SETS, "redis.port": str(port)})
         r, keys = connect(cfg.redis), Keys(cfg.redis.prefix)
         runstate.start_run(r, keys, "run-v")
-        params = init_params(BgNet(tuple(cfg.model.hidden)), jax.random.key(1))
+        params = init_params(net_of(cfg), jax.random.key(1))
         blob = encode_weights(
             params, version=7, step=70, model_hash=model_hash(cfg), config_hash=config_hash(cfg)
         )

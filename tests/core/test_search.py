@@ -16,6 +16,7 @@ import numpy as np
 
 from bgai.core import rules
 from bgai.core.afterstate import afterstate_values
+from bgai.core.encoding import encode
 from bgai.core.game import GameState, new_game
 from bgai.core.network import BgNet, init_params
 from bgai.core.players import search_decider
@@ -40,14 +41,15 @@ def _pips_from_features(f: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def fake_apply(step_bias: jax.Array | None = None) -> Any:
-    """apply_fn(params, features) -> (step logits [N, 150], value logits [N, 6]); params unused.
+    """apply_fn(params, boards) -> (step logits [N, 150], value logits [N, 6]); params unused.
 
     Value logits (x, -30, -30, -x, -30, -30) with x = pip lead / 20 give equity
     tanh(x), strictly inside (-1, 1).
     """
 
-    def apply(params: Any, features: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def apply(params: Any, boards: jax.Array) -> tuple[jax.Array, jax.Array]:
         del params
+        features = encode(boards.astype(jnp.int32))  # what the net itself encodes
         mine, theirs = _pips_from_features(features)
         x = (theirs - mine) / 20.0
         low = jnp.full_like(x, -30.0)

@@ -95,12 +95,13 @@ def test_our_agent_never_plays_illegally(gnubg_binary: str) -> None:
     external player: every move it served is the one gnubg played."""
     import jax
 
+    from bgai.agent import net_of
     from bgai.config import load_config
-    from bgai.core.network import BgNet, init_params
+    from bgai.core.network import init_params
     from bgai.opponents.players import agent_choose
 
     cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "local.yaml", env={})
-    params = init_params(BgNet(tuple(cfg.model.hidden)), jax.random.key(7))
+    params = init_params(net_of(cfg), jax.random.key(7))
     requests, lines = play_session(agent_choose(cfg, params), 4, seed=21, binary=gnubg_binary)
     report = check_games(requests, lines)
     print(f"our agent: {report.games} games, {report.checked} moves checked ({served_stats(requests)})")

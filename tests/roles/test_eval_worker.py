@@ -14,11 +14,11 @@ import pytest
 import redis
 from redis_server import redis_server
 
-from bgai.agent import playing
+from bgai.agent import net_of, playing
 from bgai.bench.decisions import DecisionSet
 from bgai.bench.strength import er_of_sums, error_rate, score_afterstates
 from bgai.config import Config, config_hash, load_config, model_hash
-from bgai.core.network import BgNet, init_params
+from bgai.core.network import init_params
 from bgai.roles.eval_worker import EvalWorker
 from bgai.roles.identity import Identity
 from bgai.store import evals, registry, runstate, weights
@@ -69,7 +69,7 @@ def beat(cfg: Config, r: redis.Redis, keys: Keys, w: EvalWorker) -> None:
 
 
 def publish(cfg: Config, r: redis.Redis, keys: Keys, version: int) -> None:
-    params = init_params(BgNet(tuple(cfg.model.hidden)), jax.random.key(version))
+    params = init_params(net_of(cfg), jax.random.key(version))
     blob = encode_weights(
         params, version=version, step=version, model_hash=model_hash(cfg), config_hash=config_hash(cfg)
     )
@@ -90,7 +90,7 @@ def test_two_workers_share_versions_against_gnubg_and_the_past(env: tuple) -> No
     k, slices = cfg.eval.er_decisions, cfg.eval.games // cfg.eval.slice_games
     assert res[evals.ER]["n"] == k * slices and "ER " in s1
     part = DecisionSet.load().head(k * slices)
-    variables = playing(cfg, init_params(BgNet(tuple(cfg.model.hidden)), jax.random.key(0)))
+    variables = playing(cfg, init_params(net_of(cfg), jax.random.key(0)))
     want = error_rate(part, score_afterstates(e1.net.apply, variables, part.afterstates))
     got = er_of_sums(res[evals.ER])
     assert got["er"] == pytest.approx(want.er, abs=1e-3) and got["er_race"] == pytest.approx(

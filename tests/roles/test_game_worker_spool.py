@@ -23,8 +23,9 @@ import redis
 from redis_server import free_port, redis_server
 from synthetic_episodes import make_episode
 
+from bgai.agent import net_of
 from bgai.config import Config, config_hash, load_config, model_hash
-from bgai.core.network import BgNet, init_params
+from bgai.core.network import init_params
 from bgai.roles.game_worker import GameWorker
 from bgai.roles.identity import Identity
 from bgai.store import runstate, weights
@@ -53,7 +54,7 @@ def fleet_config(port: int, spool_dir: Path, **extra: str) -> Config:
 
 def start_run(cfg: Config, r: redis.Redis, keys: Keys, run_id: str = "run-s") -> None:
     runstate.start_run(r, keys, run_id)
-    params = init_params(BgNet(tuple(cfg.model.hidden)), jax.random.key(0))
+    params = init_params(net_of(cfg), jax.random.key(0))
     blob = encode_weights(params, version=0, step=0, model_hash=model_hash(cfg), config_hash=config_hash(cfg))
     weights.publish(r, keys, 0, blob)
 

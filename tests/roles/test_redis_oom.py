@@ -17,9 +17,10 @@ import redis
 from redis_server import redis_server
 from synthetic_episodes import make_episode
 
+from bgai.agent import net_of
 from bgai.clock import FakeClock
 from bgai.config import config_hash, load_config, model_hash
-from bgai.core.network import BgNet, init_params
+from bgai.core.network import init_params
 from bgai.obs.metrics import RoleMetrics
 from bgai.roles.base import RoleRunner
 from bgai.roles.coordinator import Coordinator
@@ -122,7 +123,7 @@ def test_a_game_worker_spools_while_redis_is_full_and_pushes_once_there_is_room(
         cfg = load_config(FLEET_YAML, env={}, overrides=overrides)
         keys, r = Keys(cfg.redis.prefix), connect(cfg.redis)
         runstate.start_run(r, keys, "run-m")
-        params = init_params(BgNet(tuple(cfg.model.hidden)), jax.random.key(0))
+        params = init_params(net_of(cfg), jax.random.key(0))
         blob = encode_weights(
             params, version=0, step=0, model_hash=model_hash(cfg), config_hash=config_hash(cfg)
         )
