@@ -22,6 +22,7 @@ expectation, and a deterministic player whose top play is unique is scored on th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -72,8 +73,15 @@ def _in_batches(fn: Callable[..., jax.Array], arrays: tuple[np.ndarray, ...], ba
 
 def score_afterstates(apply_fn: ApplyFn, params: Any, boards: np.ndarray, batch: int = BATCH) -> np.ndarray:
     """The network's value for the mover of each afterstate [P, 28] (mover's view): float32 [P]."""
-    values = jax.jit(lambda p, b: _values_of(apply_fn, p, b))
+    values = _jitted_values(apply_fn)
     return _in_batches(lambda b: values(params, b.astype(jnp.int32)), (boards,), batch)
+
+
+@functools.cache
+def _jitted_values(apply_fn: ApplyFn) -> Callable[..., jax.Array]:
+    """One compiled afterstate-value program per net: the eval worker scores a part of the set
+    every slice, and a new jit each call would trace and look up its program again."""
+    return jax.jit(partial(_values_of, apply_fn))
 
 
 def network_scorer(apply_fn: ApplyFn, params: Any) -> Scorer:
