@@ -36,7 +36,7 @@ from bgai.core import rules
 from bgai.core.episodes import Episode
 from bgai.core.evaluator import has_bearoff, weights_only, with_bearoff
 from bgai.core.network import OUTCOME_POINTS, BgNet, init_params
-from bgai.core.players import afterstate_decider, greedy_decider, one_ply_decider, search_decider
+from bgai.core.players import afterstate_decider, greedy_decider, lookahead_decider, search_decider
 from bgai.core.selfplay import Decide
 from bgai.core.targets import one_ply_distribution, outcome_distribution, td_lambda_targets
 from bgai.core.train_step import TrainState, make_optimizer, make_train_step
@@ -58,7 +58,8 @@ def optimizer_of(cfg: Config) -> Any:
 
 
 def net_of(cfg: Config) -> BgNet:
-    return BgNet(tuple(cfg.model.hidden), cfg.model.inputs, cfg.model.value_heads)
+    m = cfg.model
+    return BgNet(tuple(m.hidden), m.inputs, m.value_heads, tuple(m.race_hidden))
 
 
 def params_template(cfg: Config) -> Any:
@@ -103,13 +104,14 @@ def self_play_decider(cfg: Config, net: BgNet, simulations: int | None = None) -
 
 
 def eval_decider(cfg: Config, net: BgNet, plies: int | None = None) -> Decide:
-    """Our agent in evaluation: greedy at `plies` (default `eval.plies`: 0 or 1), or search
+    """Our agent in evaluation: greedy at `plies` (default `eval.plies`: 0, 1 or 2), or search
     without noise or temperature (`eval.player: search`)."""
     if cfg.eval.player == "greedy":
         depth = cfg.eval.plies if plies is None else plies
-        if depth == 1:
-            return one_ply_decider(
-                net.apply, movegen_of(cfg), cfg.eval.one_ply_candidates, cfg.selfplay.eval_slots
+        if depth > 0:
+            e = cfg.eval
+            return lookahead_decider(
+                net.apply, movegen_of(cfg), depth, e.one_ply_candidates, e.finalists, cfg.selfplay.eval_slots
             )
         return greedy_decider(net.apply, cfg.selfplay.eval_slots)
     return search_decider(

@@ -55,22 +55,32 @@ class ModelConfig(_Section):
     # Widths of the hidden layers of the MLP trunk, input side first.
     hidden: tuple[int, ...] = (128, 128)
     # What the net sees (`bgai/core/encoding.py`): "raw" (Tesauro's 196 units per point) or
-    # "extended" (those and hand-crafted features of both sides: pips, hitting shots, primes...).
+    # "extended" (those and hand-crafted features of both sides: pips, hitting shots, primes...)
+    # or "escapes" (extended, and back-checker escapes and containment of both sides).
     inputs: str = "raw"
-    # Outcome heads on the trunk: "one" for every position, or "by_class" (one for contact
-    # positions, one for races, as gnubg's separate nets; bear-offs take `values.bearoff`).
+    # Outcome heads: "one" for every position, "by_class" (one for contact positions, one for
+    # races, on the same trunk) or "race_net" (races valued by a net of their own, `race_hidden`
+    # wide, as gnubg's separate race net). Bear-offs take `values.bearoff` either way.
     value_heads: str = "one"
+    # Widths of the race net's hidden layers (value_heads: race_net only), input side first.
+    race_hidden: tuple[int, ...] = ()
 
     def _validate(self) -> None:
         self._need("hidden", len(self.hidden) > 0, "must list at least one layer")
         self._need("hidden", all(h > 0 for h in self.hidden), "every width must be > 0")
         self._choice("inputs", tuple(INPUT_VERSIONS))
-        self._choice("value_heads", ("one", "by_class"))
+        self._choice("value_heads", ("one", "by_class", "race_net"))
+        race_net = self.value_heads == "race_net"
+        self._need(
+            "race_hidden", bool(self.race_hidden) == race_net, "is set with value_heads: race_net only"
+        )
+        self._need("race_hidden", all(h > 0 for h in self.race_hidden), "every width must be > 0")
 
 
-# The version of each input scheme's features (`bgai.core.features.VERSION` for "extended"; a
-# test checks they agree): part of the model hash, so weights never load into other features.
-INPUT_VERSIONS = {"raw": 1, "extended": 1}
+# The version of each input scheme's features (`bgai.core.features.VERSION` for "extended",
+# `ESCAPE_VERSION` for "escapes"; a test checks they agree): part of the model hash, so weights
+# never load into other features.
+INPUT_VERSIONS = {"raw": 1, "extended": 1, "escapes": 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,10 +251,14 @@ class EvalConfig(_Section):
     # How the model plays: `greedy` (0-ply afterstates) or `search` (MCTS, `search` section).
     player: str = "greedy"
     # Lookahead of the greedy player: 0 = the best afterstate by value; 1 = the best of the
-    # `one_ply_candidates` top 0-ply plays by an exact average over the opponent's 21 rolls.
+    # `one_ply_candidates` top 0-ply plays by an exact average over the opponent's 21 rolls;
+    # 2 = the best of the `finalists` top 1-ply plays by gnubg's 2-ply (the opponent's 21
+    # rolls, its best 0-ply reply to each valued at 1-ply).
     plies: int = 0
-    # 1-ply: plays (ranked by 0-ply) that get the lookahead.
+    # 1- and 2-ply: plays (ranked by 0-ply) that get the 1-ply lookahead.
     one_ply_candidates: int = 8
+    # 2-ply: plays (ranked by 1-ply) that get the 2-ply lookahead.
+    finalists: int = 2
     # Fleet: evaluate a new version once it is this many versions past the last evaluated one.
     every_versions: int = 1
     # Fleet: games per claimed slice (eval workers split a version's games into slices). Games
@@ -271,8 +285,8 @@ class EvalConfig(_Section):
             except ValueError as exc:
                 self._need("opponents", False, str(exc))
         self._choice("player", ("greedy", "search"))
-        self._choice("plies", (0, 1))
-        self._positive("one_ply_candidates")
+        self._choice("plies", (0, 1, 2))
+        self._positive("one_ply_candidates", "finalists")
         self._non_negative("er_decisions")
         self._choice("gnubg_backend", ("external", "nn"))
 
@@ -459,7 +473,7 @@ def model_hash(cfg: Config) -> str:
     """12 hex chars of sha256 over only what fixes the weights' shapes (the `model` section)."""
     model = config_to_dict(cfg)["model"]
     # fields added later are left out at their defaults: weights made before keep their hash
-    for name, default in (("inputs", "raw"), ("value_heads", "one")):
+    for name, default in (("inputs", "raw"), ("value_heads", "one"), ("race_hidden", [])):
         if model[name] == default:
             del model[name]
     if "inputs" in model:

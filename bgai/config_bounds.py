@@ -24,6 +24,7 @@ MAX_ROWS = 2**16 - 1  # decisions an episode can store (its header's u16 row cou
 # Inclusive upper bound of each int and float field; of each item for a tuple of ints.
 CEILINGS: dict[str, float] = {
     "model.hidden": 8192,
+    "model.race_hidden": 8192,
     "movegen.max_plays": MAX_PLAYS,
     "movegen.frontier2": 16_384,
     "movegen.frontier3": 16_384,
@@ -59,6 +60,7 @@ CEILINGS: dict[str, float] = {
     "buffer.surprise_fraction": 1.0,
     "eval.games": 1_000_000,
     "eval.one_ply_candidates": MAX_PLAYS,
+    "eval.finalists": MAX_PLAYS,
     "eval.every_versions": 1_000_000,
     "eval.slice_games": 100_000,
     "eval.er_decisions": 100_000,
@@ -82,7 +84,7 @@ CEILINGS: dict[str, float] = {
 BOUNDED_BY_SECTION = frozenset({"selfplay.ply", "training.seed", "eval.plies", "redis.port"})
 
 # Most items of a tuple field.
-MAX_ITEMS: dict[str, int] = {"model.hidden": 16, "eval.opponents": 64}
+MAX_ITEMS: dict[str, int] = {"model.hidden": 16, "model.race_hidden": 16, "eval.opponents": 64}
 
 # str fields naming a file or directory: never empty (an empty one means the working directory).
 PATHS = frozenset(

@@ -84,6 +84,44 @@ def extended(board: np.ndarray) -> list[float]:
     return mine + theirs + [(mine[0] - theirs[0]) * 2, float(contact(board))]
 
 
+def escape_rolls(board: np.ndarray, start: int) -> int:
+    """Rolls of 36 with which a checker moving up from idx `start` (-1: the bar) lands 7 or more
+    pips ahead, every landing on the way open (fewer than two of the side to move's checkers;
+    past idx 23 is off the board, open): two dice in either order, a double up to four times."""
+    count = 0
+    for a, b in ROLLS:
+        paths = [[a, a, a, a]] if a == b else [[a, b], [b, a]]
+        escaped = False
+        for path in paths:
+            at = start
+            for die in path:
+                at += die
+                if at <= 23 and board[at] >= 2:
+                    break  # blocked
+                if at - start >= 7:
+                    escaped = True
+                    break
+        count += (1 if a == b else 2) if escaped else 0
+    return count
+
+
+def escapes(board: np.ndarray) -> float:
+    """The side to move's rearmost checker, moving up the opponent's view (its bar first)."""
+    view = flip(board)
+    ours = ([-1] if view[OPP_BAR] < 0 else []) + [q for q in range(24) if view[q] < 0]
+    return escape_rolls(view, min(ours)) / 36 if ours else 1.0
+
+
+def containment(board: np.ndarray) -> float:
+    """1 - the fewest escaping rolls of an opponent's checker on its 25 (bar) to 16 points."""
+    return 1 - min(escape_rolls(board, start) for start in range(-1, 9)) / 36
+
+
+def escape_features(board: np.ndarray) -> list[float]:
+    other = flip(board)
+    return [escapes(board), containment(board), escapes(other), containment(other)]
+
+
 def random_positions(seed: int, n: int) -> np.ndarray:
     """[n, 28] int8 positions, mover's view: each side's 15 checkers on the bar, points or off,
     never sharing a point; a mix of spread contact positions and races."""
@@ -116,8 +154,9 @@ def random_positions(seed: int, n: int) -> np.ndarray:
 def main() -> None:
     boards = random_positions(11, 600)
     values = np.array([extended(b.astype(np.int64)) for b in boards], np.float64)
+    escape = np.array([escape_features(b.astype(np.int64)) for b in boards], np.float64)
     GOLDEN.parent.mkdir(exist_ok=True)
-    np.savez_compressed(GOLDEN, boards=boards, features=values)
+    np.savez_compressed(GOLDEN, boards=boards, features=values, escapes=escape)
     print(f"wrote {GOLDEN}: {len(boards)} positions")
 
 

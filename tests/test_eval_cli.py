@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -58,7 +59,17 @@ def test_our_one_ply_player_against_pubeval(ckpt: Path) -> None:
     assert code == 0, out
     cells = row(out, ckpt.name + " 1-ply")
     assert cells[2] == "2" and sum(int(x) for x in cells[-7:-1]) == 2
-    assert run("--checkpoint", str(ckpt), "--player-plies", "2")[0] == 2
+    assert run("--checkpoint", str(ckpt), "--player-plies", "3")[0] == 2
+
+
+@pytest.mark.skipif(not os.access("/usr/games/gnubg", os.X_OK), reason="needs Debian's gnubg")
+def test_cubeful_games_against_gnubg(ckpt: Path) -> None:
+    code, out = run("--checkpoint", str(ckpt), "--opponent", "gnubg", "--cube", "--games", "2")
+    assert code == 0, out
+    assert "cubeful money" in out and "2 games, ppg" in out and "refereed" in out
+    assert re.search(r"ours +doubles \d+, takes \d+, drops \d+", out)
+    code, out = run("--checkpoint", str(ckpt), "--opponent", "pubeval", "--cube", "--games", "2")
+    assert code == 2 and "--cube plays gnubg" in out
 
 
 def test_a_checkpoint_against_gnubg_in_process(ckpt: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +112,7 @@ def test_bench_strength_on_300_decisions(ckpt: Path) -> None:
 def test_bench_strength_refuses_bad_input(ckpt: Path, tmp_path: Path) -> None:
     code, out = strength("--checkpoint", str(ckpt), "--version", "3")
     assert code == 2 and "not both" in out
-    code, out = strength("--plies", "2")
+    code, out = strength("--plies", "3")
     assert code == 2
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a set")
@@ -119,25 +120,26 @@ def test_bench_strength_refuses_bad_input(ckpt: Path, tmp_path: Path) -> None:
     assert code == 2 and "cannot read the decision set" in out
 
 
-def test_one_ply_scorer_plays_only_its_candidates(ckpt: Path) -> None:
-    """The 1-ply player on a few decisions: finite ER, and per decision only its top-2 0-ply plays
-    can score above the never-played floor."""
+@pytest.mark.parametrize("plies", [1])  # 2-ply compiles for minutes: `bench strength --plies 2` runs it
+def test_lookahead_scorer_plays_only_its_candidates(ckpt: Path, plies: int) -> None:
+    """The 1-ply (2-ply) player on a few decisions: finite ER, and per decision only its top-2
+    0-ply plays (its one finalist among them at 2-ply) can score above the never-played floor."""
     import jax
 
     from bgai.bench.decisions import DEFAULT_SET
-    from bgai.bench.strength import network_scorer, one_ply_scorer
+    from bgai.bench.strength import lookahead_scorer, network_scorer
     from bgai.core.network import BgNet, init_params
 
-    s = DecisionSet.load(DEFAULT_SET).head(12)
+    s = DecisionSet.load(DEFAULT_SET).head(12 if plies == 1 else 4)
     net = BgNet((16,))
     params = init_params(net, jax.random.key(0))
     mg = rules.MoveGenConfig(max_plays=64, frontier2=48, frontier3=96)
-    scores = one_ply_scorer(net.apply, params, mg, candidates=2)(s)
+    scores = lookahead_scorer(net.apply, params, mg, plies, candidates=2, finalists=1)(s)
     zero = network_scorer(net.apply, params)(s)
     for d in range(s.size):
         lo, hi = s.offsets[d], s.offsets[d + 1]
         live = np.flatnonzero(scores[lo:hi] > -10.0)
-        assert 1 <= len(live) <= 2
+        assert 1 <= len(live) <= (2 if plies == 1 else 1)
         assert set(live) <= set(np.argsort(-zero[lo:hi], kind="stable")[:2].tolist())
     report = evaluate_er(s, lambda _: scores)
     assert math.isfinite(report.er) and report.er >= 0
@@ -165,6 +167,31 @@ def test_bench_curve_measures_each_checkpoint(tmp_path: Path) -> None:
     empty.mkdir()
     out = CliRunner().invoke(cli, ["bench", "curve", "--checkpoint-dir", str(empty), *ARGS])
     assert out.exit_code == 2 and "no checkpoints" in out.output
+    for name, why in (("past_1", "fixed opponent"), ("gnubg", "opponent")):
+        args = ["--checkpoint-dir", str(tmp_path), "--opponent", name, *ARGS]
+        out = CliRunner().invoke(cli, ["bench", "curve", *args])
+        assert out.exit_code == 2 and why in out.output, out.output
+
+
+@pytest.mark.skipif(not os.access("/usr/games/gnubg", os.X_OK), reason="needs Debian's gnubg")
+def test_bench_curve_against_gnubg(tmp_path: Path) -> None:
+    """The curve's matches can be against GNU Backgammon (the engine is started once, closed)."""
+    cfg = load_config(None, env={}, overrides=SETS)
+    save_checkpoint(tmp_path, 1, train_template(cfg), {"model_hash": model_hash(cfg), "games": 10}, keep=5)
+    args = [
+        "--checkpoint-dir",
+        str(tmp_path),
+        "--games",
+        "4",
+        "--decisions",
+        "20",
+        "--opponent",
+        "gnubg_0ply",
+    ]
+    out = CliRunner().invoke(cli, ["bench", "curve", *args, "--out", str(tmp_path / "c.png"), *ARGS])
+    assert out.exit_code == 0, out.output
+    res = json.loads(out.output.strip().splitlines()[-1])
+    assert res["opponent"] == "gnubg_0ply" and 0 <= res["points"][0]["win_rate"] <= 1
 
 
 def test_er_sums_of_parts_add_up_to_the_er_of_their_union() -> None:

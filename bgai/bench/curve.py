@@ -2,9 +2,10 @@
 
 For each of up to `points` checkpoints (evenly spaced, the newest always in), read its games
 played and training minutes from its header, then measure our greedy 0-ply player: its error
-rate on the decision set (`bench strength`) and a paired-dice match against pubeval. Prints a
-table, draws ER and win rate against minutes and against games into one PNG (pubeval's and gnubg
-0-ply's ER as lines for scale) and, given an MLflow run, logs the PNG and the figures to it.
+rate on the decision set (`bench strength`) and a paired-dice match against an opponent
+(pubeval, or any `eval.opponents` name but past_K: gnubg_0ply, ...). Prints a table, draws ER and
+win rate against minutes and against games into one PNG (pubeval's and gnubg 0-ply's ER as lines
+for scale) and, given an MLflow run, logs the PNG and the figures to it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from bgai.bench.decisions import DecisionSet
 from bgai.bench.strength import ANCHORS, evaluate_er, network_scorer
 from bgai.config import Config, model_hash
 from bgai.core.evaluate import play_match
-from bgai.core.players import pubeval_decider
+from bgai.core.selfplay import Decide
+from bgai.opponent_names import parse_opponent
+from bgai.opponents.players import build_opponent
 from bgai.train.checkpoint import list_checkpoints, load_params, read_meta
 
 
@@ -50,8 +53,10 @@ def pick(paths: Sequence[Path], points: int) -> list[Path]:
     return [paths[i] for i in sorted(idx)]
 
 
-def measure(cfg: Config, path: Path, dset: DecisionSet, games: int, seed: int = 0) -> CurvePoint:
-    """ER and the match against pubeval of the checkpoint at `path`."""
+def measure(
+    cfg: Config, path: Path, dset: DecisionSet, games: int, opponent: Decide, seed: int = 0
+) -> CurvePoint:
+    """ER and the match against `opponent` of the checkpoint at `path`."""
     net = net_of(cfg)
     params = playing(cfg, load_params(path, params_template(cfg), model_hash(cfg))[0])
     meta = read_meta(path)
@@ -59,7 +64,7 @@ def measure(cfg: Config, path: Path, dset: DecisionSet, games: int, seed: int = 
     res = play_match(
         eval_decider(cfg, net, plies=0),
         params,
-        pubeval_decider(),
+        opponent,
         None,
         jax.random.key(seed),
         games,
@@ -85,8 +90,8 @@ def measure(cfg: Config, path: Path, dset: DecisionSet, games: int, seed: int = 
     )
 
 
-def plot(points: list[CurvePoint], anchors: dict[str, float], path: Path) -> Path:
-    """ER and win rate against pubeval, by minutes and by games, in one PNG at `path`."""
+def plot(points: list[CurvePoint], anchors: dict[str, float], path: Path, opponent: str = "pubeval") -> Path:
+    """ER and win rate against `opponent`, by minutes and by games, in one PNG at `path`."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -110,7 +115,9 @@ def plot(points: list[CurvePoint], anchors: dict[str, float], path: Path) -> Pat
             capsize=3,
         )
         ax_win.axhline(0.5, linestyle=":", alpha=0.6)
-        ax_win.set(title=f"Win rate vs pubeval vs {x_name}", xlabel=x_name, ylabel="win rate", ylim=(0, 1))
+        ax_win.set(
+            title=f"Win rate against {opponent} vs {x_name}", xlabel=x_name, ylabel="win rate", ylim=(0, 1)
+        )
         for ax in (ax_er, ax_win):
             ax.grid(alpha=0.3)
         ax_er.legend()
@@ -128,30 +135,40 @@ def bench_curve(
     points: int,
     out: Path,
     log: Callable[[str], None] = print,
+    opponent: str = "pubeval",
 ) -> dict[str, Any]:
-    """The curve of the checkpoints in `checkpoint_dir`: table, PNG at `out`, the JSON dict."""
+    """The curve of the checkpoints in `checkpoint_dir` against `opponent`: table, PNG at `out`,
+    the JSON dict. Raises ValueError for an opponent name that is not one."""
     paths = pick(list_checkpoints(checkpoint_dir), points)
     if not paths:
         raise FileNotFoundError(f"no checkpoints in {checkpoint_dir}")
+    op = parse_opponent(opponent)
+    if op.kind == "past":
+        raise ValueError(f"{opponent}: a curve measures each checkpoint against a fixed opponent")
     anchors = {f"{name} ER": evaluate_er(dset, f).er for name, f in ANCHORS.items() if name != "random"}
-    log(f"{len(paths)} checkpoints of {checkpoint_dir}; {games} games vs pubeval each; {dset.size} decisions")
-    log(
-        f"{'checkpoint':22s} {'min':>6s} {'games':>8s} {'ER':>7s} {'contact':>8s} {'race':>6s} win vs pubeval"
-    )
+    log(f"{len(paths)} checkpoints of {checkpoint_dir}; {games} games vs {opponent} each")
+    log(f"{dset.size} decisions")
+    head = f"{'checkpoint':22s} {'min':>6s} {'games':>8s} {'ER':>7s} {'contact':>8s} {'race':>6s}"
+    log(f"{head} win vs {opponent}")
     curve = []
-    for path in paths:
-        p = measure(cfg, path, dset, games)
-        curve.append(p)
-        log(
-            f"{p.checkpoint:22s} {p.minutes:6.1f} {p.games:8d} {p.er:7.1f} {p.er_contact or 0:8.1f} "
-            f"{p.er_race or 0:6.1f} {p.win_rate:.1%} [{p.win_lo:.1%}, {p.win_hi:.1%}] ppg {p.ppg:+.3f}"
-        )
-    plot(curve, anchors, out)
+    built = build_opponent(op, cfg.eval, eval_decider(cfg, net_of(cfg), plies=0))
+    try:
+        for path in paths:
+            p = measure(cfg, path, dset, games, built.decide)
+            curve.append(p)
+            log(
+                f"{p.checkpoint:22s} {p.minutes:6.1f} {p.games:8d} {p.er:7.1f} {p.er_contact or 0:8.1f} "
+                f"{p.er_race or 0:6.1f} {p.win_rate:.1%} [{p.win_lo:.1%}, {p.win_hi:.1%}] ppg {p.ppg:+.3f}"
+            )
+    finally:
+        built.close()
+    plot(curve, anchors, out, opponent)
     log(f"curve: {out}")
     return {
         "bench": "curve",
         "png": str(out),
         "games_per_point": games,
+        "opponent": opponent,
         "anchors": anchors,
         "points": [asdict(p) for p in curve],
     }

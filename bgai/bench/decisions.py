@@ -133,17 +133,25 @@ class DecisionSet:
             raise ValueError("dice must be 1..6, high die first")
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {name: getattr(self, name) for name in _ARRAYS}
-        with open(path, "wb") as f:
-            np.savez_compressed(f, meta=np.array(json.dumps(self.meta, sort_keys=True)), **arrays)
+        save_arrays(path, {name: getattr(self, name) for name in _ARRAYS}, self.meta)
 
     @staticmethod
     def load(path: Path = DEFAULT_SET) -> DecisionSet:
         """Read a set written by `save` (no pickle) and `check` it."""
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {name: f[name] for name in _ARRAYS}
-            meta = json.loads(str(f["meta"]))
+        arrays, meta = load_arrays(path, _ARRAYS)
         s = DecisionSet(**arrays, meta=meta)
         s.check()
         return s
+
+
+def save_arrays(path: Path, arrays: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Plain arrays and a JSON `meta` string in one compressed .npz (no pickle)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        np.savez_compressed(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
+
+
+def load_arrays(path: Path, names: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays `names` and the meta of a file written by `save_arrays` (pickles refused)."""
+    with np.load(path, allow_pickle=False) as f:
+        return {name: f[name] for name in names}, json.loads(str(f["meta"]))

@@ -16,13 +16,15 @@ expectation, and a deterministic player whose top play is unique is scored on th
     gnubg_0ply  the set's stored gnubg 0-ply equities
     random      every legal play alike
 
-    ours 1-ply  `one_ply_scorer`: the best `eval.one_ply_candidates` plays by 0-ply, each valued
-                by an exact mean over the opponent's 21 rolls of its best 0-ply reply
+    ours n-ply  `lookahead_scorer`: the best `eval.one_ply_candidates` plays by 0-ply, each valued
+                by an exact mean over the opponent's 21 rolls of its best 0-ply reply (1-ply);
+                at 2-ply the best `eval.finalists` of those by 1-ply valued at gnubg's 2-ply
 """
 
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -35,9 +37,8 @@ import numpy as np
 from bgai.bench.decisions import CLASSES, DecisionSet
 from bgai.core import rules
 from bgai.core.afterstate import ApplyFn, _values_of
-from bgai.core.network import OUTCOME_POINTS
 from bgai.core.pubeval import is_race, pubeval_score
-from bgai.core.targets import one_ply_distribution
+from bgai.core.targets import afterstate_equity
 
 Scorer = Callable[[DecisionSet], np.ndarray]  # a set -> the player's score of each play [P]
 BATCH = 8192  # afterstates per network call
@@ -89,25 +90,39 @@ def network_scorer(apply_fn: ApplyFn, params: Any) -> Scorer:
     return lambda s: score_afterstates(apply_fn, params, s.afterstates)
 
 
-def one_ply_scorer(apply_fn: ApplyFn, params: Any, movegen: rules.MoveGenConfig, candidates: int) -> Scorer:
-    """Our 1-ply player (`players.one_ply_decider`): in each decision the `candidates` best plays
-    by 0-ply get an exact expectation over the opponent's 21 rolls; the rest are never played."""
+def _rank_within(s: DecisionSet, scores: np.ndarray) -> np.ndarray:
+    """Each play's rank [P] among its decision's plays by `scores`, best first (0)."""
+    order = np.lexsort((-scores, s.decision_of))  # plays by decision, best first
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order)) - s.offsets[:-1][s.decision_of[order]]
+    return rank
 
-    @jax.jit
-    def after_value(variables: Any, after: jax.Array) -> jax.Array:
-        opp = one_ply_distribution(apply_fn, variables, rules.flip(after), movegen)
-        won = jax.vmap(rules.win_points)(after).astype(jnp.float32)
-        return jnp.where(won > 0, won, -(opp @ OUTCOME_POINTS))
+
+def lookahead_scorer(
+    apply_fn: ApplyFn,
+    params: Any,
+    movegen: rules.MoveGenConfig,
+    plies: int,
+    candidates: int,
+    finalists: int = 2,
+) -> Scorer:
+    """Our n-ply player (`players.lookahead_decider`, 1 or 2 plies): in each decision the
+    `candidates` best plays by 0-ply get their 1-ply equity; at 2-ply the `finalists` best of
+    those by 1-ply get their 2-ply equity. Plays left behind by the filter are never played."""
+
+    @functools.cache
+    def at_depth(depth: int) -> Callable[..., jax.Array]:
+        return jax.jit(lambda v, after: afterstate_equity(apply_fn, v, after, movegen, depth))
 
     def score(s: DecisionSet) -> np.ndarray:
-        zero = score_afterstates(apply_fn, params, s.afterstates)
-        order = np.lexsort((-zero, s.decision_of))  # plays by decision, best 0-ply first
-        rank = np.empty(len(order), np.int64)
-        rank[order] = np.arange(len(order)) - s.offsets[:-1][s.decision_of[order]]
-        chosen = np.flatnonzero(rank < candidates)
-        scores = np.full(len(zero), -10.0, np.float32)  # below any equity: never played
-        chosen_after = (s.afterstates[chosen].astype(np.int32),)
-        scores[chosen] = _in_batches(partial(after_value, params), chosen_after, 512)
+        scores = score_afterstates(apply_fn, params, s.afterstates)
+        kept = np.arange(len(scores))
+        for depth, keep in ((1, candidates), (2, finalists))[:plies]:
+            kept = kept[_rank_within(s, scores)[kept] < keep]
+            deeper = np.full(len(scores), -10.0, np.float32)  # below any equity: never played
+            boards = (s.afterstates[kept].astype(np.int32),)
+            deeper[kept] = _in_batches(partial(at_depth(depth), params), boards, 512 if depth == 1 else 64)
+            scores = deeper
         return scores
 
     return score
@@ -224,7 +239,10 @@ def bench_strength(
     )
     log(f"reference: {s.meta.get('reference', '?')}")
     label, scorer = player
-    reports = {label: evaluate_er(s, scorer)} | {name: evaluate_er(s, f) for name, f in ANCHORS.items()}
+    t0 = time.perf_counter()
+    reports = {label: evaluate_er(s, scorer)}
+    seconds = time.perf_counter() - t0  # compiling included: a few seconds
+    reports |= {name: evaluate_er(s, f) for name, f in ANCHORS.items()}
     log(
         f"{'player':28s} {'ER':>8s} {'95% CI':>15s} "
         + " ".join(f"{c:>8s}" for c in CLASSES)
@@ -234,11 +252,14 @@ def bench_strength(
         ci = f"[{r.er - r.er_ci:5.1f}, {r.er + r.er_ci:5.1f}]"
         row = " ".join(_fmt(x) for x in (r.er_contact, r.er_race, r.er_bearoff))
         log(f"{name[:28]:28s} {_fmt(r.er)} {ci:>15s} {row} {100 * r.best:7.1f}")
+    log(f"{label}: {s.size} decisions in {seconds:.1f} s ({s.size / seconds:.1f} decisions/s)")
     ours = reports.pop(label)
     return {
         "bench": "strength",
         "player": label,
         "plies": plies,
+        "seconds": round(seconds, 1),
+        "decisions_per_s": round(s.size / seconds, 1),
         "set": set_name,
         "classes": counts,
         **ours.as_dict(),

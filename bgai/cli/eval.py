@@ -52,12 +52,21 @@ from bgai.errors import BgaiError
 )
 @click.option(
     "--player-plies",
-    type=click.IntRange(0, 1),
+    type=click.IntRange(0, 2),
     default=None,
-    help="Our greedy player's lookahead: 0 or 1 (default: eval.plies).",
+    help="Our greedy player's lookahead: 0, 1 or 2 (default: eval.plies).",
 )
 @click.option("--simulations", type=int, default=None, help="Search simulations per move (--player search).")
 @click.option("--seed", type=int, default=0)
+@click.option(
+    "--cube",
+    is_flag=True,
+    help="Cubeful money games against gnubg (its external player: Debian's binary); not paired.",
+)
+@click.option(
+    "--cube-plies", type=click.IntRange(0, 1), default=0, help="--cube: our cube decisions' lookahead."
+)
+@click.option("--jacoby", is_flag=True, help="--cube: the Jacoby rule.")
 def eval_command(
     config: str | None,
     sets: tuple[str, ...],
@@ -71,8 +80,12 @@ def eval_command(
     player_plies: int | None,
     simulations: int | None,
     seed: int,
+    cube: bool,
+    cube_plies: int,
+    jacoby: bool,
 ) -> None:
-    """Play a model against an opponent; a table with win rate, points per game and 95% CIs."""
+    """Play a model against an opponent; a table with win rate, points per game and 95% CIs.
+    With --cube, cubeful money games against gnubg and both sides' cube actions."""
     from bgai.opponent_names import parse_opponent
 
     cfg = load_for_compute(config, sets)
@@ -96,19 +109,21 @@ def eval_command(
     )
     search = cfg.search if simulations is None else replace(cfg.search, num_simulations=simulations)
     cfg = replace(cfg, eval=ev, search=search)
-    depth = " 1-ply" if cfg.eval.player == "greedy" and cfg.eval.plies == 1 else ""
+    depth = f" {cfg.eval.plies}-ply" if cfg.eval.player == "greedy" and cfg.eval.plies > 0 else ""
     models: list[tuple[str, Callable[[], Any]]] = [
         (Path(p).name + depth, partial(_from_checkpoint, cfg, Path(p))) for p in checkpoints
     ]
     if version is not None:
         models = [(f"version {version}{depth}", partial(_from_version, cfg, version))]
+    if cube:
+        if op.kind != "gnubg":
+            raise click.BadParameter("--cube plays gnubg (--opponent gnubg)", param_hint="--opponent")
+        _eval_cubeful(cfg, models, games, plies, cube_plies, seed, jacoby)
+        return
     rows = []
     with Evaluator(cfg, op) as ev_:
         for label, load in models:
-            try:
-                params = load()
-            except (BgaiError, OSError) as exc:
-                raise click.UsageError(f"cannot use {label}: {exc}") from exc
+            params = _load(label, load)
             t0 = time.perf_counter()
             with click.progressbar(length=games, label=f"{label} vs {name}", show_eta=True) as bar:
                 res = ev_.play(params, games, seed, bar.update)
@@ -150,6 +165,52 @@ class Evaluator:
         key, ours = jax.random.key(seed), playing(self.cfg, params)
         pts = run_pairs(self.match, (ours, None), key, games, progress, max_rounds=10 * games)
         return MatchResult.of_points(pts)
+
+
+def _load(label: str, load: Callable[[], Any]) -> Any:
+    """A model's params; an operator's error (a missing or foreign file) is one line."""
+    try:
+        return load()
+    except (BgaiError, OSError) as exc:
+        raise click.UsageError(f"cannot use {label}: {exc}") from exc
+
+
+def _eval_cubeful(
+    cfg: Config,
+    models: list[tuple[str, Callable[[], Any]]],
+    games: int,
+    plies: int,
+    cube_plies: int,
+    seed: int,
+    jacoby: bool,
+) -> None:
+    from bgai.opponents.cubeful import play_cubeful
+
+    for label, load in models:
+        params = _load(label, load)
+        t0 = time.perf_counter()
+        s = play_cubeful(
+            cfg,
+            params,
+            games,
+            opponent_plies=plies,
+            cube_plies=cube_plies,
+            seed=seed,
+            jacoby=jacoby,
+            binary=cfg.eval.gnubg_path,
+        )
+        r, (lo, hi) = s.result, s.result.ppg_ci()
+        rules = "Jacoby" if jacoby else "no Jacoby"
+        click.echo(
+            f"{label} vs gnubg {plies}-ply, cubeful money ({rules}, no beavers): {r.games} games, "
+            f"ppg {r.ppg:+.3f} [{lo:+.3f}, {hi:+.3f}], won {r.win_rate:.1%}, {time.perf_counter() - t0:.0f} s"
+        )
+        for who, a in (("ours", s.ours), ("gnubg's", s.theirs)):
+            click.echo(f"  {who:8s} doubles {a.doubles}, takes {a.takes}, drops {a.drops}")
+        click.echo(f"  largest cube taken: {s.max_cube}")
+        if s.referee.mismatches:
+            raise click.ClickException(f"gnubg did not play {len(s.referee.mismatches)} of our moves as sent")
+        click.echo(f"  refereed: {s.referee.checked} of our moves, all played as sent")
 
 
 def _template(cfg: Config) -> Any:

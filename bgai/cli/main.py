@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from bgai.cli.common import config_option, load_for_compute, load_or_exit, set_option
+from bgai.cli.cube import build_cubes
 from bgai.cli.eval import eval_command
 from bgai.cli.fleet import ROLE_COMMANDS, check_config, status
 from bgai.errors import BgaiError
@@ -308,15 +309,20 @@ def bench_propagation(config: str | None, sets: tuple[str, ...], workers: int, r
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="A checkpoint file.")
 @click.option("--version", type=int, default=None, help="Model version N of the current run.")
 @click.option(
-    "--plies", type=click.IntRange(0, 1), default=0, show_default=True, help="Our player's lookahead."
+    "--plies",
+    type=click.IntRange(0, 2),
+    default=0,
+    show_default=True,
+    help="Our player's lookahead (1, 2: eval.one_ply_candidates and eval.finalists filter the plays).",
 )
 @click.option("--decisions", type=click.IntRange(min=1), default=None, help="Use the set's first N only.")
 @click.option(
     "--set-file",
     type=click.Path(dir_okay=False, exists=True),
     default=None,
-    help="Decision set (default: the one bgai ships, bgai/bench/data/decisions.npz).",
+    help="Decision set (default: the one bgai ships, bgai/bench/data/decisions.npz or cubes.npz).",
 )
+@click.option("--cube", is_flag=True, help="Cube decisions: the cube ER on the cube decision set.")
 def bench_strength(
     config: str | None,
     sets: tuple[str, ...],
@@ -325,9 +331,11 @@ def bench_strength(
     plies: int,
     decisions: int | None,
     set_file: str | None,
+    cube: bool,
 ) -> None:
     """Error rate on the decision set (equity lost per decision x1000, against gnubg 2-ply):
-    our greedy player (a checkpoint, --version N, or an untrained net) and the anchors."""
+    our greedy player (a checkpoint, --version N, or an untrained net) and the anchors. With
+    --cube: the cube ER of our cube decisions (--plies 0 or 1) against gnubg's 2-ply analysis."""
     import jax
 
     from bgai.agent import net_of
@@ -340,12 +348,14 @@ def bench_strength(
     cfg = load_for_compute(config, sets)
     if checkpoint is not None and version is not None:
         raise click.UsageError("give --checkpoint PATH or --version N, not both")
+    if cube and plies > 1:
+        raise click.UsageError("cube decisions look ahead 0 or 1 ply")
     path = Path(set_file) if set_file else DEFAULT_SET
     try:
-        dset = DecisionSet.load(path)
+        dset = None if cube else DecisionSet.load(path)
     except (OSError, ValueError, KeyError) as exc:
         raise click.UsageError(f"cannot read the decision set {path}: {exc}") from exc
-    if decisions is not None:
+    if dset is not None and decisions is not None:
         dset = dset.head(decisions)
     net = net_of(cfg)
     label = "untrained (seed 0)"
@@ -361,14 +371,23 @@ def bench_strength(
     from bgai.agent import playing
 
     params = playing(cfg, params)
-    if plies == 1:
-        from bgai.agent import movegen_of
-        from bgai.bench.strength import one_ply_scorer
+    if cube:
+        from bgai.cli.cube import cube_strength
 
-        label += " 1-ply"
-        scorer = one_ply_scorer(net.apply, params, movegen_of(cfg), cfg.eval.one_ply_candidates)
+        cube_strength(cfg, net, params, label, plies, decisions, set_file)
+        return
+    if plies > 0:
+        from bgai.agent import movegen_of
+        from bgai.bench.strength import lookahead_scorer
+
+        label += f" {plies}-ply"
+        e = cfg.eval
+        scorer = lookahead_scorer(
+            net.apply, params, movegen_of(cfg), plies, e.one_ply_candidates, e.finalists
+        )
     else:
         scorer = network_scorer(net.apply, params)
+    assert dset is not None
     result = run_bench(dset, (label, scorer), str(path), log=click.echo, plies=plies)
     click.echo(json.dumps(result))
 
@@ -383,7 +402,11 @@ def bench_strength(
     help="A run's checkpoints (train-local's --checkpoint-dir, or the fleet's per-run directory).",
 )
 @click.option(
-    "--games", type=click.IntRange(min=2), default=1000, show_default=True, help="vs pubeval, each."
+    "--games",
+    type=click.IntRange(min=2),
+    default=1000,
+    show_default=True,
+    help="Games against --opponent per checkpoint.",
 )
 @click.option(
     "--points", type=click.IntRange(min=1), default=8, show_default=True, help="Checkpoints measured."
@@ -391,6 +414,12 @@ def bench_strength(
 @click.option("--decisions", type=click.IntRange(min=1), default=None, help="Use the set's first N only.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="PNG (default: DIR/curve.png).")
 @click.option("--mlflow-run", default=None, help="Also log the PNG and the figures to this MLflow run.")
+@click.option(
+    "--opponent",
+    default="pubeval",
+    show_default=True,
+    help="Whom each checkpoint plays: pubeval, random, or gnubg_0ply / gnubg_1ply / gnubg_2ply.",
+)
 def bench_curve(
     config: str | None,
     sets: tuple[str, ...],
@@ -400,8 +429,9 @@ def bench_curve(
     decisions: int | None,
     out: str | None,
     mlflow_run: str | None,
+    opponent: str,
 ) -> None:
-    """A run's learning curve: ER and win rate vs pubeval against minutes and games (PNG)."""
+    """A run's learning curve: ER and win rate against an opponent by minutes and games (PNG)."""
     from bgai.bench.curve import bench_curve as run_bench
     from bgai.bench.decisions import DEFAULT_SET, DecisionSet
 
@@ -415,8 +445,10 @@ def bench_curve(
         dset = dset.head(decisions)
     png = Path(out) if out else Path(checkpoint_dir) / "curve.png"
     try:
-        result = run_bench(cfg, Path(checkpoint_dir), dset, games, points, png, log=click.echo)
-    except (BgaiError, FileNotFoundError) as exc:
+        result = run_bench(
+            cfg, Path(checkpoint_dir), dset, games, points, png, log=click.echo, opponent=opponent
+        )
+    except (BgaiError, FileNotFoundError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
     if mlflow_run:
         from bgai.obs.tracking import Tracker, client_env
@@ -465,6 +497,9 @@ def bench_bearoff(directory: str | None, gnubg_positions: int) -> None:
     for key, value in report.items():
         click.echo(f"{key:>24}  {value}")
     click.echo(json.dumps(report))
+
+
+bench.add_command(build_cubes)
 
 
 @bench.command("build-decisions")

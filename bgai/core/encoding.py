@@ -8,7 +8,8 @@ This is Tesauro's truncated-unary scheme: it separates blots, points and
 spares, which a plain count would blur, and costs one gather-free pass.
 
 Input schemes (`model.inputs`, part of the model hash): `raw` is the above; `extended` appends
-`features.extended_features` (pips, hitting shots, primes, anchors... of both sides).
+`features.extended_features` (pips, hitting shots, primes, anchors... of both sides); `escapes`
+appends to those `features.escape_features` (back-checker escapes and containment of both sides).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from bgai.core import features
 from bgai.core.rules import BAR, NUM_CHECKERS, NUM_POINTS, OFF, OPP_BAR, OPP_OFF
 
 NUM_FEATURES = 196  # the raw scheme's
-INPUTS = ("raw", "extended")
+INPUTS = ("raw", "extended", "escapes")
+_EXTRA = {"raw": 0, "extended": features.NUM_EXTRA, "escapes": features.NUM_EXTRA + features.ESCAPE_FEATURES}
 
 
 def _units(n: jax.Array) -> jax.Array:
@@ -50,7 +52,7 @@ def encode(board: jax.Array) -> jax.Array:
 
 def num_inputs(inputs: str) -> int:
     """Width of the `inputs` scheme's features."""
-    return NUM_FEATURES + (features.NUM_EXTRA if inputs == "extended" else 0)
+    return NUM_FEATURES + _EXTRA[inputs]
 
 
 def encode_as(inputs: str, board: jax.Array) -> jax.Array:
@@ -59,4 +61,7 @@ def encode_as(inputs: str, board: jax.Array) -> jax.Array:
         return encode(board)
     if inputs == "extended":
         return jnp.concatenate([encode(board), features.extended_features(board)], -1)
+    if inputs == "escapes":
+        more = (features.extended_features(board), features.escape_features(board))
+        return jnp.concatenate([encode(board), *more], -1)
     raise ValueError(f"unknown input scheme {inputs!r} (one of {', '.join(INPUTS)})")

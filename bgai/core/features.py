@@ -23,9 +23,20 @@ Per side S (the side whose checkers count positive on its view), `side_features`
 and two common ones, from the mover's view: the pip difference (mover - opponent) / 50 and
 the contact flag (1 while a hit is still possible: `pubeval.is_race` is false).
 
+The `escapes` inputs add four more (`escape_features`), after gnubg's back-escapes and containment
+inputs, for each side S: a checker *escapes* with a roll when, moving one way, it lands 7 or more
+pips ahead, every landing (the intermediate ones and that one) on a point the other side has not
+made; a double moves it up to four times its number.
+
+    escapes   the share of the 36 rolls with which S's rearmost checker (the bar first) escapes
+              past the other side's points (1 when S has no checker left on the board)
+    contain   1 - the fewest rolls (of 36) with which a checker of the other side escapes past
+              S's points, over the places it could stand on its 25 (the bar) to 16 points
+
 `tests/core/test_features.py` holds a slow, readable Python reference of every feature and a
-golden file of random positions both must match. Changing a feature changes `VERSION`, which is
-part of the model hash (the `model.inputs` setting names it).
+golden file of random positions both must match. Changing a feature changes `VERSION` (and
+`ESCAPE_VERSION`, whose inputs include the extended ones; a change to an escapes feature changes
+only it), which is part of the model hash (the `model.inputs` setting names it).
 """
 
 from __future__ import annotations
@@ -40,6 +51,12 @@ from bgai.core.pubeval import is_race
 VERSION = 1
 SIDE_FEATURES = 7
 NUM_EXTRA = 2 * SIDE_FEATURES + 2
+ESCAPE_FEATURES = 4  # escapes, contain: the mover's, the opponent's
+ESCAPE_VERSION = 1
+
+_ESCAPE = 7  # pips a checker must land ahead to escape
+_WINDOW = 13  # places from a checker's own to 12 ahead: every first landing 7+ ahead is in it
+_CONTAIN_STARTS = 10  # places 0..9: the bar and idx 0..8 (the moving side's 25 to 16 points)
 
 _ROLL_WEIGHT = np.where(rules.DICE[:, 0] == rules.DICE[:, 1], 1.0, 2.0).astype(np.float32)
 
@@ -109,3 +126,54 @@ def extended_features(board: jax.Array) -> jax.Array:
     contact = (~jax.vmap(is_race)(flat)).reshape(b.shape[:-1]).astype(jnp.float32)
     diff = (mine[..., 0] - theirs[..., 0]) * 2.0  # pips / 100 each: the difference / 50
     return jnp.concatenate([mine, theirs, diff[..., None], contact[..., None]], -1)
+
+
+def _escape_count(window: jax.Array) -> jax.Array:
+    """Rolls (of 36) that escape a checker: `window` [..., 13] bool, True where a landing k pips
+    ahead of it is open (k = 0 is its own place). One way and no doubles: the two dice in either
+    order, so the sum 7+ ahead and a die's landing open; a double d: its first landing 7+ ahead
+    and each one before it open (1-1 never gets there in four steps)."""
+    total = jnp.zeros(window.shape[:-1], jnp.float32)
+    for a, b in rules.DICE.tolist():
+        if a == b:
+            steps = -(-_ESCAPE // a)
+            if steps > 4:
+                continue
+            ok = jnp.all(window[..., a : a * steps + 1 : a], -1)
+            total = total + ok
+        elif a + b >= _ESCAPE:
+            ok = window[..., a + b] & (window[..., a] | window[..., b])
+            total = total + 2.0 * ok
+    return total
+
+
+def _open_places(b: jax.Array) -> jax.Array:
+    """[..., 25 + 13] bool: the places of a checker that moves up the board past the side to
+    move's points (place 0 its bar, place i + 1 idx i, then off the board): open where the side
+    to move has fewer than two checkers."""
+    pts = b[..., : rules.NUM_POINTS]
+    bar = jnp.ones((*pts.shape[:-1], 1), bool)
+    beyond = jnp.ones((*pts.shape[:-1], _WINDOW + 1), bool)
+    return jnp.concatenate([bar, pts < 2, beyond], -1)
+
+
+def _side_escapes(b: jax.Array) -> jax.Array:
+    """[..., 2] float32: the side to move's escapes and containment (see the module's table)."""
+    places = _open_places(b)
+    escaping = [_escape_count(places[..., s : s + _WINDOW]) for s in range(_CONTAIN_STARTS)]
+    contain = 1.0 - jnp.min(jnp.stack(escaping, -1), -1) / 36.0
+    # our rearmost checker moves up the opponent's view past its points
+    fb = rules.flip(b)
+    ours = jnp.concatenate(
+        [fb[..., rules.OPP_BAR : rules.OPP_BAR + 1] < 0, fb[..., : rules.NUM_POINTS] < 0], -1
+    )
+    start = jnp.argmax(ours, -1)
+    window = jnp.take_along_axis(_open_places(fb), start[..., None] + jnp.arange(_WINDOW), -1)
+    escapes = jnp.where(jnp.any(ours, -1), _escape_count(window) / 36.0, 1.0)
+    return jnp.stack([escapes, contain], -1).astype(jnp.float32)
+
+
+def escape_features(board: jax.Array) -> jax.Array:
+    """[..., ESCAPE_FEATURES] float32: the mover's escapes and containment, then the opponent's."""
+    b = board.astype(jnp.int32)
+    return jnp.concatenate([_side_escapes(b), _side_escapes(rules.flip(b))], -1)

@@ -41,27 +41,36 @@ class BgNet(nn.Module):
     """Boards [N, 28] (side to move) -> encoded by `inputs` (`encoding.encode_as`) -> MLP trunk ->
     (step logits [N, 150], outcome logits [N, 6]).
 
-    `value_heads`: "one" outcome head for every position, or "by_class": one for contact
-    positions and one for races (`pubeval.is_race`, gnubg's split), on the same trunk."""
+    `value_heads`: "one" outcome head for every position; "by_class": one for contact positions
+    and one for races (`pubeval.is_race`, gnubg's split), on the same trunk; "race_net": races
+    valued by a second MLP of `race_hidden` widths on the same inputs, with its own head (gnubg's
+    separate race net). The step logits always come from the main trunk."""
 
     hidden: Sequence[int] = (128, 128)
     inputs: str = "raw"
     value_heads: str = "one"
+    race_hidden: Sequence[int] = ()
 
     @nn.compact
     def __call__(self, boards: jax.Array) -> tuple[jax.Array, jax.Array]:
         boards = boards.astype(jnp.int32)
-        x = mlp_trunk(encode_as(self.inputs, boards), self.hidden)
+        inputs = encode_as(self.inputs, boards)
+        x = mlp_trunk(inputs, self.hidden)
         step_logits = nn.Dense(NUM_STEPS)(x)
         value_logits = nn.Dense(NUM_OUTCOMES)(x)
+        if self.value_heads == "one":
+            return step_logits, value_logits
         if self.value_heads == "by_class":
             race_logits = nn.Dense(NUM_OUTCOMES, name="race_value")(x)
-            flat = boards.reshape(-1, BOARD_SIZE)
-            race = jax.vmap(is_race)(flat).reshape(boards.shape[:-1])
-            value_logits = jnp.where(race[..., None], race_logits, value_logits)
-        elif self.value_heads != "one":
-            raise ValueError(f"unknown value_heads {self.value_heads!r} (one, by_class)")
-        return step_logits, value_logits
+        elif self.value_heads == "race_net":
+            r = inputs
+            for i, width in enumerate(self.race_hidden):
+                r = nn.relu(nn.Dense(width, name=f"race_{i}")(r))
+            race_logits = nn.Dense(NUM_OUTCOMES, name="race_value")(r)
+        else:
+            raise ValueError(f"unknown value_heads {self.value_heads!r} (one, by_class, race_net)")
+        race = jax.vmap(is_race)(boards.reshape(-1, BOARD_SIZE)).reshape(boards.shape[:-1])
+        return step_logits, jnp.where(race[..., None], race_logits, value_logits)
 
 
 def init_params(net: BgNet, key: jax.Array) -> Any:

@@ -17,9 +17,9 @@ from bgai.core import rules
 from bgai.core.afterstate import afterstate_values, choose, sample_index, softmax_policy
 from bgai.core.evaluator import ApplyFn
 from bgai.core.game import GameState
-from bgai.core.network import NEG_INF, OUTCOME_POINTS
+from bgai.core.network import NEG_INF
 from bgai.core.selfplay import Decide
-from bgai.core.targets import one_ply_distribution
+from bgai.core.targets import afterstate_equity
 
 
 def afterstate_decider(
@@ -49,44 +49,71 @@ def greedy_decider(apply_fn: ApplyFn, eval_slots: int | None = None) -> Decide:
     return afterstate_decider(apply_fn, 0.0, 0, 1.0, eval_slots)
 
 
-def one_ply_decider(
-    apply_fn: ApplyFn, movegen: rules.MoveGenConfig, candidates: int = 8, eval_slots: int | None = None
-) -> Decide:
-    """1-ply: the `candidates` best plays by 0-ply equity are scored by an exact expectation over
-    the opponent's 21 rolls (its best 0-ply reply to each), and the best of them is played.
+def _lookahead_equities(
+    apply_fn: ApplyFn,
+    params: Any,
+    after: jax.Array,
+    valid: jax.Array,
+    todo: jax.Array,
+    movegen: rules.MoveGenConfig,
+    plies: int,
+    eval_slots: int | None,
+) -> jax.Array:
+    """The mover's equities [B, M] of the candidate afterstates `after` [B, M, 28] at `plies`
+    (NEG_INF where not `valid`, or in a row not `todo`). Only the games to decide pay: their rows
+    are gathered and scored a chunk of a quarter of the batch at a time (in a paired match half
+    the games are the other player's turn, and finished games wait for the batch's longest)."""
+    b, m = valid.shape
+    chunk = max(1, b // 4)
+    # the rows to decide first, then `b` (out of range: dropped by the scatter below)
+    order = jnp.nonzero(todo, size=b, fill_value=b)[0]
+    order = jnp.concatenate([order, jnp.full((-b % chunk,), b, order.dtype)])
+    n_chunks = (jnp.sum(todo) + chunk - 1) // chunk
 
-    Each decision costs `candidates` x 21 move generations (gnubg's move filter works alike:
-    lookahead only for the plays that 0-ply ranks highest). Only the games to decide pay it:
-    the rows not done are gathered and scored a chunk of a quarter of the batch at a time (in a
-    paired match half the games are the other player's turn, and finished games wait for the
-    batch's longest), and a done row gets its best 0-ply play, which nobody plays.
+    def score_chunk(i: jax.Array, out: jax.Array) -> jax.Array:
+        rows = jax.lax.dynamic_slice(order, (i * chunk,), (chunk,))
+        flat = after[jnp.minimum(rows, b - 1)].reshape(-1, rules.BOARD_SIZE)
+        eq = afterstate_equity(apply_fn, params, flat, movegen, plies, eval_slots).reshape(chunk, m)
+        return out.at[rows].set(eq, mode="drop")
+
+    out = jax.lax.fori_loop(0, n_chunks, score_chunk, jnp.full((b, m), NEG_INF, jnp.float32))
+    return jnp.where(valid, out, NEG_INF)
+
+
+def lookahead_decider(
+    apply_fn: ApplyFn,
+    movegen: rules.MoveGenConfig,
+    plies: int = 1,
+    candidates: int = 8,
+    finalists: int = 2,
+    eval_slots: int | None = None,
+) -> Decide:
+    """n-ply play (1 or 2) behind gnubg's move filter: the `candidates` best plays by 0-ply equity
+    get their 1-ply equity (an exact average over the opponent's 21 rolls of the position after
+    its best 0-ply reply); at 2-ply the `finalists` best of those by 1-ply get their 2-ply equity
+    (the opponent's 21 rolls, its best 0-ply reply to each, that position valued at 1-ply). The
+    best play at the deepest level is played.
+
+    A 1-ply decision costs `candidates` x 21 move generations; 2-ply adds `finalists` x
+    (21 + 21 x 21). A finished game's row gets its best 0-ply play, which nobody plays.
     """
+    if plies not in (1, 2):
+        raise ValueError(f"lookahead is 1 or 2 plies, got {plies}")
 
     def decide(params: Any, key: jax.Array, states: GameState, plays: rules.Plays) -> tuple:
         del key
         values = afterstate_values(apply_fn, params, plays, eval_slots)  # [B, K]
-        b, m = values.shape[0], min(candidates, values.shape[-1])
-        top_v, top_i = jax.lax.top_k(values, m)  # [B, M]
-        after = jnp.take_along_axis(plays.boards, top_i[..., None], axis=1)  # [B, M, 28]
-        chunk = max(1, b // 4)
+        top_v, pick = jax.lax.top_k(values, min(candidates, values.shape[-1]))  # [B, M]
+        after = jnp.take_along_axis(plays.boards, pick[..., None], axis=1)  # [B, M, 28]
         todo = ~states.done
-        # the rows to decide first, then `b` (out of range: dropped by the scatter below)
-        order = jnp.nonzero(todo, size=b, fill_value=b)[0]
-        order = jnp.concatenate([order, jnp.full((-b % chunk,), b, order.dtype)])
-        n_chunks = (jnp.sum(todo) + chunk - 1) // chunk
-
-        def score_chunk(i: jax.Array, best: jax.Array) -> jax.Array:
-            rows = jax.lax.dynamic_slice(order, (i * chunk,), (chunk,))
-            safe = jnp.minimum(rows, b - 1)
-            flat = after[safe].reshape(-1, rules.BOARD_SIZE)
-            opp = one_ply_distribution(apply_fn, params, rules.flip(flat), movegen, eval_slots)
-            won = jax.vmap(rules.win_points)(flat).astype(jnp.float32)
-            ply1 = jnp.where(won > 0, won, -(opp @ OUTCOME_POINTS)).reshape(chunk, m)
-            ply1 = jnp.where(top_v[safe] > NEG_INF / 2, ply1, NEG_INF)  # fewer legal plays than M
-            return best.at[rows].set(jnp.argmax(ply1, axis=-1).astype(best.dtype), mode="drop")
-
-        best = jax.lax.fori_loop(0, n_chunks, score_chunk, jnp.zeros(b, jnp.int32))
-        action = jnp.take_along_axis(top_i, best[:, None], axis=1)[:, 0]
+        eq = _lookahead_equities(apply_fn, params, after, top_v > NEG_INF / 2, todo, movegen, 1, eval_slots)
+        for depth in range(2, plies + 1):
+            top_eq, j = jax.lax.top_k(eq, min(finalists, eq.shape[-1]))  # [B, F]
+            after = jnp.take_along_axis(after, j[..., None], axis=1)
+            pick = jnp.take_along_axis(pick, j, axis=1)
+            valid = top_eq > NEG_INF / 2
+            eq = _lookahead_equities(apply_fn, params, after, valid, todo, movegen, depth, eval_slots)
+        action = jnp.take_along_axis(pick, jnp.argmax(eq, axis=-1)[:, None], axis=1)[:, 0]
         return action, jax.nn.one_hot(action, plays.mask.shape[-1])
 
     return decide

@@ -23,7 +23,10 @@ player 0 is on roll), field 5 = -(opponent's bar), field 30 = +(player's bar), f
 = the checkers borne off (player, opponent), but zeros in 46 47 whatever is on the bar, the
 roll in both dice pairs and 1 in field 51. gnubg's reader (ProcessFIBSBoardInfo) reads the
 bars' absolute values and ignores fields 42..49. We write FIBS style (the bar counts in
-46 47, the opponent's dice 0 0, field 51 0) and parse like gnubg, checking 44 45.
+46 47, the opponent's dice 0 0, field 51 0) and parse like gnubg, checking 44 45. Parsing also
+reads the cube fields 36..39: in a cubeful session gnubg sends its external player a line before
+the roll (dice 0 0) when it may double, and one with field 39 set when it has been doubled; the
+FIBS player is the external player in both, though gnubg's two name fields do not follow it.
 
 Moves use gnubg's notation from the mover's view: points 1..24 are the mover's, `bar` is
 its bar (also written 25, as gnubg's external replies do) and `off` bears off (also 0).
@@ -54,7 +57,7 @@ from bgai.core.rules import (
 NUM_FIELDS = 52  # after "board:"
 _BOARD0 = 5  # first of the 26 board fields
 _TURN, _DICE, _OPP_DICE = 31, 32, 34
-_COLOR, _DIRECTION, _BORNE_OFF = 40, 41, 44
+_CUBE, _COLOR, _DIRECTION, _BORNE_OFF = 36, 40, 41, 44
 GNUBG_BAR, GNUBG_OFF = 25, 0  # gnubg's point numbers for the bar (a source) and off (a destination)
 
 Hop = tuple[int, int]  # (from, to) in gnubg point numbers: 25 = bar, 0 = off
@@ -73,10 +76,18 @@ class FibsPosition:
     board: np.ndarray
     player_on_roll: bool
     dice: tuple[int, int]
+    cube: int = 1  # the cube's value
+    may_double: tuple[bool, bool] = (True, True)  # (the player, the opponent): both for a centred cube
+    doubled: bool = False  # the side on roll has doubled: the other side must take or pass
 
     def mover_board(self) -> np.ndarray:
         """The board from the view of the side on roll."""
         return self.board.copy() if self.player_on_roll else flip(self.board)
+
+    def mover_may_double(self) -> tuple[bool, bool]:
+        """(may the side on roll double, may the other side) - (True, True): a centred cube."""
+        mine, theirs = self.may_double
+        return (mine, theirs) if self.player_on_roll else (theirs, mine)
 
 
 def flip(board: np.ndarray) -> np.ndarray:
@@ -99,9 +110,15 @@ def _check_dice(dice: tuple[int, int]) -> tuple[int, int]:
 
 
 def board_line(
-    board: np.ndarray, dice: tuple[int, int] | None, name: str = "bgai", opponent: str = "gnubg"
+    board: np.ndarray,
+    dice: tuple[int, int] | None,
+    name: str = "bgai",
+    opponent: str = "gnubg",
+    cube: int = 1,
+    may_double: tuple[bool, bool] = (True, True),
 ) -> str:
-    """The FIBS board line of `board` (mover's view) with the mover on roll, cubeless money play.
+    """The FIBS board line of `board` (mover's view) with the mover on roll, money play; the
+    cube `cube`, which (the mover, the opponent) `may_double` (both: centred).
 
     `dice` None writes 0 0: the mover has not rolled yet (a position to evaluate).
     """
@@ -111,7 +128,7 @@ def board_line(
     fields: list[object] = [*names, 0, 0, 0]
     fields += [int(b[OPP_BAR]), *(int(x) for x in b[:NUM_POINTS]), int(b[BAR])]
     fields += [1, d1, d2, 0, 0]  # turn: the player; the opponent's dice not rolled
-    fields += [1, 1, 1, 0]  # cube 1, centred, not doubled
+    fields += [int(cube), int(may_double[0]), int(may_double[1]), 0]  # not doubled
     fields += [1, -1, 0, 25]  # color, direction, home, bar
     fields += [int(b[OFF]), int(-b[OPP_OFF]), int(b[BAR]), int(-b[OPP_BAR])]
     fields += [0, 0, 0, 0]  # can move, forced move, did Crawford, redoubles
@@ -159,7 +176,11 @@ def parse_fibs(line: str) -> FibsPosition:
         dice = other if on_roll else own  # gnubg writes the roll in both pairs; FIBS in one
     if not all(0 <= x <= 6 for x in dice) or (0 in dice and dice != (0, 0)):
         raise ValueError(f"dice must be 1..6 (or 0 0 before the roll), got {dice}")
-    return FibsPosition(fields[0], fields[1], b, on_roll, dice)
+    cube, may_player, may_opponent, doubled = f[_CUBE : _CUBE + 4]
+    if cube < 1 or cube & (cube - 1):
+        raise ValueError(f"the cube is a power of 2, got {cube}")
+    may = (bool(may_player), bool(may_opponent))
+    return FibsPosition(fields[0], fields[1], b, on_roll, dice, cube, may, bool(doubled))
 
 
 def parse_board_line(line: str) -> tuple[np.ndarray, tuple[int, int]]:

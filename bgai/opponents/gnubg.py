@@ -257,6 +257,19 @@ class GnubgExternal:
             raise GnubgError(f"gnubg's evaluation is not six numbers: {reply!r}")
         return np.asarray([float(x) for x in fields[:5]])
 
+    def evaluate_cubeful(
+        self, board: np.ndarray, plies: int, cube: int = 1, may_double: tuple[bool, bool] = (True, True)
+    ) -> tuple[np.ndarray, float]:
+        """gnubg's cubeless probabilities [5] and its cubeful money equity (per unit cube) of the
+        side to move before it rolls, with the cube `cube` that (it, the opponent) `may_double`:
+        `evaluation fibsboard LINE plies N cube on`. The equity is after the side on roll's own
+        best cube action (no double, or double and the opponent's best answer)."""
+        line = board_line(board, None, cube=cube, may_double=may_double)
+        fields = self._request(f"evaluation fibsboard {line} plies {int(plies)} cube on").split()
+        if len(fields) != 6:
+            raise GnubgError(f"gnubg's evaluation is not six numbers: {fields!r}")
+        return np.asarray([float(x) for x in fields[:5]]), float(fields[5])
+
     def _request(self, line: str) -> str:
         """Send one line, return gnubg's one-line reply; GnubgError if it refuses or the link breaks."""
         if self._sock is None or self._gnubg is None:

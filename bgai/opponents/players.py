@@ -139,3 +139,36 @@ def agent_choose(cfg: Config, params: Any) -> Callable[[np.ndarray, tuple[int, i
         return np.asarray(after), format_play(np.asarray(steps))
 
     return choose
+
+
+def agent_cube(cfg: Config, params: Any, plies: int = 0, jacoby: bool = False) -> Callable[[Any], str]:
+    """Our model's cube decisions for gnubg's external-player protocol (`referee.ExternalPlayer`):
+    a `fibs.FibsPosition` before our roll -> "double" or "roll"; one where we are doubled ->
+    "take" or "drop". Janowski's cubeful equity from the net's probabilities (`bgai.core.cube`)
+    at 0-ply, or at 1-ply (the 21 rolls, the opponent's cube action at the leaves)."""
+    import jax
+    import jax.numpy as jnp
+
+    from bgai.core import cube
+
+    net, movegen = net_of(cfg), movegen_of(cfg)
+    variables = playing(cfg, params)
+
+    @jax.jit
+    def decision(variables: Any, board: jax.Array, state: jax.Array) -> tuple[jax.Array, jax.Array]:
+        boards = board[None]
+        if plies == 0:
+            d = cube.zero_ply_decision(net.apply, variables, boards, state, jacoby)
+        else:
+            d = cube.one_ply_decision(net.apply, variables, boards, state, movegen, jacoby)
+        return d.double[0], d.take[0]
+
+    def answer(pos: Any) -> str:
+        mine, theirs = pos.mover_may_double()  # of the side on roll: the doubler when doubled
+        state = cube.CENTRED if mine and theirs else cube.OWNED if mine else cube.UNAVAILABLE
+        double, take = decision(variables, jnp.asarray(pos.mover_board(), jnp.int32), jnp.int32(state))
+        if pos.doubled:
+            return "take" if bool(take) else "drop"
+        return "double" if bool(double) else "roll"
+
+    return answer

@@ -11,6 +11,11 @@ gnubg's external player protocol (GNU Backgammon 1.07, found by experiment):
 * gnubg does not say when it rejects a move: an illegal one forfeits the roll. So the
   referee (`check_games`) compares, for every move served, gnubg's next printed board
   (`set output rawboard on`) with the position the move should have made.
+* With the cube in use (`set cube use on`) gnubg also sends, before the roll, the board with
+  dice 0 0 when player N may double (reply `roll` or `double`), and the board with the
+  "doubled" field set when player N is doubled (reply `take` or `drop`; `beaver` too, but
+  gnubg 1.07 stops play after an external player's beaver is answered, and after its own
+  beaver of an external player's double: cubeful sessions here play with `set beavers 0`).
 """
 
 from __future__ import annotations
@@ -26,10 +31,19 @@ from types import TracebackType
 import numpy as np
 
 from bgai.core.rules import NUM_CHECKERS, OFF
-from bgai.opponents.fibs import flip, parse_board_line, parse_fibs
+from bgai.opponents.fibs import FibsPosition, flip, parse_fibs
 from bgai.opponents.gnubg import DEFAULT_BINARY, GnubgError, GnubgProcess
 
 Choose = Callable[[np.ndarray, tuple[int, int]], tuple[np.ndarray, str]]
+CubeChoose = Callable[[FibsPosition], str]  # a cube request -> "roll", "double", "take" or "drop"
+
+
+@dataclass(frozen=True)
+class CubeRequest:
+    """One cube decision we made: the position gnubg sent and our answer."""
+
+    position: FibsPosition
+    answer: str
 
 
 @dataclass(frozen=True)
@@ -46,14 +60,18 @@ class ExternalPlayer:
     """A one-connection TCP server on localhost that plays gnubg's external player.
 
     `choose(board, dice) -> (afterstate, move_text)` picks each move; every request is kept
-    in `requests`, in order. An exception in `choose` or a malformed line stops the server,
-    is kept in `error`, and is raised again by `close()`.
+    in `requests`, in order. `cube(position)` answers the cube requests of a cubeful session
+    (kept in `cube_requests`); without it we always roll and never get doubled. An exception
+    in `choose` or `cube` or a malformed line stops the server, is kept in `error`, and is
+    raised again by `close()`.
     """
 
-    def __init__(self, choose: Choose, timeout: float = 60.0) -> None:
+    def __init__(self, choose: Choose, timeout: float = 60.0, cube: CubeChoose | None = None) -> None:
         self._choose = choose
+        self._cube = cube
         self._timeout = timeout
         self.requests: list[Request] = []
+        self.cube_requests: list[CubeRequest] = []
         self.error: BaseException | None = None
         self._listener: socket.socket | None = None
         self._conn: socket.socket | None = None
@@ -109,9 +127,18 @@ class ExternalPlayer:
                     self._conn.sendall(f"Error: {type(exc).__name__}: {exc}\n".encode("ascii", "replace"))
 
     def _answer(self, line: str) -> str:
-        board, dice = parse_board_line(line)
-        if dice == (0, 0):
-            return "roll"  # a cube decision before rolling (only when the cube is in use)
+        pos = parse_fibs(line)
+        if pos.doubled or pos.dice == (0, 0):  # a cube decision (only when the cube is in use)
+            if self._cube is None:
+                if pos.doubled:
+                    raise ValueError("doubled, but this player has no cube decisions")
+                return "roll"
+            answer = self._cube(pos)
+            if answer not in (("take", "drop") if pos.doubled else ("roll", "double")):
+                raise ValueError(f"cube answer {answer!r} does not fit {line!r}")
+            self.cube_requests.append(CubeRequest(pos, answer))
+            return answer
+        board, dice = pos.mover_board(), pos.dice
         afterstate, move = self._choose(board, dice)
         self.requests.append(Request(board, dice, np.asarray(afterstate, dtype=np.int32).copy(), move))
         return move
@@ -150,31 +177,39 @@ def play_session(
     seed: int = 1,
     binary: str = DEFAULT_BINARY,
     timeout: float = 120.0,
+    cube: CubeChoose | None = None,
+    jacoby: bool = False,
 ) -> tuple[list[Request], list[str]]:
-    """Play `games` cubeless money games in gnubg: `choose` as player 1, gnubg as player 0.
+    """Play `games` money games in gnubg: `choose` as player 1, gnubg as player 0.
 
+    Cubeless, or with the cube when `cube` answers our cube decisions (gnubg then plays
+    cubefully at `opponent_plies`, beavers off; the Jacoby rule if `jacoby`): the player's
+    `cube_requests` are lost here, `session_points` reads the points from gnubg's output.
     Returns the requests served and gnubg's output (raw boards included) for `check_games`.
     `timeout` bounds each game.
     """
-    player = ExternalPlayer(choose, timeout)
+    player = ExternalPlayer(choose, timeout, cube)
     player.start()
     gnubg: GnubgProcess | None = None
     try:
         gnubg = GnubgProcess(binary)
+        cubeful = cube is not None
         gnubg.send(
-            "set jacoby off",
-            "set cube use off",
+            f"set jacoby {'on' if jacoby else 'off'}",
+            f"set cube use {'on' if cubeful else 'off'}",
+            "set beavers 0",
             "set automatic game off",  # one game per `new game`: play stops after each
             f"set seed {seed}",
             "set player 0 gnubg",
             f"set player 0 chequerplay evaluation plies {opponent_plies}",
-            "set player 0 chequerplay evaluation cubeful off",
+            f"set player 0 chequerplay evaluation cubeful {'on' if cubeful else 'off'}",
+            f"set player 0 cubedecision evaluation plies {opponent_plies}",
             f"set player 1 name {name}",
             f"set player 1 external {player.address}",  # gnubg connects here and now
             "set output rawboard on",
         )
         i = 0
-        for ack in _SETUP_ACKS:
+        for ack in _setup_acks(jacoby, cubeful):
             i = gnubg.wait_for(ack, i, timeout)
         gnubg.send("new session", *["new game"] * (games - 1))
         for _ in range(games):
@@ -188,15 +223,27 @@ def play_session(
         player.close()
 
 
-_SETUP_ACKS = (  # what gnubg 1.07 says to the commands of `play_session`, in order
-    r"Will not use the Jacoby rule",
-    r"Use of the doubling cube is disabled",
-    r"Will not automatically start games",
-    r"will use cubeless evaluation",
-    r"Player 1 is now known as",
-    r"TTY boards will be given in raw format",
-)
-_WIN = re.compile(r"^(?P<name>\S+) wins a (single game|gammon|backgammon)")
+def _setup_acks(jacoby: bool, cubeful: bool) -> tuple[str, ...]:
+    """What gnubg 1.07 says to the commands of `play_session`, in order."""
+    return (
+        r"Will use the Jacoby rule" if jacoby else r"Will not use the Jacoby rule",
+        r"Use of the doubling cube is permitted" if cubeful else r"Use of the doubling cube is disabled",
+        r"No beavers allowed",
+        r"Will not automatically start games",
+        r"will use cubeful evaluation" if cubeful else r"will use cubeless evaluation",
+        r"Player 1 is now known as",
+        r"TTY boards will be given in raw format",
+    )
+
+
+_WIN = re.compile(r"^(?P<name>\S+) wins a (single game|gammon|backgammon)(?: and (?P<points>\d+) points?)?")
+
+
+def session_points(lines: Sequence[str], name: str = "bgai") -> list[int]:
+    """The points `name` won (+) or lost (-) in each game of a session, from gnubg's output."""
+    return [
+        int(m["points"] or 1) * (1 if m["name"] == name else -1) for line in lines if (m := _WIN.match(line))
+    ]
 
 
 @dataclass(frozen=True)

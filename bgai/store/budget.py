@@ -30,15 +30,27 @@ WEIGHT_COPIES = 1 + KEEP_WEIGHTS + 4  # current, kept eval copies, a few unfinis
 HEADROOM = 64 * 2**20
 
 
-def param_count(hidden: tuple[int, ...], inputs: str = "raw", value_heads: str = "one") -> int:
-    """Parameters of `BgNet(hidden, inputs, value_heads)`: the MLP trunk, then the policy and
-    value heads."""
-    n, width = 0, num_inputs(inputs)
-    for h in hidden:
-        n += width * h + h
-        width = h
-    heads = 2 if value_heads == "by_class" else 1
-    return n + (width + 1) * (NUM_STEPS + heads * NUM_OUTCOMES)
+def _dense(widths: tuple[int, ...], inputs: int) -> tuple[int, int]:
+    """Parameters of ReLU layers `widths` over `inputs` values, and the last one's width."""
+    n = 0
+    for h in widths:
+        n, inputs = n + inputs * h + h, h
+    return n, inputs
+
+
+def param_count(
+    hidden: tuple[int, ...], inputs: str = "raw", value_heads: str = "one", race_hidden: tuple[int, ...] = ()
+) -> int:
+    """Parameters of `BgNet(hidden, inputs, value_heads, race_hidden)`: the MLP trunk, the policy
+    and value heads, and a race head or race net."""
+    n, width = _dense(hidden, num_inputs(inputs))
+    n += (width + 1) * (NUM_STEPS + NUM_OUTCOMES)
+    if value_heads == "by_class":
+        n += (width + 1) * NUM_OUTCOMES
+    if value_heads == "race_net":
+        race, race_width = _dense(race_hidden, num_inputs(inputs))
+        n += race + (race_width + 1) * NUM_OUTCOMES
+    return n
 
 
 def buffer_bytes(capacity: int) -> int:
@@ -49,7 +61,8 @@ def buffer_bytes(capacity: int) -> int:
 
 def redis_maxmemory(cfg: Config) -> int:
     """The `maxmemory` (bytes) for a Redis serving `cfg`'s fleet."""
+    m = cfg.model
     weights = WEIGHT_COPIES * (
-        4 * param_count(tuple(cfg.model.hidden), cfg.model.inputs, cfg.model.value_heads) + 64 * 2**10
+        4 * param_count(tuple(m.hidden), m.inputs, m.value_heads, tuple(m.race_hidden)) + 64 * 2**10
     )  # + header
     return buffer_bytes(cfg.buffer.capacity_positions) + weights + HEADROOM

@@ -1,5 +1,6 @@
-"""The extended input features (`bgai.core.features`) against a slow Python reference
-(`tests/features_reference.py`) on 600 random positions kept as a golden file, and by hand."""
+"""The extended input features and the escapes ones (`bgai.core.features`) against a slow Python
+reference (`tests/features_reference.py`) on 600 random positions kept as a golden file, and by
+hand."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from features_reference import GOLDEN, extended, random_positions
+from features_reference import GOLDEN, escape_features, extended, random_positions
 
 from bgai.config import INPUT_VERSIONS, Config, ConfigError, ModelConfig, model_hash
 from bgai.core import features, rules
@@ -32,6 +33,40 @@ def test_the_reference_makes_the_golden_file(golden: tuple[np.ndarray, np.ndarra
     # the file covers each feature's range, not a constant
     for i in range(features.NUM_EXTRA):
         assert len(np.unique(values[:, i])) > 1, i
+
+
+def test_the_reference_makes_the_golden_escapes() -> None:
+    with np.load(GOLDEN, allow_pickle=False) as f:
+        boards, values = f["boards"], f["escapes"]
+    np.testing.assert_allclose([escape_features(b.astype(np.int64)) for b in boards], values, atol=1e-12)
+    for i in range(features.ESCAPE_FEATURES):
+        assert len(np.unique(values[:, i])) > 5, i
+
+
+def test_jax_escapes_equal_the_golden_file() -> None:
+    with np.load(GOLDEN, allow_pickle=False) as f:
+        boards, values = f["boards"], f["escapes"]
+    got = np.asarray(jax.jit(features.escape_features)(jnp.asarray(boards.astype(np.int32))))
+    for i, name in enumerate(["escapes", "contain", "their escapes", "their contain"]):
+        bad = np.flatnonzero(np.abs(got[:, i] - values[:, i]) > 1e-5)
+        assert not len(bad), f"{name} differs on {len(bad)} boards, first {boards[bad[0]].tolist()}"
+
+
+def test_hand_counted_escapes_and_containment() -> None:
+    # our back checker on idx 23 with nothing in front: the 23 rolls that move 7+ pips (nine
+    # non-doubles both ways, 2-2 to 6-6); their point 7 pips in front of it blocks 6-1, 5-2, 4-3
+    # (the doubles step over it): 17
+    free = board({23: 1, 5: 14}, {0: 15})
+    blocked = board({23: 1, 5: 14}, {16: 2, 0: 13})
+    for b, want in ((free, 23), (blocked, 17)):
+        assert float(features.escape_features(jnp.asarray(b))[0]) * 36 == pytest.approx(want)
+    # our full prime on idx 2..7 holds their checker on idx 0 (and any from the bar): it has no
+    # escaping roll, and our containment is complete
+    prime = board({2: 2, 3: 2, 4: 2, 5: 2, 6: 2, 7: 2, 12: 3}, {0: 1, 23: 14})
+    f = np.asarray(features.escape_features(jnp.asarray(prime)))
+    assert f[1] == pytest.approx(1.0) and f[2] == pytest.approx(0.0)
+    # a side with no checker on the board has nothing to escape: 1
+    assert float(features.escape_features(jnp.asarray(board({}, {0: 2})))[0]) == 1.0
 
 
 def test_jax_features_equal_the_golden_file(golden: tuple[np.ndarray, np.ndarray]) -> None:
@@ -93,14 +128,17 @@ def test_flipping_swaps_the_sides(golden: tuple[np.ndarray, np.ndarray]) -> None
 
 def test_the_inputs_choice_shapes_the_net_and_its_hash() -> None:
     assert INPUT_VERSIONS["extended"] == features.VERSION
+    assert INPUT_VERSIONS["escapes"] == features.ESCAPE_VERSION
     boards = jnp.asarray(rules.start_board())[None]
     assert encode_as("raw", boards).shape == (1, NUM_FEATURES)
     assert encode_as("extended", boards).shape == (1, num_inputs("extended")) == (1, NUM_FEATURES + 16)
+    assert encode_as("escapes", boards).shape == (1, num_inputs("escapes")) == (1, NUM_FEATURES + 20)
     params = init_params(BgNet((8,), "extended"), jax.random.key(0))
     assert params["params"]["Dense_0"]["kernel"].shape == (num_inputs("extended"), 8)
     raw = Config()
     ext = dataclasses.replace(raw, model=ModelConfig(inputs="extended"))
-    assert model_hash(raw) != model_hash(ext)
+    esc = dataclasses.replace(raw, model=ModelConfig(inputs="escapes"))
+    assert len({model_hash(raw), model_hash(ext), model_hash(esc)}) == 3
     with pytest.raises(ConfigError, match="model.inputs"):
         ModelConfig(inputs="gnubg")
 
@@ -122,3 +160,28 @@ def test_value_heads_by_class_value_races_with_their_own_head() -> None:
     one = dataclasses.replace(Config(), model=ModelConfig())
     by_class = dataclasses.replace(one, model=ModelConfig(value_heads="by_class"))
     assert model_hash(one) != model_hash(by_class)
+
+
+def test_a_race_net_values_races_with_weights_of_its_own() -> None:
+    from bgai.store.budget import param_count
+
+    net = BgNet((8,), "extended", "race_net", (4,))
+    params = init_params(net, jax.random.key(2))
+    n = sum(x.size for x in jax.tree.leaves(params))
+    own = num_inputs("extended") * 4 + 4 + 5 * 6  # its layer and its outcome head
+    assert n == param_count((8,), "extended", "race_net", (4,)) == param_count((8,), "extended") + own
+    race = jnp.asarray(np.stack([board({0: 5, 3: 10}, {20: 15}), board({5: 15}, {22: 15})]))
+    contact = jnp.asarray(np.stack([np.asarray(rules.start_board())]))
+    for layer, races_move, contact_moves in (("race_0", True, False), ("Dense_0", False, True)):
+        bumped = jax.tree.map(lambda x: x, params)
+        bumped["params"][layer]["kernel"] = params["params"][layer]["kernel"] + 0.5
+        for boards, moved in ((race, races_move), (contact, contact_moves)):
+            a, b = net.apply(params, boards)[1], net.apply(bumped, boards)[1]
+            assert bool(jnp.allclose(a, b)) is not moved, (layer, boards.shape)
+    base = Config()
+    with_net = dataclasses.replace(base, model=ModelConfig(value_heads="race_net", race_hidden=(64,)))
+    assert model_hash(base) != model_hash(with_net)
+    assert model_hash(base) == model_hash(dataclasses.replace(base, model=ModelConfig()))
+    for bad in ({"value_heads": "race_net"}, {"race_hidden": (64,)}):
+        with pytest.raises(ConfigError, match="model.race_hidden"):
+            ModelConfig(**bad)  # type: ignore[arg-type]

@@ -1,5 +1,5 @@
-"""Value targets: TD(lambda) returns against their unrolled definition, the exact 1-ply
-distribution and the 1-ply player against a slow roll-by-roll reference."""
+"""Value targets: TD(lambda) returns against their unrolled definition, the exact 1-ply and
+2-ply distributions and the 1-ply and 2-ply players against a slow roll-by-roll reference."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def test_one_ply_distribution_equals_the_roll_by_roll_reference() -> None:
 def test_one_ply_player_plays_the_best_candidate_by_the_reference() -> None:
     params = network.init_params(NET, jax.random.key(3))
     m = 3
-    decide = players.one_ply_decider(NET.apply, MG, candidates=m, eval_slots=16)
+    decide = players.lookahead_decider(NET.apply, MG, 1, candidates=m, eval_slots=16)
     boards = _boards()[:3]
     dice = np.array([3, 10, 7], np.int32)  # two non-doubles and a double
     plays = jax.jit(rules.legal_plays_batch, static_argnums=2)(jnp.asarray(boards), jnp.asarray(dice), MG)
@@ -159,3 +159,65 @@ def test_one_ply_player_plays_the_best_candidate_by_the_reference() -> None:
     done = jnp.asarray([False, True, False])
     action, _ = jitted(params, jax.random.key(0), dataclasses.replace(states, done=done), plays)
     assert [int(a) for a in action] == [want[0], int(np.argmax(zero_ply[1])), want[2]]
+
+
+def _reference_after(params: object, after: np.ndarray, plies: int) -> np.ndarray:
+    """The mover's distribution after playing to `after`: exact when it ends the game, else the
+    flipped opponent's `plies` distribution (0: the net; 1: `_reference_one_ply`)."""
+    won = int(_win_points(jnp.asarray(after)))
+    if won:
+        return np.eye(6)[won - 1]
+    if plies == 0:
+        return np.asarray(_dist(params, jnp.asarray(after)[None]), np.float64)[0]
+    return targets.flip_outcome(_reference_one_ply(params, np.asarray(_flip(jnp.asarray(after)))))
+
+
+def _reference_two_ply(params: object, board: np.ndarray) -> np.ndarray:
+    """gnubg's 2-ply, roll by roll: the best play by 0-ply, that position valued at 1-ply."""
+    total = np.zeros(6)
+    for r in range(rules.NUM_ROLLS):
+        plays = jax.tree.map(np.asarray, _legal_plays(jnp.asarray(board), jnp.int32(r), MG))
+        legal = plays.boards[np.flatnonzero(plays.mask)]
+        eq = np.asarray(_dist(params, jnp.asarray(plays.boards)))[np.flatnonzero(plays.mask)]
+        best = legal[int(np.argmax(eq @ np.asarray(network.OUTCOME_POINTS)))]
+        total += rules.DICE_PROBS[r] * _reference_after(params, best, 1)
+    return total
+
+
+def test_two_ply_distribution_equals_the_roll_by_roll_reference() -> None:
+    params = network.init_params(NET, jax.random.key(3))
+    boards = _boards()[[1, 2]]  # a contact position and a bear-off race
+    two_ply = jax.jit(lambda p, b: targets.n_ply_distribution(NET.apply, p, b, MG, 2, eval_slots=16))
+    got = np.asarray(two_ply(params, jnp.asarray(boards)))
+    for b, g in zip(boards, got, strict=True):
+        np.testing.assert_allclose(g, _reference_two_ply(params, b), atol=1e-5)
+    # and it is not the 1-ply value (the lookahead is really deeper)
+    one = np.asarray(
+        jax.jit(lambda p, b: targets.one_ply_distribution(NET.apply, p, b, MG, 16))(params, boards)
+    )
+    assert np.abs(one - got).max() > 1e-4
+
+
+def test_two_ply_player_plays_the_best_finalist_by_the_reference() -> None:
+    """Three candidates by 0-ply, the two best of them by 1-ply, the better of those by 2-ply."""
+    params = network.init_params(NET, jax.random.key(3))
+    decide = players.lookahead_decider(NET.apply, MG, 2, candidates=3, finalists=2, eval_slots=16)
+    boards = _boards()[[1, 2]]
+    dice = np.array([10, 3], np.int32)
+    plays = jax.jit(rules.legal_plays_batch, static_argnums=2)(jnp.asarray(boards), jnp.asarray(dice), MG)
+    zero = jnp.zeros(2, jnp.int32)
+    states = GameState(jnp.asarray(boards), jnp.asarray(dice), zero, jnp.zeros(2, bool), zero, zero)
+    action, _ = jax.jit(decide)(params, jax.random.key(0), states, plays)
+    zero_ply = np.asarray(jax.jit(partial(afterstate.afterstate_values, NET.apply))(params, plays))
+    points = np.asarray(network.OUTCOME_POINTS)
+    for i in range(2):
+        top = np.argsort(-zero_ply[i], kind="stable")[:3]
+        after = np.asarray(plays.boards[i])
+        one = [float(_reference_after(params, after[a], 1) @ points) for a in top]
+        finalists = top[np.argsort(-np.asarray(one), kind="stable")[:2]]
+        two = []
+        for a in finalists:
+            won = int(_win_points(jnp.asarray(after[a])))
+            opp = _reference_two_ply(params, np.asarray(_flip(jnp.asarray(after[a]))))
+            two.append(won if won else -float(opp @ points))
+        assert int(action[i]) == finalists[int(np.argmax(two))]

@@ -240,3 +240,32 @@ def test_gnubg_prints_our_layout(gnubg_binary: str) -> None:
         f"{sum(p.on_bar or bool(p.board[OPP_BAR]) for p in chosen)} with checkers on a bar, "
         f"{sum(bool(p.board[OFF] or p.board[OPP_OFF]) for p in chosen)} with checkers off"
     )
+
+
+# gnubg 1.07's lines to its external player in a cubeful money session (`set cube use on`)
+_ASKED_TO_TAKE = (  # gnubg (on roll, before rolling) has doubled bgai: bgai must answer
+    "board:bgai:gnubg:0:0:0:0:0:1:0:0:-2:6:0:1:0:0:0:-3:3:0:0:0:1:-5:-5:1:0:0:2:0:0:-1:0:0:0:0"
+    ":1:1:1:1:1:-1:0:25:0:0:0:0:0:0:0:1"
+)
+_MAY_REDOUBLE = (  # bgai took: the cube is 2 and bgai's, and bgai is on roll before rolling
+    "board:gnubg:bgai:0:0:0:0:0:1:0:0:-2:6:0:1:0:0:0:-3:3:0:0:0:1:-4:-3:-3:0:0:2:0:1:1:0:0:0:0"
+    ":2:1:0:0:1:-1:0:25:0:0:0:0:0:0:0:1"
+)
+
+
+def test_cube_fields_of_gnubgs_lines() -> None:
+    asked = parse_fibs(_ASKED_TO_TAKE)
+    assert (asked.cube, asked.may_double, asked.doubled) == (1, (True, True), True)
+    assert not asked.player_on_roll and asked.dice == (0, 0)  # the doubler is on roll
+    assert asked.mover_may_double() == (True, True)
+    # the FIBS player is the external player (bgai) in both lines, though gnubg swaps the names
+    mine = parse_fibs(_MAY_REDOUBLE)
+    assert (mine.cube, mine.doubled, mine.dice, mine.player_on_roll) == (2, False, (0, 0), True)
+    assert mine.mover_may_double() == (True, False)  # bgai owns the cube
+
+
+def test_a_cube_that_is_no_power_of_two_is_refused() -> None:
+    fields = _MAY_REDOUBLE.split(":")
+    fields[1 + 36] = "3"
+    with pytest.raises(ValueError, match="power of 2"):
+        parse_fibs(":".join(fields))

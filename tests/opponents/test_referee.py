@@ -8,6 +8,7 @@ in a real game and in a doctored record, or its silence would prove nothing.
 from __future__ import annotations
 
 import dataclasses
+import re
 import socket
 from pathlib import Path
 
@@ -106,6 +107,63 @@ def test_our_agent_never_plays_illegally(gnubg_binary: str) -> None:
     report = check_games(requests, lines)
     print(f"our agent: {report.games} games, {report.checked} moves checked ({served_stats(requests)})")
     assert report.mismatches == () and report.games == 4 and report.checked == len(requests) >= 40
+
+
+def test_a_cubeful_session_with_our_cube_decisions(gnubg_binary: str) -> None:
+    """The cube in use: gnubg asks us before our rolls and when it doubles us, and acts on each
+    answer (a double, a take, a drop); moves are still refereed; the points are cube x result."""
+    from bgai.opponents.fibs import FibsPosition
+    from bgai.opponents.referee import session_points
+
+    answers: list[tuple[FibsPosition, str]] = []
+
+    def cube(pos: FibsPosition) -> str:  # double whenever we may; take every other double
+        answer = ("take" if len(answers) % 2 else "drop") if pos.doubled else "double"
+        answers.append((pos, answer))
+        return answer
+
+    requests, lines = play_session(random_player(4), 6, seed=13, binary=gnubg_binary, cube=cube)
+    report = check_games(requests, lines)
+    assert report.mismatches == () and report.games == 6 and report.checked == len(requests)
+    said = [a for _, a in answers]
+    text = "\n".join(lines)
+    assert said.count("double") == len(re.findall(r"^bgai doubles", text, re.M)) >= 1
+    assert said.count("take") == len(re.findall(r"^bgai accepts", text, re.M))
+    assert said.count("drop") == len(re.findall(r"^bgai refuses", text, re.M))
+    # a double is offered on a cube we may use; after our take the cube is ours and bigger
+    for pos, answer in answers:
+        if answer == "double":
+            assert pos.mover_may_double()[0] and pos.dice == (0, 0)
+    points = session_points(lines)
+    assert len(points) == 6 and all(p != 0 for p in points)
+    assert any(abs(p) >= 2 for p in points)  # we doubled in every game we could: cubes were turned
+
+
+def test_our_agent_plays_with_the_cube(gnubg_binary: str) -> None:
+    """Our model's moves and cube decisions (0-ply Janowski) in a cubeful session: refereed, and
+    every cube answer one that fits the request."""
+    import jax
+
+    from bgai.agent import net_of
+    from bgai.config import load_config
+    from bgai.core.network import init_params
+    from bgai.opponents.players import agent_choose, agent_cube
+    from bgai.opponents.referee import session_points
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "local.yaml", env={})
+    params = init_params(net_of(cfg), jax.random.key(7))
+    decide = agent_cube(cfg, params)
+    seen: list[str] = []
+
+    def cube(pos: object) -> str:
+        seen.append(decide(pos))
+        return seen[-1]
+
+    requests, lines = play_session(agent_choose(cfg, params), 2, seed=21, binary=gnubg_binary, cube=cube)
+    report = check_games(requests, lines)
+    assert report.mismatches == () and report.games == 2 and report.checked == len(requests)
+    assert seen and set(seen) <= {"roll", "double", "take", "drop"}
+    assert len(session_points(lines)) == 2
 
 
 def test_a_real_illegal_move_is_caught(gnubg_binary: str) -> None:

@@ -1,0 +1,188 @@
+"""A cube decision set: positions before the roll, each with a cube, and GNU Backgammon's cubeful
+money equities of its three cube actions; the cube error rate (`bgai bench strength --cube`).
+
+`bgai bench build-cubes` (bgai.bench.cubes_build) makes the set once; the committed file
+`bgai/bench/data/cubes.npz` is the reference afterwards. Per decision i (boards from the view of
+the side on roll, before it rolls, bgai.core.rules layout):
+
+    boards[i]         int8[28]    the position
+    owned[i]          bool        the side on roll owns the cube (else it is centred)
+    classes[i]        int8        0 contact, 1 race, 2 bear-off (`decisions.classify`)
+    equities[i]       float32[3]  reference: no double, double/take, double/pass, the side on
+                                  roll's cubeful money equities by Debian gnubg 1.07's 2-ply
+                                  cube analysis (`hint`), in units of the cube before the action
+    equities_0ply[i]  float32[3]  the same by its 0-ply analysis: the gnubg 0-ply anchor
+
+Each position holds two decisions: the side on roll's (double or not) and its opponent's (take
+or pass, as if doubled). A player's losses, by the reference equities (nd, dt, dp):
+
+    double decision   max(nd, min(dt, dp)) - (min(dt, dp) if it doubles else nd)
+    take decision     (dt if it takes else dp) - min(dt, dp)   (the doubler's equity)
+
+and its cube ER is the mean loss over both decisions of every position, x1000 (per class too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bgai.bench.decisions import CLASSES, load_arrays, save_arrays
+
+DEFAULT_CUBES = Path(__file__).parent / "data" / "cubes.npz"
+ND, DT, DP = range(3)
+_ARRAYS = ("boards", "owned", "classes", "equities", "equities_0ply")
+
+
+@dataclass(frozen=True)
+class CubeSet:
+    boards: np.ndarray  # [N, 28] int8
+    owned: np.ndarray  # [N] bool
+    classes: np.ndarray  # [N] int8
+    equities: np.ndarray  # [N, 3] float32
+    equities_0ply: np.ndarray  # [N, 3] float32
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.boards)
+
+    def head(self, n: int) -> CubeSet:
+        """The first `n` decisions (the builder shuffles them: a random sample)."""
+        return CubeSet(
+            self.boards[:n],
+            self.owned[:n],
+            self.classes[:n],
+            self.equities[:n],
+            self.equities_0ply[:n],
+            {**self.meta, "head": n},
+        )
+
+    def check(self) -> None:
+        """ValueError unless the arrays fit together and hold what the docstring promises."""
+        n = self.size
+        for name, shape in (
+            ("owned", (n,)),
+            ("classes", (n,)),
+            ("equities", (n, 3)),
+            ("equities_0ply", (n, 3)),
+        ):
+            if getattr(self, name).shape != shape:
+                raise ValueError(f"{name} has shape {getattr(self, name).shape}, want {shape}")
+        if self.boards.shape != (n, 28):
+            raise ValueError(f"boards has shape {self.boards.shape}, want {(n, 28)}")
+        for name in ("equities", "equities_0ply"):
+            e = getattr(self, name)
+            if not np.all(np.isfinite(e)) or np.any(np.abs(e) > 6):
+                raise ValueError(f"{name} must be finite and within [-6, 6]")
+            if not np.allclose(e[:, DP], 1.0):
+                raise ValueError(f"{name}: double/pass is worth 1 cube")
+        if not np.all(np.isin(self.classes, range(len(CLASSES)))):
+            raise ValueError(f"classes must be 0..{len(CLASSES) - 1}")
+
+    def save(self, path: Path) -> None:
+        save_arrays(path, {name: getattr(self, name) for name in _ARRAYS}, self.meta)
+
+    @staticmethod
+    def load(path: Path = DEFAULT_CUBES) -> CubeSet:
+        """Read a set written by `save` (no pickle) and `check` it."""
+        arrays, meta = load_arrays(path, _ARRAYS)
+        s = CubeSet(**arrays, meta=meta)
+        s.check()
+        return s
+
+
+def cube_losses(equities: np.ndarray, double: np.ndarray, take: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The losses [N] of the double and of the take decisions `double`, `take` [N] bool, by
+    `equities` [N, 3] (no double, double/take, double/pass: the doubler's)."""
+    nd, dt, dp = equities[:, ND], equities[:, DT], equities[:, DP]
+    doubled = np.minimum(dt, dp)
+    lose_double = np.maximum(nd, doubled) - np.where(double, doubled, nd)
+    lose_take = np.where(take, dt, dp) - doubled
+    return lose_double, lose_take
+
+
+def gnubg_decisions(equities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The decisions that `equities` [N, 3] call for: double when it gains, take when it pays."""
+    nd, dt, dp = equities[:, ND], equities[:, DT], equities[:, DP]
+    return np.minimum(dt, dp) > nd, dt <= dp
+
+
+@dataclass(frozen=True)
+class CubeErReport:
+    decisions: int  # positions (each a double and a take decision)
+    er: float  # mean loss over both decisions of every position, x1000
+    er_double: float
+    er_take: float
+    by_class: dict[str, float | None]
+    right: float  # share of the 2N decisions the reference agrees with
+
+
+def cube_error_rate(s: CubeSet, double: np.ndarray, take: np.ndarray) -> CubeErReport:
+    """A player's cube ER on `s` from its decisions `double`, `take` [N] bool."""
+    ld, lt = cube_losses(s.equities, np.asarray(double, bool), np.asarray(take, bool))
+    both = (ld + lt) / 2
+    by_class = {
+        name: (1000 * float(both[s.classes == c].mean()) if np.any(s.classes == c) else None)
+        for c, name in enumerate(CLASSES)
+    }
+    right = float(np.mean(np.concatenate([ld <= 1e-9, lt <= 1e-9])))
+    return CubeErReport(
+        s.size, 1000 * float(both.mean()), 1000 * float(ld.mean()), 1000 * float(lt.mean()), by_class, right
+    )
+
+
+def model_decisions(
+    apply_fn: Any, variables: Any, s: CubeSet, plies: int = 0, movegen: Any = None, batch: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Our cube decisions (double, take) [N] on `s`: Janowski's cubeful equity from the net's
+    probabilities (`bgai.core.cube`) at 0-ply, or at 1-ply (`movegen` needed)."""
+    import jax
+    import jax.numpy as jnp
+
+    from bgai.core import cube
+
+    @jax.jit
+    def decide(v: Any, boards: jax.Array, state: jax.Array) -> tuple[jax.Array, jax.Array]:
+        if plies == 0:
+            d = cube.zero_ply_decision(apply_fn, v, boards, state)
+        else:
+            d = cube.one_ply_decision(apply_fn, v, boards, state, movegen)
+        return d.double, d.take
+
+    state = np.where(s.owned, cube.OWNED, cube.CENTRED).astype(np.int32)
+    double, take = np.zeros(s.size, bool), np.zeros(s.size, bool)
+    for lo in range(0, s.size, batch):
+        n = min(batch, s.size - lo)
+        pad = np.concatenate([s.boards[lo : lo + n], np.repeat(s.boards[:1], batch - n, 0)]).astype(np.int32)
+        st = np.concatenate([state[lo : lo + n], np.repeat(state[:1], batch - n)])
+        d, t = decide(variables, jnp.asarray(pad), jnp.asarray(st))
+        double[lo : lo + n], take[lo : lo + n] = np.asarray(d)[:n], np.asarray(t)[:n]
+    return double, take
+
+
+def bench_cube_strength(
+    s: CubeSet, label: str, double: np.ndarray, take: np.ndarray, log: Any = print
+) -> dict[str, Any]:
+    """Cube ER of a player (its decisions) and of the gnubg 0-ply anchor on `s`; a table; JSON."""
+    rows = {
+        label: cube_error_rate(s, double, take),
+        "gnubg 0-ply": cube_error_rate(s, *gnubg_decisions(s.equities_0ply)),
+    }
+    counts = {name: int(np.sum(s.classes == c)) for c, name in enumerate(CLASSES)}
+    shares = ", ".join(f"{k} {v}" for k, v in counts.items())
+    log(f"cube decision set: {s.size} positions ({shares}), each a double and a take decision")
+    log(f"reference: {s.meta.get('reference', '?')}")
+    log(
+        f"{'player':28s} {'cube ER':>8s} {'double':>8s} {'take':>8s} "
+        + " ".join(f"{c:>8s}" for c in CLASSES)
+        + f" {'right %':>8s}"
+    )
+    for name, r in rows.items():
+        cls = " ".join(f"{v:8.1f}" if v is not None else f"{'-':>8s}" for v in r.by_class.values())
+        log(f"{name[:28]:28s} {r.er:8.1f} {r.er_double:8.1f} {r.er_take:8.1f} {cls} {100 * r.right:8.1f}")
+    ours, anchor = rows[label], rows["gnubg 0-ply"]
+    return {"bench": "strength-cube", "player": label, **asdict(ours), "anchor_gnubg_0ply": asdict(anchor)}

@@ -1,0 +1,64 @@
+"""`bgai bench build-cubes` and `bgai bench strength --cube`: the cube decision set and the cube ER."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bgai.config import Config
+
+
+@click.command("build-cubes")
+@click.option("--decisions", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option(
+    "--candidates",
+    type=click.IntRange(min=3),
+    default=6000,
+    show_default=True,
+    help="Positions analysed at 0 ply.",
+)
+@click.option("--seed", type=int, default=20261205, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 8), default=2, show_default=True, help="gnubg processes.")
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default=None, help="Where to write (default: the shipped set)."
+)
+def build_cubes(decisions: int, candidates: int, seed: int, workers: int, out: str | None) -> None:
+    """Build the cube decision set of `bench strength --cube`: gnubg self-play positions with a
+    centred or owned cube, the close ones analysed by Debian gnubg at 2 ply. Needs gnubg and gnubg-nn."""
+    from bgai.bench.cubes import DEFAULT_CUBES
+    from bgai.bench.cubes_build import CubeBuildSpec, build_cube_set
+    from bgai.opponents.gnubg import GnubgUnavailable
+
+    spec = CubeBuildSpec(decisions=decisions, candidates=candidates, seed=seed, workers=workers)
+    try:
+        s, report = build_cube_set(spec, log=click.echo)
+    except GnubgUnavailable as exc:
+        raise click.UsageError(str(exc)) from exc
+    path = Path(out) if out else DEFAULT_CUBES
+    s.save(path)
+    click.echo(
+        f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB): {s.size} decisions, {report['seconds']:.0f} s"
+    )
+    click.echo(json.dumps({**report, "file": str(path)}))
+
+
+def cube_strength(
+    cfg: Config, net: Any, params: Any, label: str, plies: int, decisions: int | None, set_file: str | None
+) -> None:
+    """`bench strength --cube`: our cube decisions' ER and gnubg 0-ply's on the cube set."""
+    from bgai.agent import movegen_of
+    from bgai.bench.cubes import DEFAULT_CUBES, CubeSet, bench_cube_strength, model_decisions
+
+    path = Path(set_file) if set_file else DEFAULT_CUBES
+    try:
+        s = CubeSet.load(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise click.UsageError(f"cannot read the cube decision set {path}: {exc}") from exc
+    if decisions is not None:
+        s = s.head(decisions)
+    double, take = model_decisions(net.apply, params, s, plies, movegen_of(cfg))
+    result = bench_cube_strength(s, f"{label} {plies}-ply", double, take, log=click.echo)
+    click.echo(json.dumps({**result, "set": str(path), "plies": plies}))

@@ -1,0 +1,90 @@
+"""The cube decision set and the cube ER: losses by hand, the file format, a small build with
+Debian's gnubg, and `bgai bench strength --cube` on it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bgai.bench.cubes import CubeSet, cube_error_rate, cube_losses, gnubg_decisions
+from bgai.cli.main import cli
+
+SETS = ["--set", "model.hidden=[16]", "--set", "movegen.max_plays=64"]
+SETS += ["--set", "movegen.frontier2=48", "--set", "movegen.frontier3=96"]
+
+
+def test_losses_by_hand() -> None:
+    eq = np.array(
+        [
+            [0.50, 0.80, 1.0],  # double, take
+            [0.70, 1.30, 1.0],  # double, pass
+            [0.40, 0.20, 1.0],  # no double, take
+            [1.40, 1.80, 1.0],  # too good: no double (the opponent would pass)
+        ]
+    )
+    double, take = gnubg_decisions(eq)
+    assert double.tolist() == [True, True, False, False] and take.tolist() == [True, False, True, False]
+    ld, lt = cube_losses(eq, double, take)
+    assert np.allclose(ld, 0) and np.allclose(lt, 0)  # the reference's own decisions lose nothing
+    ld, lt = cube_losses(eq, ~double, ~take)  # every decision the other way
+    np.testing.assert_allclose(ld, [0.30, 0.30, 0.20, 0.40])
+    np.testing.assert_allclose(lt, [0.20, 0.30, 0.80, 0.80])
+
+
+def _tiny(n: int = 4) -> CubeSet:
+    rng = np.random.default_rng(0)
+    eq = np.column_stack([rng.uniform(-0.5, 1.0, n), rng.uniform(-1.0, 2.0, n), np.ones(n)])
+    boards = np.zeros((n, 28), np.int8)
+    return CubeSet(
+        boards, rng.random(n) < 0.5, np.zeros(n, np.int8), eq.astype(np.float32), eq.astype(np.float32)
+    )
+
+
+def test_the_file_round_trips_and_bad_sets_are_refused(tmp_path: Path) -> None:
+    s = _tiny()
+    s.save(tmp_path / "c.npz")
+    back = CubeSet.load(tmp_path / "c.npz")
+    np.testing.assert_array_equal(back.equities, s.equities)
+    r = cube_error_rate(back, *gnubg_decisions(back.equities))
+    assert r.er == 0.0 and r.right == 1.0
+    bad = CubeSet(s.boards, s.owned, s.classes, s.equities * 2, s.equities_0ply)  # a pass worth 2 cubes
+    with pytest.raises(ValueError, match="double/pass"):
+        bad.check()
+
+
+@pytest.mark.skipif(not os.access("/usr/games/gnubg", os.X_OK), reason="needs Debian's gnubg")
+def test_a_small_build_and_our_cube_er(tmp_path: Path) -> None:
+    pytest.importorskip("gnubg_nn")
+    path = tmp_path / "cubes.npz"
+    runner = CliRunner()
+    args = [
+        "bench",
+        "build-cubes",
+        "--decisions",
+        "12",
+        "--candidates",
+        "60",
+        "--workers",
+        "1",
+        "--out",
+        str(path),
+    ]
+    out = runner.invoke(cli, args)
+    assert out.exit_code == 0, out.output
+    s = CubeSet.load(path)
+    assert s.size == 12 and s.meta["gnubg"].startswith("GNU Backgammon")
+    # the 0-ply and 2-ply analyses agree on most close decisions, not on all
+    d0, d2 = gnubg_decisions(s.equities_0ply)[0], gnubg_decisions(s.equities)[0]
+    assert np.mean(d0 == d2) > 0.5
+    out = runner.invoke(cli, ["bench", "strength", "--cube", "--set-file", str(path), *SETS])
+    assert out.exit_code == 0, out.output
+    res = json.loads(out.output.strip().splitlines()[-1])
+    assert res["bench"] == "strength-cube" and res["decisions"] == 12
+    assert res["er"] >= 0 and 0 <= res["anchor_gnubg_0ply"]["er"] < 1000
+    out = runner.invoke(cli, ["bench", "strength", "--cube", "--plies", "2", "--set-file", str(path), *SETS])
+    assert out.exit_code == 2 and "0 or 1 ply" in out.output
