@@ -147,10 +147,7 @@ def model_decisions(
 
     @jax.jit
     def decide(v: Any, boards: jax.Array, state: jax.Array) -> tuple[jax.Array, jax.Array]:
-        if plies == 0:
-            d = cube.zero_ply_decision(apply_fn, v, boards, state)
-        else:
-            d = cube.one_ply_decision(apply_fn, v, boards, state, movegen)
+        d = cube.model_decision(apply_fn, v, boards, state, plies, movegen)
         return d.double, d.take
 
     state = np.where(s.owned, cube.OWNED, cube.CENTRED).astype(np.int32)

@@ -220,3 +220,21 @@ def one_ply_decision(
     eq = jax.lax.map(after_roll, jnp.arange(rules.NUM_ROLLS, dtype=jnp.int32))  # [21, N, 2]
     mean = jnp.einsum("rnk,r->nk", eq, jnp.asarray(rules.DICE_PROBS))
     return _decision(mean[:, 0], 2.0 * mean[:, 1], cube, beavers)
+
+
+def model_decision(
+    apply_fn: ApplyFn,
+    params: Any,
+    boards: jax.Array,
+    cube: jax.Array | int,
+    plies: int,
+    movegen: rules.MoveGenConfig | None = None,
+    jacoby: bool = False,
+    beavers: bool = False,
+) -> CubeDecision:
+    """The net's cube decision at `plies`: 0 (`zero_ply_decision`) or 1 (`one_ply_decision`)."""
+    if plies == 0:
+        return zero_ply_decision(apply_fn, params, boards, cube, jacoby, beavers)
+    if plies != 1 or movegen is None:
+        raise ValueError(f"cube decisions look ahead 0 or 1 ply (1 with a move generator), got {plies}")
+    return one_ply_decision(apply_fn, params, boards, cube, movegen, jacoby, beavers)

@@ -156,11 +156,7 @@ def agent_cube(cfg: Config, params: Any, plies: int = 0, jacoby: bool = False) -
 
     @jax.jit
     def decision(variables: Any, board: jax.Array, state: jax.Array) -> tuple[jax.Array, jax.Array]:
-        boards = board[None]
-        if plies == 0:
-            d = cube.zero_ply_decision(net.apply, variables, boards, state, jacoby)
-        else:
-            d = cube.one_ply_decision(net.apply, variables, boards, state, movegen, jacoby)
+        d = cube.model_decision(net.apply, variables, board[None], state, plies, movegen, jacoby)
         return d.double[0], d.take[0]
 
     def answer(pos: Any) -> str:
