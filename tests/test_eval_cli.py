@@ -68,8 +68,20 @@ def test_cubeful_games_against_gnubg(ckpt: Path) -> None:
     assert code == 0, out
     assert "cubeful money" in out and "2 games, ppg" in out and "refereed" in out
     assert re.search(r"ours +doubles \d+, takes \d+, drops \d+", out)
-    code, out = run("--checkpoint", str(ckpt), "--opponent", "pubeval", "--cube", "--games", "2")
-    assert code == 2 and "--cube plays gnubg" in out
+    code, out = run(
+        "--checkpoint", str(ckpt), "--opponent", "gnubg", "--cube", "--games", "2", "--cube-policy", "naive"
+    )
+    assert code == 0, out
+    assert re.search(r"ours +doubles 0, takes \d+, drops 0", out)
+
+
+def test_cubeful_games_in_the_compiled_loop(ckpt: Path) -> None:
+    """Against our own model with the naive cube, paired dice; `self` needs --cube."""
+    code, out = run("--checkpoint", str(ckpt), "--opponent", "self", "--cube", "--games", "4")
+    assert code == 0, out
+    assert "vs self (naive cube), paired dice, cubeful money" in out and "4 games, ppg" in out
+    assert re.search(r"theirs +doubles 0, takes \d+, drops 0", out)
+    assert run("--checkpoint", str(ckpt), "--opponent", "self", "--games", "4")[0] == 2
 
 
 def test_a_checkpoint_against_gnubg_in_process(ckpt: Path) -> None:

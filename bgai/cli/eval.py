@@ -34,7 +34,9 @@ from bgai.errors import BgaiError
 )
 @click.option("--version", "version", type=int, default=None, help="Model version N of the current run.")
 @click.option(
-    "--opponent", default="pubeval", help="random, pubeval or gnubg (or an eval.opponents name: gnubg_1ply)."
+    "--opponent",
+    default="pubeval",
+    help="random, pubeval or gnubg (or an eval.opponents name: gnubg_1ply); with --cube also self.",
 )
 @click.option("--plies", type=click.IntRange(0, 2), default=0, help="gnubg's depth (--opponent gnubg).")
 @click.option(
@@ -61,12 +63,25 @@ from bgai.errors import BgaiError
 @click.option(
     "--cube",
     is_flag=True,
-    help="Cubeful money games against gnubg (its external player: Debian's binary); not paired.",
+    help="Cubeful money games: against gnubg through its external player (Debian's binary, not "
+    "paired), else in the compiled loop with paired dice (pubeval, random, self: our own model).",
 )
 @click.option(
     "--cube-plies", type=click.IntRange(0, 1), default=0, help="--cube: our cube decisions' lookahead."
 )
 @click.option("--jacoby", is_flag=True, help="--cube: the Jacoby rule.")
+@click.option(
+    "--cube-policy",
+    type=click.Choice(["model", "naive"]),
+    default="model",
+    help="--cube: our cube decisions from the model, or naive (never double, always take).",
+)
+@click.option(
+    "--opponent-cube",
+    type=click.Choice(["model", "naive"]),
+    default="naive",
+    help="--cube --opponent self: the opponent's cube policy (pubeval and random are naive).",
+)
 def eval_command(
     config: str | None,
     sets: tuple[str, ...],
@@ -83,6 +98,8 @@ def eval_command(
     cube: bool,
     cube_plies: int,
     jacoby: bool,
+    cube_policy: str,
+    opponent_cube: str,
 ) -> None:
     """Play a model against an opponent; a table with win rate, points per game and 95% CIs.
     With --cube, cubeful money games against gnubg and both sides' cube actions."""
@@ -92,12 +109,18 @@ def eval_command(
     if bool(checkpoints) == (version is not None):
         raise click.UsageError("give either --checkpoint PATH (repeatable) or --version N")
     name = f"gnubg_{plies}ply" if opponent == "gnubg" else opponent
+    if cube and opponent == "self":
+        name = "pubeval"  # a stand-in: the opponent is our model (below)
+    elif opponent == "self":
+        raise click.BadParameter("self plays only with --cube", param_hint="--opponent")
     try:
         op = parse_opponent(name)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--opponent") from exc
     if op.kind == "past":
         raise click.BadParameter("past_K needs the fleet (eval workers)", param_hint="--opponent")
+    if op.cube:  # gnubg_Nply_cube: --opponent gnubg --plies N --cube
+        cube, plies = True, op.plies
     games = cfg.eval.games if games is None else games
     if games < 2 or games % 2:
         raise click.BadParameter(f"must be an even number >= 2, got {games}", param_hint="--games")
@@ -116,9 +139,14 @@ def eval_command(
     if version is not None:
         models = [(f"version {version}{depth}", partial(_from_version, cfg, version))]
     if cube:
-        if op.kind != "gnubg":
-            raise click.BadParameter("--cube plays gnubg (--opponent gnubg)", param_hint="--opponent")
-        _eval_cubeful(cfg, models, games, plies, cube_plies, seed, jacoby)
+        naive = cube_policy == "naive"
+        if op.kind == "gnubg":
+            _eval_cubeful(cfg, models, games, plies, cube_plies, seed, jacoby, naive)
+        else:
+            theirs = "self" if opponent == "self" else op.kind
+            _eval_cubeful_in_graph(
+                cfg, models, theirs, opponent_cube == "naive", games, cube_plies, seed, jacoby, naive
+            )
         return
     rows = []
     with Evaluator(cfg, op) as ev_:
@@ -183,34 +211,80 @@ def _eval_cubeful(
     cube_plies: int,
     seed: int,
     jacoby: bool,
+    naive: bool,
 ) -> None:
     from bgai.opponents.cubeful import play_cubeful
+    from bgai.opponents.players import ExternalAgent
 
+    agent = ExternalAgent(cfg, cube_plies, jacoby, naive)
     for label, load in models:
-        params = _load(label, load)
+        agent.load(_load(label, load))
         t0 = time.perf_counter()
         s = play_cubeful(
-            cfg,
-            params,
+            agent,
             games,
             opponent_plies=plies,
-            cube_plies=cube_plies,
             seed=seed,
             jacoby=jacoby,
             binary=cfg.eval.gnubg_path,
         )
-        r, (lo, hi) = s.result, s.result.ppg_ci()
-        rules = "Jacoby" if jacoby else "no Jacoby"
-        click.echo(
-            f"{label} vs gnubg {plies}-ply, cubeful money ({rules}, no beavers): {r.games} games, "
-            f"ppg {r.ppg:+.3f} [{lo:+.3f}, {hi:+.3f}], won {r.win_rate:.1%}, {time.perf_counter() - t0:.0f} s"
-        )
-        for who, a in (("ours", s.ours), ("gnubg's", s.theirs)):
-            click.echo(f"  {who:8s} doubles {a.doubles}, takes {a.takes}, drops {a.drops}")
-        click.echo(f"  largest cube taken: {s.max_cube}")
+        _cube_report(f"{label} ({_policy(naive, cube_plies)})", f"gnubg {plies}-ply", s, jacoby, t0)
+        assert s.referee is not None
         if s.referee.mismatches:
             raise click.ClickException(f"gnubg did not play {len(s.referee.mismatches)} of our moves as sent")
         click.echo(f"  refereed: {s.referee.checked} of our moves, all played as sent")
+
+
+def _policy(naive: bool, plies: int) -> str:
+    return "naive cube" if naive else f"{plies}-ply cube"
+
+
+def _cube_report(ours: str, theirs: str, s: Any, jacoby: bool, t0: float) -> None:
+    r, (lo, hi) = s.result, s.result.ppg_ci()
+    rules = "Jacoby" if jacoby else "no Jacoby"
+    click.echo(
+        f"{ours} vs {theirs}, cubeful money ({rules}, no beavers): {r.games} games, "
+        f"ppg {r.ppg:+.3f} [{lo:+.3f}, {hi:+.3f}], won {r.win_rate:.1%}, {time.perf_counter() - t0:.0f} s"
+    )
+    for who, a in (("ours", s.ours), ("theirs", s.theirs)):
+        click.echo(f"  {who:8s} doubles {a.doubles}, takes {a.takes}, drops {a.drops}")
+    click.echo(f"  largest cube taken: {s.max_cube}")
+
+
+def _eval_cubeful_in_graph(
+    cfg: Config,
+    models: list[tuple[str, Callable[[], Any]]],
+    theirs: str,
+    their_naive: bool,
+    games: int,
+    cube_plies: int,
+    seed: int,
+    jacoby: bool,
+    naive: bool,
+) -> None:
+    """Cubeful games in the compiled loop, paired dice: against pubeval or random (naive cube)
+    or our own model (`self`, its cube policy model or naive)."""
+    import jax
+
+    from bgai.agent import eval_decider, net_of, playing
+    from bgai.core.players import pubeval_decider, random_decider
+    from bgai.opponents.cubeful import cube_policy, cubeful_match, run_cubeful
+
+    if theirs == "self":
+        decide, their_cube = eval_decider(cfg, net_of(cfg)), cube_policy(cfg, their_naive, cube_plies, jacoby)
+        who = f"self ({_policy(their_naive, cube_plies)})"
+    else:
+        decide = pubeval_decider() if theirs == "pubeval" else random_decider()
+        their_cube, who = cube_policy(cfg, naive=True), f"{theirs} (naive cube)"
+    match = cubeful_match(cfg, decide, their_cube, min(16, games // 2), naive, cube_plies, jacoby)
+    for label, load in models:
+        ours = playing(cfg, _load(label, load))
+        t0 = time.perf_counter()
+        with click.progressbar(length=games, label=f"{label} vs {who}", show_eta=True) as bar:
+            s = run_cubeful(
+                match, (ours, ours if theirs == "self" else None), jax.random.key(seed), games, bar.update
+            )
+        _cube_report(f"{label} ({_policy(naive, cube_plies)})", who + ", paired dice", s, jacoby, t0)
 
 
 def _template(cfg: Config) -> Any:

@@ -96,6 +96,10 @@ def build_opponent(op: Opponent, cfg: EvalConfig, ours: Decide) -> Built:
         return Built(op, pubeval_decider())
     if op.kind == "past":
         return Built(op, ours)
+    if op.cube:
+        raise ValueError(
+            f"{op.name} plays cubeful games (bgai eval --cube, the fleet's eval workers), not moves"
+        )
     from bgai.opponents.gnubg import GnubgUnavailable
 
     try:
@@ -106,65 +110,84 @@ def build_opponent(op: Opponent, cfg: EvalConfig, ours: Decide) -> Built:
     return Built(op, host_decider(engine_choose(engine)), engine)
 
 
-def agent_choose(cfg: Config, params: Any) -> Callable[[np.ndarray, tuple[int, int]], tuple[np.ndarray, str]]:
-    """Our model as a one-position player (eval.player, the configured move generator): for
-    gnubg's external-player protocol (`referee.ExternalPlayer`): (afterstate, gnubg move text)."""
-    import jax
-    import jax.numpy as jnp
+class ExternalAgent:
+    """Our model as gnubg's external player (`referee.ExternalPlayer`), compiled once: `choose`
+    answers a move (eval.player, the configured move generator) as (afterstate, gnubg move
+    text); `cube` answers a `fibs.FibsPosition` before our roll with "double" or "roll", one
+    where we are doubled with "take" or "drop": Janowski's cubeful equity from the net's
+    probabilities (`bgai.core.cube`) at `cube_plies` 0 or 1, or with `naive_cube` never double
+    and always take. `load` swaps the weights (an argument of the compiled code, not a constant)."""
 
-    from bgai.core.game import GameState
-    from bgai.opponents.fibs import format_play
+    def __init__(
+        self, cfg: Config, cube_plies: int = 0, jacoby: bool = False, naive_cube: bool = False
+    ) -> None:
+        import jax
+        import jax.numpy as jnp
 
-    decide, movegen = eval_decider(cfg, net_of(cfg)), movegen_of(cfg)
-    index = {(int(a), int(b)): i for i, (a, b) in enumerate(rules.DICE)}
+        from bgai.core import cube
+        from bgai.core.game import GameState
 
-    variables = playing(cfg, params)  # an argument of `pick`, not a constant compiled into it
+        self.cfg, self.naive_cube = cfg, naive_cube
+        net, decide, movegen = net_of(cfg), eval_decider(cfg, net_of(cfg)), movegen_of(cfg)
+        self._index = {(int(a), int(b)): i for i, (a, b) in enumerate(rules.DICE)}
+        self.variables: Any = None
 
-    @jax.jit
-    def pick(
-        variables: Any, board: jax.Array, dice: jax.Array, key: jax.Array
-    ) -> tuple[jax.Array, jax.Array]:
-        boards, dice_b = board[None], dice[None]
-        plays = rules.legal_plays_batch(boards, dice_b, movegen)
-        zero = jnp.zeros((1,), jnp.int32)
-        states = GameState(boards, dice_b, zero, jnp.zeros((1,), bool), zero, zero)
-        action = decide(variables, key, states, plays)[0][0]
-        return plays.boards[0, action], plays.steps[0, action]
+        @jax.jit
+        def pick(
+            variables: Any, board: jax.Array, dice: jax.Array, key: jax.Array
+        ) -> tuple[jax.Array, jax.Array]:
+            boards, dice_b = board[None], dice[None]
+            plays = rules.legal_plays_batch(boards, dice_b, movegen)
+            zero = jnp.zeros((1,), jnp.int32)
+            states = GameState(boards, dice_b, zero, jnp.zeros((1,), bool), zero, zero)
+            action = decide(variables, key, states, plays)[0][0]
+            return plays.boards[0, action], plays.steps[0, action]
 
-    def choose(board: np.ndarray, dice: tuple[int, int]) -> tuple[np.ndarray, str]:
+        @jax.jit
+        def decision(variables: Any, board: jax.Array, state: jax.Array) -> tuple[jax.Array, jax.Array]:
+            d = cube.model_decision(net.apply, variables, board[None], state, cube_plies, movegen, jacoby)
+            return d.double[0], d.take[0]
+
+        self._pick, self._decision = pick, decision
+
+    def load(self, params: Any) -> ExternalAgent:
+        self.variables = playing(self.cfg, params)
+        return self
+
+    def choose(self, board: np.ndarray, dice: tuple[int, int]) -> tuple[np.ndarray, str]:
+        import jax
+        import jax.numpy as jnp
+
+        from bgai.opponents.fibs import format_play
+
         hi, lo = max(dice), min(dice)
-        after, steps = pick(
-            variables, jnp.asarray(board, jnp.int32), jnp.int32(index[hi, lo]), jax.random.key(0)
+        after, steps = self._pick(
+            self.variables, jnp.asarray(board, jnp.int32), jnp.int32(self._index[hi, lo]), jax.random.key(0)
         )
         return np.asarray(after), format_play(np.asarray(steps))
 
-    return choose
+    def cube(self, pos: Any) -> str:
+        import jax.numpy as jnp
 
+        from bgai.core import cube
 
-def agent_cube(cfg: Config, params: Any, plies: int = 0, jacoby: bool = False) -> Callable[[Any], str]:
-    """Our model's cube decisions for gnubg's external-player protocol (`referee.ExternalPlayer`):
-    a `fibs.FibsPosition` before our roll -> "double" or "roll"; one where we are doubled ->
-    "take" or "drop". Janowski's cubeful equity from the net's probabilities (`bgai.core.cube`)
-    at 0-ply, or at 1-ply (the 21 rolls, the opponent's cube action at the leaves)."""
-    import jax
-    import jax.numpy as jnp
-
-    from bgai.core import cube
-
-    net, movegen = net_of(cfg), movegen_of(cfg)
-    variables = playing(cfg, params)
-
-    @jax.jit
-    def decision(variables: Any, board: jax.Array, state: jax.Array) -> tuple[jax.Array, jax.Array]:
-        d = cube.model_decision(net.apply, variables, board[None], state, plies, movegen, jacoby)
-        return d.double[0], d.take[0]
-
-    def answer(pos: Any) -> str:
+        if self.naive_cube:
+            return "take" if pos.doubled else "roll"
         mine, theirs = pos.mover_may_double()  # of the side on roll: the doubler when doubled
         state = cube.CENTRED if mine and theirs else cube.OWNED if mine else cube.UNAVAILABLE
-        double, take = decision(variables, jnp.asarray(pos.mover_board(), jnp.int32), jnp.int32(state))
+        double, take = self._decision(
+            self.variables, jnp.asarray(pos.mover_board(), jnp.int32), jnp.int32(state)
+        )
         if pos.doubled:
             return "take" if bool(take) else "drop"
         return "double" if bool(double) else "roll"
 
-    return answer
+
+def agent_choose(cfg: Config, params: Any) -> Callable[[np.ndarray, tuple[int, int]], tuple[np.ndarray, str]]:
+    """Our model's moves for gnubg's external-player protocol (`ExternalAgent.choose`)."""
+    return ExternalAgent(cfg).load(params).choose
+
+
+def agent_cube(cfg: Config, params: Any, plies: int = 0, jacoby: bool = False) -> Callable[[Any], str]:
+    """Our model's cube decisions for gnubg's external-player protocol (`ExternalAgent.cube`)."""
+    return ExternalAgent(cfg, plies, jacoby).load(params).cube

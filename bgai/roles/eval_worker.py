@@ -10,6 +10,11 @@ A slice also scores its part of the decision set (`eval.er_decisions` decisions 
 player; the parts add up in Redis like the games, so each version gets an error rate (overall
 and per class) beside its win rates: in `bgai status`, MLflow (`eval_er`, `eval_er_contact`...)
 and Prometheus (`bgai_eval_error_rate`).
+
+A cube opponent (`gnubg_Nply_cube`) plays its part of a slice as cubeful money games inside
+gnubg (its external player: `opponents.cubeful.play_cubeful`), our moves and cube decisions
+answered by the version's weights; gnubg's dice, seeded by (version, slice), so a re-issued
+slice replays the same session. Its points (cube x result) add up like the others'.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from bgai.errors import CorruptDataError, IncompatibleError
 from bgai.obs.metrics import RoleMetrics
 from bgai.obs.tracking import TrackingQueue
 from bgai.opponent_names import parse_opponent
-from bgai.opponents.players import Built, build_opponent
+from bgai.opponents.cubeful import play_cubeful
+from bgai.opponents.players import Built, ExternalAgent, build_opponent
 from bgai.roles.base import Unit, run_gate
 from bgai.roles.identity import Identity
 from bgai.store import evals, runstate
@@ -71,7 +77,9 @@ class EvalWorker:
         ours = eval_decider(cfg, net)
         pairs = max(1, min(64, cfg.eval.slice_games) // 2)
         for op in self.opponents:
-            self.built.append(build_opponent(op, cfg.eval, ours))
+            if not op.cube:
+                self.built.append(build_opponent(op, cfg.eval, ours))
+        self.agent = ExternalAgent(cfg) if any(op.cube for op in self.opponents) else None
         self.matches = {
             b.opponent.name: paired_match(ours, b.decide, pairs, cfg.selfplay.max_turns, movegen_of(cfg))
             for b in self.built
@@ -109,6 +117,10 @@ class EvalWorker:
         self.status = "evaluating"
         points: dict[str, list[int]] = {}
         parts = []
+        for op in self.opponents:
+            if op.cube:
+                pts = points[op.name] = self.play_cubeful(op.plies, got.version, got.slice_index, got.games)
+                parts.append(f"{op.name} {sum(pts):+d} points/{len(pts)}")
         for b in self.built:
             name, opp_params = b.opponent.name, None
             if b.opponent.kind == "past":
@@ -191,6 +203,22 @@ class EvalWorker:
         both = (playing(self.cfg, self.follower.params), playing(self.cfg, opp_params))
         pts = run_pairs(self.matches[name], both, key, games, max_rounds=100)
         return [int(p) for p in pts]
+
+    def play_cubeful(self, plies: int, version: int, index: int, games: int) -> list[int]:
+        """Points of `games` cubeful money games against gnubg at `plies` (one gnubg session)."""
+        assert self.agent is not None
+        seed = (version * 100_003 + index) % (1 << 31)  # gnubg's `set seed`: per (version, slice)
+        session = play_cubeful(
+            self.agent.load(self.follower.params),
+            games,
+            opponent_plies=plies,
+            seed=seed,
+            binary=self.cfg.eval.gnubg_path,
+        )
+        if session.referee is not None and session.referee.mismatches:
+            log.warning("gnubg did not play %d of our moves as sent", len(session.referee.mismatches))
+        assert session.result.points is not None
+        return [int(p) for p in session.result.points]
 
     def info(self, now: float) -> WorkerInfo:
         follower = getattr(self, "follower", None)

@@ -243,14 +243,18 @@ def release(r: redis.Redis, keys: Keys, got: Claim, owner: str) -> bool:
 
 
 def slice_sums(points: list[int]) -> dict[str, int]:
-    """One opponent's sums over games (points won per game by our model, ±1..3)."""
+    """One opponent's sums over games (points won per game by our model: ±1..3 cubeless, cube x
+    result in cubeful games). w1..w3 / l1..l3 count the games won / lost by that many points
+    (single, gammon, backgammon in cubeless games; a cubeful game of more points is in the
+    other sums only)."""
     s = {f: 0 for f in SUM_FIELDS}
     s["games"] = len(points)
     for p in points:
         s["wins"] += p > 0
         s["points"] += p
         s["sq"] += p * p
-        s[f"w{p}" if p > 0 else f"l{-p}"] += 1
+        if 0 < abs(p) <= 3:
+            s[f"w{p}" if p > 0 else f"l{-p}"] += 1
     return s
 
 

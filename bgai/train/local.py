@@ -184,6 +184,13 @@ class LocalRun:
         op = parse_opponent(opponent)
         if op.kind == "past":
             raise ValueError(f"{opponent}: earlier versions are evaluated by the fleet's eval workers")
+        if op.cube:  # cubeful money games inside gnubg (its dice: not paired)
+            from bgai.opponents.cubeful import play_cubeful
+            from bgai.opponents.players import ExternalAgent
+
+            agent = ExternalAgent(self.cfg).load(self.state.params)
+            binary = self.cfg.eval.gnubg_path
+            return play_cubeful(agent, games, opponent_plies=op.plies, seed=seed + 1, binary=binary).result
         ours = eval_decider(self.cfg, self.net)
         built = build_opponent(op, self.cfg.eval, ours)
         try:

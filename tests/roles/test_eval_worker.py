@@ -150,3 +150,32 @@ def test_a_worker_that_refuses_a_version_releases_its_slice_and_skips_it(
         assert r.zscore(keys.eval("run-a").open, v) is None
     finally:
         e1.follower.model_hash = model_hash(cfg)
+
+
+@pytest.mark.skipif(not os.access(GNUBG, os.X_OK), reason="needs Debian's gnubg")
+def test_cubeful_games_against_gnubg_add_up_per_version(tmp_path: Path) -> None:
+    """A cube opponent: each slice is a cubeful gnubg session seeded by (version, slice), its
+    points (cube x result) in the version's totals like any opponent's; a replayed slice is
+    the same session."""
+    with redis_server(tmp_path / "redis") as port:
+        cfg = load_config(
+            FLEET_YAML,
+            env={},
+            overrides={"redis.port": str(port), "eval.opponents": "[gnubg_0ply_cube]", "eval.er_decisions": "0"},
+        )
+        r, keys = connect(cfg.redis), Keys(cfg.redis.prefix)
+        runstate.start_run(r, keys, "run-c")
+        w = EvalWorker(cfg, r, keys, ident("c1"))
+        w.setup()
+        try:
+            beat(cfg, r, keys, w)
+            publish(cfg, r, keys, 0)
+            summaries = [w.run_once().summary for _ in range(cfg.eval.games // cfg.eval.slice_games)]
+            assert all("gnubg_0ply_cube" in s and "points/4" in s for s in summaries), summaries
+            t = evals.results_of(r, keys, 0)["gnubg_0ply_cube"]
+            assert t["games"] == cfg.eval.games and t["sq"] >= cfg.eval.games  # every game scores
+            again = w.play_cubeful(0, 0, 1, cfg.eval.slice_games)
+            assert again == w.play_cubeful(0, 0, 1, cfg.eval.slice_games)
+        finally:
+            w.teardown()
+            r.close()
