@@ -86,5 +86,31 @@ def test_a_small_build_and_our_cube_er(tmp_path: Path) -> None:
     res = json.loads(out.output.strip().splitlines()[-1])
     assert res["bench"] == "strength-cube" and res["decisions"] == 12
     assert res["er"] >= 0 and 0 <= res["anchor_gnubg_0ply"]["er"] < 1000
+    assert "ours on gnubg 0-ply probs" in res["rows"] and set(res["probability_gap"]) <= {
+        "contact",
+        "race",
+        "bearoff",
+    }
     out = runner.invoke(cli, ["bench", "strength", "--cube", "--plies", "2", "--set-file", str(path), *SETS])
     assert out.exit_code == 2 and "0 or 1 ply" in out.output
+
+
+@pytest.mark.skipif(not os.access("/usr/games/gnubg", os.X_OK), reason="needs Debian's gnubg")
+def test_our_cube_logic_on_gnubgs_probabilities_makes_gnubgs_decisions() -> None:
+    """On the shipped set's contact and race positions, Janowski's model as bgai computes it,
+    fed gnubg 0-ply's own cubeless probabilities, makes the decisions of gnubg's 0-ply cube
+    analysis (bear-offs aside: gnubg values those from its two-sided database, cubefully)."""
+    from bgai.bench.cubes import janowski_decisions
+    from bgai.opponents.gnubg import GnubgExternal
+
+    s = CubeSet.load()
+    keep = s.classes != 2
+    s = CubeSet(s.boards[keep], s.owned[keep], s.classes[keep], s.equities[keep], s.equities_0ply[keep])
+    with GnubgExternal() as gnubg:
+        p = np.stack([gnubg.evaluate(b.astype(np.int32), 0) for b in s.boards])
+    double, take = janowski_decisions(s, p)
+    want_double, want_take = gnubg_decisions(s.equities_0ply)
+    assert s.size > 400
+    assert np.mean(double == want_double) > 0.99 and np.mean(take == want_take) > 0.99
+    ours, theirs = cube_error_rate(s, double, take), cube_error_rate(s, want_double, want_take)
+    assert ours.er == pytest.approx(theirs.er, abs=0.05)

@@ -161,14 +161,67 @@ def model_decisions(
     return double, take
 
 
+def probabilities(apply_fn: Any, variables: Any, boards: np.ndarray) -> np.ndarray:
+    """The net's five cubeless probabilities [N, 5] of the side on roll of `boards` [N, 28]
+    before its roll (gnubg's order; exact in the bear-off database)."""
+    import jax
+    import jax.numpy as jnp
+
+    from bgai.core.evaluator import net_outputs
+    from bgai.core.network import gnubg_probabilities
+
+    @jax.jit
+    def probs(v: Any, b: jax.Array) -> jax.Array:
+        return gnubg_probabilities(jax.nn.softmax(net_outputs(apply_fn, v, b)[1], axis=-1))
+
+    return np.asarray(probs(variables, jnp.asarray(boards, jnp.int32)))
+
+
+def janowski_decisions(s: CubeSet, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 0-ply cube decisions (double, take) [N] that Janowski's model (`bgai.core.cube`)
+    makes from the probabilities `p` [N, 5] of `s`'s positions."""
+    import jax.numpy as jnp
+
+    from bgai.core import cube
+
+    boards = jnp.asarray(s.boards, jnp.int32)
+    state = jnp.asarray(np.where(s.owned, cube.OWNED, cube.CENTRED).astype(np.int32))
+    d = cube.decide(jnp.asarray(p, jnp.float32), cube.cube_efficiency(boards), state)
+    return np.asarray(d.double), np.asarray(d.take)
+
+
+def probability_gap(s: CubeSet, ours: np.ndarray, reference: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per class, the mean absolute difference and the mean difference (ours - reference) of
+    P(win) and of P(win gammon+)."""
+    out = {}
+    for c, name in enumerate(CLASSES):
+        m = s.classes == c
+        if np.any(m):
+            d = ours[m] - reference[m]
+            out[name] = {
+                "win_abs": float(np.abs(d[:, 0]).mean()),
+                "win_bias": float(d[:, 0].mean()),
+                "gammon_abs": float(np.abs(d[:, 1]).mean()),
+                "gammon_bias": float(d[:, 1].mean()),
+            }
+    return out
+
+
 def bench_cube_strength(
-    s: CubeSet, label: str, double: np.ndarray, take: np.ndarray, log: Any = print
+    s: CubeSet,
+    label: str,
+    double: np.ndarray,
+    take: np.ndarray,
+    log: Any = print,
+    extra: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
-    """Cube ER of a player (its decisions) and of the gnubg 0-ply anchor on `s`; a table; JSON."""
+    """Cube ER of a player (its decisions), of the gnubg 0-ply anchor and of the `extra` rows'
+    decisions on `s`; a table; JSON."""
     rows = {
         label: cube_error_rate(s, double, take),
         "gnubg 0-ply": cube_error_rate(s, *gnubg_decisions(s.equities_0ply)),
     }
+    rows.update({name: cube_error_rate(s, d, t) for name, (d, t) in (extra or {}).items()})
     counts = {name: int(np.sum(s.classes == c)) for c, name in enumerate(CLASSES)}
     shares = ", ".join(f"{k} {v}" for k, v in counts.items())
     log(f"cube decision set: {s.size} positions ({shares}), each a double and a take decision")
@@ -182,4 +235,11 @@ def bench_cube_strength(
         cls = " ".join(f"{v:8.1f}" if v is not None else f"{'-':>8s}" for v in r.by_class.values())
         log(f"{name[:28]:28s} {r.er:8.1f} {r.er_double:8.1f} {r.er_take:8.1f} {cls} {100 * r.right:8.1f}")
     ours, anchor = rows[label], rows["gnubg 0-ply"]
-    return {"bench": "strength-cube", "player": label, **asdict(ours), "anchor_gnubg_0ply": asdict(anchor)}
+    more = {name: asdict(r) for name, r in rows.items() if name not in (label, "gnubg 0-ply")}
+    return {
+        "bench": "strength-cube",
+        "player": label,
+        **asdict(ours),
+        "anchor_gnubg_0ply": asdict(anchor),
+        **({"rows": more} if more else {}),
+    }

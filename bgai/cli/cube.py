@@ -60,5 +60,31 @@ def cube_strength(
     if decisions is not None:
         s = s.head(decisions)
     double, take = model_decisions(net.apply, params, s, plies, movegen_of(cfg))
-    result = bench_cube_strength(s, f"{label} {plies}-ply", double, take, log=click.echo)
-    click.echo(json.dumps({**result, "set": str(path), "plies": plies}))
+    extra, gap = _against_gnubgs_probabilities(cfg, net, params, s)
+    result = bench_cube_strength(s, f"{label} {plies}-ply", double, take, log=click.echo, extra=extra)
+    for name, g in gap.items():
+        click.echo(
+            f"  {name}: our 0-ply P(win) - gnubg 0-ply's: mean |d| {g['win_abs']:.3f}, "
+            f"mean {g['win_bias']:+.3f}; P(gammon): {g['gammon_abs']:.3f}, {g['gammon_bias']:+.3f}"
+        )
+    click.echo(json.dumps({**result, "set": str(path), "plies": plies, "probability_gap": gap}))
+
+
+def _against_gnubgs_probabilities(cfg: Config, net: Any, params: Any, s: Any) -> tuple[dict, dict]:
+    """Where Debian's gnubg runs: the row of Janowski's model (our code) on gnubg 0-ply's own
+    cubeless probabilities, which should score gnubg 0-ply's cube ER (the gap to our row is the
+    net's, not the cube logic's), and the gap between our probabilities and gnubg's per class."""
+    import numpy as np
+
+    from bgai.bench.cubes import janowski_decisions, probabilities, probability_gap
+    from bgai.opponents.gnubg import GnubgExternal, GnubgUnavailable
+
+    try:
+        with GnubgExternal(binary=cfg.eval.gnubg_path) as gnubg:
+            theirs = np.stack([gnubg.evaluate(b.astype(np.int32), 0) for b in s.boards])
+    except GnubgUnavailable as exc:
+        click.echo(f"(no row on gnubg's probabilities: {exc})")
+        return {}, {}
+    ours = probabilities(net.apply, params, s.boards)
+    rows = {"ours on gnubg 0-ply probs": janowski_decisions(s, theirs)}
+    return rows, probability_gap(s, ours, theirs)
