@@ -108,3 +108,25 @@ def test_bench_compile() -> None:
     assert out.exit_code == 0, out.output
     res = _last_json(out.output)
     assert res["cold_first_chunk_s"] > 0 and res["cached_first_chunk_s"] > 0 and res["process_ratio"] > 0
+
+
+def test_gpu_check_runs_on_this_cpu() -> None:
+    """`scripts/gpu-check` as a user runs it (its CPU sizes here, the configured net): it says no
+    GPU was found and ends with one JSON line holding every benchmark's figures."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".venv" / "bin" / "bgai").exists():
+        pytest.skip("needs the repository's .venv (scripts/install)")
+    proc = subprocess.run(
+        [str(root / "scripts" / "gpu-check")], cwd=root, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    res = _last_json(proc.stdout)
+    if res["gpu"]:
+        pytest.skip("this host has a GPU: the check ran at GPU sizes")
+    assert "no GPU found" in proc.stdout and res["sizes"] == "cpu" and res["backend"] == "cpu"
+    runs = res["runs"]
+    assert set(runs) == {"selfplay_afterstate_64", "selfplay_mcts_16", "train_256", "targets"}
+    assert runs["selfplay_afterstate_64"]["decisions_per_s"] > 0 and runs["train_256"]["samples_per_s"] > 0
+    assert runs["targets"]["td_positions_per_s"] > 0 and runs["targets"]["one_ply_positions_per_s"] > 0

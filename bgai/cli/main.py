@@ -165,6 +165,25 @@ def bench_targets(config: str | None, sets: tuple[str, ...], games: int, repeats
     click.echo(json.dumps(result))
 
 
+@bench.command("device")
+@config_option
+@set_option
+@click.option(
+    "--sizes",
+    type=click.Choice(["auto", "cpu", "gpu"]),
+    default="auto",
+    show_default=True,
+    help="Batch sizes: the GPU's (1024, 4096) where JAX sees one, else small CPU ones.",
+)
+def bench_device(config: str | None, sets: tuple[str, ...], sizes: str) -> None:
+    """What JAX runs on, and self-play, train and target speeds at its sizes (scripts/gpu-check)."""
+    from bgai.bench.device import bench_device as run_bench
+
+    cfg = load_for_compute(config, sets)
+    result = run_bench(cfg, None if sizes == "auto" else sizes, log=click.echo)
+    click.echo(json.dumps(result))
+
+
 @bench.command("eval")
 @config_option
 @set_option
