@@ -161,7 +161,11 @@ def test_cubeful_games_against_gnubg_add_up_per_version(tmp_path: Path) -> None:
         cfg = load_config(
             FLEET_YAML,
             env={},
-            overrides={"redis.port": str(port), "eval.opponents": "[gnubg_0ply_cube]", "eval.er_decisions": "0"},
+            overrides={
+                "redis.port": str(port),
+                "eval.opponents": "[gnubg_0ply_cube]",
+                "eval.er_decisions": "0",
+            },
         )
         r, keys = connect(cfg.redis), Keys(cfg.redis.prefix)
         runstate.start_run(r, keys, "run-c")
