@@ -381,6 +381,43 @@ def _generators(
     return non_double, double
 
 
+def _cascade(
+    cfg: MoveGenConfig,
+    boards: jax.Array,
+    d: jax.Array,
+    select: jax.Array | None,
+    caps: tuple[int, int, int, int],
+    with_boards: bool,
+) -> Plays:
+    """The plays of the selected rows (None: every row) by the four tiers of `legal_plays_batch`:
+    non-doubles at the small `fast_tier` capacities, those that overflowed again at `cfg`'s,
+    doubles at their fast capacities, their overflows at `cfg`'s. `caps`: each tier's sub-batch
+    (`_redo_rows`). With every row selected the first tier runs on the whole batch, ungathered."""
+    batch = boards.shape[0]
+    is_double = d[:, 0] == d[:, 1]
+    fast, fast_double = fast_tier(cfg)
+    non_double, double = _generators(cfg, with_boards)
+    if select is None:
+        plays = non_double(fast)(boards, d)
+        select = jnp.ones(batch, bool)
+    else:
+        k = cfg.max_plays
+        empty = Plays(
+            jnp.zeros((batch, k, BOARD_SIZE if with_boards else 0), jnp.int32),
+            jnp.full((batch, k, MAX_STEPS_PER_PLAY), NO_STEP, jnp.int32),
+            jnp.zeros((batch, k), bool),
+            jnp.zeros(batch, jnp.int32),
+            jnp.zeros(batch, bool),
+        )
+        plays = _redo_rows(non_double(fast), boards, d, select & ~is_double, caps[0], empty)
+    if fast != cfg:
+        plays = _redo_rows(non_double(cfg), boards, d, select & ~is_double & plays.overflow, caps[1], plays)
+    plays = _redo_rows(double(fast_double), boards, d, select & is_double, caps[2], plays)
+    if fast_double != cfg:
+        plays = _redo_rows(double(cfg), boards, d, select & is_double & plays.overflow, caps[3], plays)
+    return plays
+
+
 def legal_plays_batch(
     boards: jax.Array, dice_idx: jax.Array, cfg: MoveGenConfig = DEFAULT_MOVEGEN, with_boards: bool = True
 ) -> Plays:
@@ -395,18 +432,8 @@ def legal_plays_batch(
     the same order, so the result equals `legal_plays` game by game.
     """
     batch = boards.shape[0]
-    boards = boards.astype(jnp.int32)
-    d = jnp.asarray(DICE)[dice_idx]  # [B, 2]
-    is_double = d[:, 0] == d[:, 1]
-    fast, fast_double = fast_tier(cfg)
-    non_double, double = _generators(cfg, with_boards)
-    plays = non_double(fast)(boards, d)
-    if fast != cfg:
-        plays = _redo_rows(non_double(cfg), boards, d, ~is_double & plays.overflow, max(1, batch // 4), plays)
-    plays = _redo_rows(double(fast_double), boards, d, is_double, max(1, batch // 3), plays)
-    if fast_double != cfg:
-        plays = _redo_rows(double(cfg), boards, d, is_double & plays.overflow, max(1, batch // 8), plays)
-    return plays
+    caps = (batch, max(1, batch // 4), max(1, batch // 3), max(1, batch // 8))
+    return _cascade(cfg, boards.astype(jnp.int32), jnp.asarray(DICE)[dice_idx], None, caps, with_boards)
 
 
 def legal_plays_rows(
@@ -421,27 +448,9 @@ def legal_plays_rows(
     Only the steps are kept: `boards` is [B, K, 0] (`apply_play` rebuilds any
     afterstate), which spares every round a [B, K, 28] scatter.
     """
-    batch, k = boards.shape[0], cfg.max_plays
-    boards = boards.astype(jnp.int32)
-    d = jnp.asarray(DICE)[dice_idx]
-    is_double = d[:, 0] == d[:, 1]
-    fast, fast_double = fast_tier(cfg)
-    non_double, double = _generators(cfg, False)
-    plays = Plays(
-        jnp.zeros((batch, k, 0), jnp.int32),
-        jnp.full((batch, k, MAX_STEPS_PER_PLAY), NO_STEP, jnp.int32),
-        jnp.zeros((batch, k), bool),
-        jnp.zeros(batch, jnp.int32),
-        jnp.zeros(batch, bool),
-    )
     small = max(1, cap // 4)  # doubles are 1 in 6 rolls, overflows rarer
-    plays = _redo_rows(non_double(fast), boards, d, select & ~is_double, cap, plays)
-    if fast != cfg:
-        plays = _redo_rows(non_double(cfg), boards, d, select & ~is_double & plays.overflow, small, plays)
-    plays = _redo_rows(double(fast_double), boards, d, select & is_double, small, plays)
-    if fast_double != cfg:
-        plays = _redo_rows(double(cfg), boards, d, select & is_double & plays.overflow, small, plays)
-    return plays
+    d = jnp.asarray(DICE)[dice_idx]
+    return _cascade(cfg, boards.astype(jnp.int32), d, select, (cap, small, small, small), False)
 
 
 def win_points(board: jax.Array) -> jax.Array:
