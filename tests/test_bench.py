@@ -62,6 +62,24 @@ def test_bench_selfplay_afterstate() -> None:
     assert res["decisions_per_s"] > 0 and res["mode"] == "afterstate"
 
 
+def test_bench_selfplay_profile() -> None:
+    """Every stage timed, its share of the chunk, and the achieved rate against the ceiling."""
+    from bgai.bench.profile import STAGES
+
+    out = CliRunner().invoke(
+        cli, ["bench", "selfplay", "--profile", "--batch", "4", "--repeats", "1", *SMALL]
+    )
+    assert out.exit_code == 0, out.output
+    res = _last_json(out.output)
+    assert res["bench"] == "selfplay-profile" and set(res["seconds"]) == {*STAGES, "chunk"}
+    assert all(v > 0 for v in res["seconds"].values())
+    assert res["ceiling_decisions_per_s"] > 0 and res["ratio_to_ceiling"] > 0
+    assert 1 <= res["legal_plays_per_decision"] <= 32
+    assert "of it" in out.output and "network alone" in out.output
+    bad = CliRunner().invoke(cli, ["bench", "selfplay", "--profile", "--mode", "mcts", *SMALL])
+    assert bad.exit_code == 2 and "afterstate" in bad.output
+
+
 def test_bench_selfplay_mcts_with_baseline() -> None:
     args = ["bench", "selfplay", "--mode", "mcts", "--sims", "2", "--batch", "2", "--repeats", "1", *SMALL]
     out = CliRunner().invoke(cli, args)

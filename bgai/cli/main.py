@@ -102,6 +102,11 @@ def bench() -> None:
 @click.option("--sims", type=int, default=None, help="MCTS simulations per move.")
 @click.option("--repeats", type=int, default=5, show_default=True)
 @click.option("--baseline/--no-baseline", default=True, help="mcts: also run the pgx + mctx baseline.")
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="afterstate: seconds per stage of one chunk, and decisions/s against the network's ceiling.",
+)
 def bench_selfplay(
     config: str | None,
     sets: tuple[str, ...],
@@ -110,11 +115,19 @@ def bench_selfplay(
     sims: int | None,
     repeats: int,
     baseline: bool,
+    profile: bool,
 ) -> None:
     """Decisions/s and games/s of self-play (median of repeats)."""
     from bgai.bench.selfplay import bench_selfplay as run_bench
 
     cfg = load_for_compute(config, sets)
+    if profile:
+        from bgai.bench.profile import profile_selfplay
+
+        if mode != "afterstate":
+            raise click.BadParameter("--profile profiles afterstate self-play", param_hint="--mode")
+        click.echo(json.dumps(profile_selfplay(cfg, batch, repeats, log=click.echo)))
+        return
     result = run_bench(
         cfg, mode=mode, batch=batch, sims=sims, repeats=repeats, baseline=baseline, log=click.echo
     )

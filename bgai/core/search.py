@@ -68,8 +68,8 @@ class Tree:
     d_steps: jax.Array  # [B, D, K, 4] uint8 steps of the legal plays (rules.apply_play)
     d_prior: jax.Array  # [B, D, K] float32 prior probabilities (0 on illegal plays)
     d_mask: jax.Array  # [B, D, K] bool legal plays
-    d_child: jax.Array  # [B, D, K] int32 chance node of each play, -1 if not expanded
-    d_parent: jax.Array  # [B, D] int32 chance node above, -1 at the root
+    d_child: jax.Array  # [B, D, K] int32 chance node of each play, NO_NODE if not expanded
+    d_parent: jax.Array  # [B, D] int32 chance node above, NO_NODE at the root
     d_visits: jax.Array  # [B, D] float32 (the node's own evaluation counts as one)
     d_value_sum: jax.Array  # [B, D] float32 in the mover's view
     c_board: jax.Array  # [B, C, 28] int8 afterstate, view of the side that just moved
@@ -77,7 +77,7 @@ class Tree:
     c_weights: jax.Array  # [B, C, 21] float32 roll probabilities (0: not a branch)
     c_points: jax.Array  # [B, C] float32 points won by this play (> 0: terminal)
     c_opp: jax.Array  # [B, C] float32 the opponent's pre-roll equity of flip(board)
-    c_child: jax.Array  # [B, C, 21] int32 decision node of each roll, -1 if not expanded
+    c_child: jax.Array  # [B, C, 21] int32 decision node of each roll, NO_NODE if not expanded
     c_parent: jax.Array  # [B, C] int32 decision node above
     c_visits: jax.Array  # [B, C] float32
     c_value_sum: jax.Array  # [B, C] float32 in the view of the side that played
@@ -150,26 +150,52 @@ def _argmax(x: jax.Array) -> jax.Array:
     return jnp.min(jnp.where(x == best, jax.lax.iota(jnp.int32, n), n), axis=-1)
 
 
-def _rows(x: jax.Array, idx: jax.Array) -> jax.Array:
-    """x[b, idx[b]] for every game b: [B, N, ...] -> [B, ...] (idx clipped into range)."""
-    return jnp.take_along_axis(x, jnp.clip(idx, 0, x.shape[1] - 1).reshape(-1, 1, *([1] * (x.ndim - 2))), 1)[
-        :, 0
-    ]
+NO_NODE = -1  # a play or roll not expanded yet; the root's parent
+
+
+def _row(table: jax.Array, node: jax.Array) -> jax.Array:
+    """table[b, node[b]] for every game b: [B, N, ...] -> [B, ...] (NO_NODE reads row 0)."""
+    return table[jnp.arange(table.shape[0]), jnp.clip(node, 0, table.shape[1] - 1)]
+
+
+def _cell(table: jax.Array, node: jax.Array, edge: jax.Array) -> jax.Array:
+    """table[b, node[b], edge[b]] for every game b: [B, N, A, ...] -> [B, ...]."""
+    return table[jnp.arange(table.shape[0]), jnp.clip(node, 0, table.shape[1] - 1), edge]
+
+
+def _put(table: jax.Array, node: jax.Array, value: jax.Array, where: jax.Array) -> jax.Array:
+    """`table` with row node[b] of each game b set to value[b] where `where`[b] (else unchanged)."""
+    b = jnp.arange(table.shape[0])
+    return table.at[b, jnp.where(where, node, table.shape[1])].set(value, mode="drop")
+
+
+def _put_cell(
+    table: jax.Array, node: jax.Array, edge: jax.Array, value: jax.Array, where: jax.Array
+) -> jax.Array:
+    """`table` with cell (node[b], edge[b]) of each game b set to value[b] where `where`[b]."""
+    b = jnp.arange(table.shape[0])
+    return table.at[b, jnp.where(where, node, table.shape[1]), edge].set(value, mode="drop")
+
+
+def _add(table: jax.Array, node: jax.Array, value: jax.Array | float, where: jax.Array) -> jax.Array:
+    """`table` with `value` added to row node[b] of each game b where `where`[b]."""
+    b = jnp.arange(table.shape[0])
+    return table.at[b, jnp.where(where, node, table.shape[1])].add(value, mode="drop")
 
 
 def _children_stats(visits: jax.Array, value_sum: jax.Array, child: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Visits and mean values [B, A] of the children child [B, A] (-1: none, 0 visits) in tables [B, N]."""
+    """Visits and mean values [B, A] of the children child [B, A] (NO_NODE: 0 visits) in tables [B, N]."""
     safe = jnp.maximum(child, 0)
-    n = jnp.where(child >= 0, jnp.take_along_axis(visits, safe, 1), 0.0)
-    w = jnp.where(child >= 0, jnp.take_along_axis(value_sum, safe, 1), 0.0)
+    n = jnp.where(child != NO_NODE, jnp.take_along_axis(visits, safe, 1), 0.0)
+    w = jnp.where(child != NO_NODE, jnp.take_along_axis(value_sum, safe, 1), 0.0)
     return n, w / jnp.maximum(n, 1.0)
 
 
 def _select_play(tree: Tree, d: jax.Array, noise: jax.Array) -> jax.Array:
     """PUCT's play [B] at decision nodes d [B]."""
-    child, prior, mask = _rows(tree.d_child, d), _rows(tree.d_prior, d), _rows(tree.d_mask, d)
-    n_d = _rows(tree.d_visits[..., None], d)[:, 0]
-    v_d = _rows(tree.d_value_sum[..., None], d)[:, 0] / jnp.maximum(n_d, 1.0)
+    child, prior, mask = _row(tree.d_child, d), _row(tree.d_prior, d), _row(tree.d_mask, d)
+    n_d = _row(tree.d_visits, d)
+    v_d = _row(tree.d_value_sum, d) / jnp.maximum(n_d, 1.0)
     n, q = _children_stats(tree.c_visits, tree.c_value_sum, child)
     q = jnp.where(n > 0, q, v_d[:, None])  # unvisited plays: the node's own value
     lo = jnp.minimum(jnp.min(q, -1), v_d)[:, None]
@@ -182,7 +208,7 @@ def _select_play(tree: Tree, d: jax.Array, noise: jax.Array) -> jax.Array:
 
 def _select_roll(tree: Tree, c: jax.Array, noise: jax.Array) -> jax.Array:
     """The roll [B] whose visits lag its weight most at chance nodes c [B]."""
-    weights, child = _rows(tree.c_weights, c), _rows(tree.c_child, c)
+    weights, child = _row(tree.c_weights, c), _row(tree.c_child, c)
     n, _ = _children_stats(tree.d_visits, tree.d_value_sum, child)
     score = weights - n / (jnp.sum(n, -1, keepdims=True) + 1.0) + TIE_NOISE * noise
     return _argmax(jnp.where(weights > 0, score, NEG_INF))
@@ -201,7 +227,6 @@ def _descend(tree: Tree, play_noise: jax.Array, roll_noise: jax.Array) -> tuple[
     NEW_PLAYS: decision node `node` has no plays yet (entered for the first time).
     """
     batch = tree.d_prior.shape[0]
-    b = jnp.arange(batch)
 
     def cond(carry: tuple) -> jax.Array:
         return ~jnp.all(carry[2])
@@ -210,13 +235,10 @@ def _descend(tree: Tree, play_noise: jax.Array, roll_noise: jax.Array) -> tuple[
         node, is_dec, done, edge, kind = carry
         play = _select_play(tree, node, play_noise)
         roll = _select_roll(tree, node, roll_noise)
-        dn, cn = tree.d_child.shape[1], tree.c_child.shape[1]
-        d_next = tree.d_child[b, jnp.clip(node, 0, dn - 1), play]
-        c_next = tree.c_child[b, jnp.clip(node, 0, cn - 1), roll]
-        term = ~is_dec & (tree.c_points[b, jnp.clip(node, 0, cn - 1)] > 0)
-        unready = is_dec & ~tree.d_ready[b, jnp.clip(node, 0, dn - 1)]
-        nxt = jnp.where(is_dec, d_next, c_next)
-        leaf = ~done & (term | unready | (nxt < 0))
+        term = ~is_dec & (_row(tree.c_points, node) > 0)
+        unready = is_dec & ~_row(tree.d_ready, node)
+        nxt = jnp.where(is_dec, _cell(tree.d_child, node, play), _cell(tree.c_child, node, roll))
+        leaf = ~done & (term | unready | (nxt == NO_NODE))
         step = ~done & ~leaf
         edge = jnp.where(leaf, jnp.where(is_dec, play, roll), edge)
         new = jnp.where(is_dec, jnp.where(unready, NEW_PLAYS, NEW_CHANCE), NEW_DECISION)
@@ -227,6 +249,88 @@ def _descend(tree: Tree, play_noise: jax.Array, roll_noise: jax.Array) -> tuple[
     start = (zeros, jnp.ones(batch, bool), jnp.zeros(batch, bool), zeros, zeros)
     node, _, _, edge, kind = jax.lax.while_loop(cond, body, start)
     return node, edge, kind
+
+
+def _add_plays(tree: Tree, node: jax.Array, need: jax.Array, movegen: rules.MoveGenConfig) -> Tree:
+    """Decision nodes entered for the first time (`need`): their plays and priors, from one move
+    generation for only the games that need one (none: no work at all)."""
+    batch = tree.d_board.shape[0]
+
+    def new_plays() -> tuple[jax.Array, jax.Array, jax.Array]:
+        cap = max(1, batch // MOVEGEN_SHARE)
+        plays = rules.legal_plays_rows(_row(tree.d_board, node), _row(tree.d_roll, node), need, cap, movegen)
+        parent_logits = _row(tree.c_logits, _row(tree.d_parent, node))
+        prior = jax.nn.softmax(play_logits(parent_logits, plays.steps, plays.mask), -1)
+        return plays.steps.astype(jnp.uint8), prior, plays.mask
+
+    def no_plays() -> tuple[jax.Array, jax.Array, jax.Array]:
+        return (
+            jnp.zeros(tree.d_steps.shape[:1] + tree.d_steps.shape[2:], jnp.uint8),
+            jnp.zeros(tree.d_prior.shape[:1] + tree.d_prior.shape[2:]),
+            jnp.zeros(tree.d_mask.shape[:1] + tree.d_mask.shape[2:], bool),
+        )
+
+    # about half the simulations enter no new decision node in any game: skip the work then
+    steps, prior, mask = jax.lax.cond(jnp.any(need), new_plays, no_plays)
+    return dataclasses.replace(
+        tree,
+        d_steps=_put(tree.d_steps, node, steps, need),
+        d_prior=_put(tree.d_prior, node, prior, need),
+        d_mask=_put(tree.d_mask, node, mask, need),
+        d_ready=_put(tree.d_ready, node, jnp.ones_like(need), need),
+    )
+
+
+def _add_chance(
+    apply_fn: ApplyFn,
+    params: Any,
+    key: jax.Array,
+    tree: Tree,
+    node: jax.Array,
+    edge: jax.Array,
+    new: jax.Array,
+    chance_samples: int,
+) -> tuple[Tree, jax.Array]:
+    """New chance nodes (`new`): the afterstate of play `edge` of decision node `node`, valued by
+    one network forward; returns the tree and that value (the points, if the play wins)."""
+    batch = tree.d_board.shape[0]
+    steps = _cell(tree.d_steps, node, jnp.clip(edge, 0, tree.d_steps.shape[2] - 1))
+    after = jax.vmap(rules.apply_play)(_row(tree.d_board, node).astype(jnp.int32), steps)
+    points = jax.vmap(rules.win_points)(after).astype(jnp.float32)
+    step_logits, opp_value = _evaluate(apply_fn, params, rules.flip(after))
+    value = jnp.where(points > 0, points, -opp_value)
+    at = tree.num_chance
+    row = {
+        "c_board": after.astype(jnp.int8),
+        "c_logits": step_logits,
+        "c_weights": _roll_weights(key, batch, chance_samples),
+        "c_points": points,
+        "c_opp": opp_value,
+        "c_parent": node,
+        "c_visits": jnp.ones(batch),
+        "c_value_sum": value,
+    }
+    changes = {f: _put(getattr(tree, f), at, v, new) for f, v in row.items()}
+    changes["d_child"] = _put_cell(tree.d_child, node, edge, at, new)
+    return dataclasses.replace(tree, **changes, num_chance=at + new), value
+
+
+def _add_decision(tree: Tree, node: jax.Array, edge: jax.Array, new: jax.Array) -> tuple[Tree, jax.Array]:
+    """New decision nodes (`new`): the opponent to move with roll `edge` after chance node
+    `node`, valued by the forward that made its parent; its plays wait until a simulation
+    enters it (most never are). Returns the tree and that value (the opponent's view)."""
+    value = _row(tree.c_opp, node)
+    at = tree.num_decision
+    row = {
+        "d_board": rules.flip(_row(tree.c_board, node).astype(jnp.int32)).astype(jnp.int8),
+        "d_roll": edge,
+        "d_parent": node,
+        "d_visits": jnp.ones(node.shape[0]),
+        "d_value_sum": value,
+    }
+    changes = {f: _put(getattr(tree, f), at, v, new) for f, v in row.items()}
+    changes["c_child"] = _put_cell(tree.c_child, node, edge, at, new)
+    return dataclasses.replace(tree, **changes, num_decision=at + new), value
 
 
 def _expand(
@@ -241,115 +345,40 @@ def _expand(
     movegen: rules.MoveGenConfig,
     chance_samples: int,
 ) -> tuple[Tree, jax.Array, jax.Array, jax.Array]:
-    """Add each game's new node; returns (tree, backup start node, is it a decision node, value there)."""
-    batch, dn, cn = tree.d_board.shape[0], tree.d_board.shape[1], tree.c_board.shape[1]
-    b = jnp.arange(batch)
-    d_at, c_at = jnp.clip(node, 0, dn - 1), jnp.clip(node, 0, cn - 1)
+    """Add each game's new node; returns (tree, backup start node, is it a decision node, value there).
 
-    # a decision node entered for the first time: its plays (one move generation, only the
-    # games that need one), then PUCT picks one of them and the simulation goes on as NEW_CHANCE
+    A decision node entered for the first time gets its plays, then PUCT picks one of them and
+    the simulation goes on as NEW_CHANCE."""
     need = kind == NEW_PLAYS
-
-    def new_plays() -> tuple[jax.Array, jax.Array, jax.Array]:
-        cap = max(1, batch // MOVEGEN_SHARE)
-        plays = rules.legal_plays_rows(tree.d_board[b, d_at], tree.d_roll[b, d_at], need, cap, movegen)
-        parent_logits = tree.c_logits[b, jnp.clip(tree.d_parent[b, d_at], 0, cn - 1)]
-        prior = jax.nn.softmax(play_logits(parent_logits, plays.steps, plays.mask), -1)
-        return plays.steps.astype(jnp.uint8), prior, plays.mask
-
-    def no_plays() -> tuple[jax.Array, jax.Array, jax.Array]:
-        return (
-            jnp.zeros(tree.d_steps.shape[:1] + tree.d_steps.shape[2:], jnp.uint8),
-            jnp.zeros(tree.d_prior.shape[:1] + tree.d_prior.shape[2:]),
-            jnp.zeros(tree.d_mask.shape[:1] + tree.d_mask.shape[2:], bool),
-        )
-
-    # about half the simulations enter no new decision node in any game: skip the work then
-    steps, prior, mask = jax.lax.cond(jnp.any(need), new_plays, no_plays)
-    pi = jnp.where(need, node, dn)
-    tree = dataclasses.replace(
-        tree,
-        d_steps=tree.d_steps.at[b, pi].set(steps, mode="drop"),
-        d_prior=tree.d_prior.at[b, pi].set(prior, mode="drop"),
-        d_mask=tree.d_mask.at[b, pi].set(mask, mode="drop"),
-        d_ready=tree.d_ready.at[b, pi].set(True, mode="drop"),
-    )
+    tree = _add_plays(tree, node, need, movegen)
     edge = jnp.where(need, _select_play(tree, node, play_noise), edge)
     new_chance, new_decision = (kind == NEW_CHANCE) | need, kind == NEW_DECISION
-
-    # a new chance node: the afterstate of play `edge`, valued by one network forward
-    steps = tree.d_steps[b, d_at, jnp.clip(edge, 0, tree.d_steps.shape[2] - 1)]
-    after = jax.vmap(rules.apply_play)(tree.d_board[b, d_at].astype(jnp.int32), steps)
-    points = jax.vmap(rules.win_points)(after).astype(jnp.float32)
-    step_logits, opp_value = _evaluate(apply_fn, params, rules.flip(after))
-    c_value = jnp.where(points > 0, points, -opp_value)
-    ci = jnp.where(new_chance, tree.num_chance, cn)  # out of range: dropped
-    c_set = {
-        "c_board": after.astype(jnp.int8),
-        "c_logits": step_logits,
-        "c_weights": _roll_weights(key, batch, chance_samples),
-        "c_points": points,
-        "c_opp": opp_value,
-        "c_parent": node,
-        "c_visits": jnp.ones(batch),
-        "c_value_sum": c_value,
-    }
-    changes = {f: getattr(tree, f).at[b, ci].set(v, mode="drop") for f, v in c_set.items()}
-    changes["d_child"] = tree.d_child.at[b, jnp.where(new_chance, node, dn), edge].set(
-        tree.num_chance, mode="drop"
-    )
-
-    # a new decision node: the opponent to move with roll `edge`, valued by the forward that
-    # made its parent; its plays wait until a simulation enters it (most never are)
-    board = rules.flip(tree.c_board[b, c_at].astype(jnp.int32))
-    d_value = tree.c_opp[b, c_at]
-    di = jnp.where(new_decision, tree.num_decision, dn)
-    d_set = {
-        "d_board": board.astype(jnp.int8),
-        "d_roll": edge,
-        "d_parent": node,
-        "d_visits": jnp.ones(batch),
-        "d_value_sum": d_value,
-    }
-    changes.update({f: getattr(tree, f).at[b, di].set(v, mode="drop") for f, v in d_set.items()})
-    changes["c_child"] = tree.c_child.at[b, jnp.where(new_decision, node, cn), edge].set(
-        tree.num_decision, mode="drop"
-    )
-    tree = dataclasses.replace(
-        tree,
-        **changes,
-        num_chance=tree.num_chance + new_chance,
-        num_decision=tree.num_decision + new_decision,
-    )
+    tree, c_value = _add_chance(apply_fn, params, key, tree, node, edge, new_chance, chance_samples)
+    tree, d_value = _add_decision(tree, node, edge, new_decision)
     # the backup starts at the new node's parent (or the terminal node itself), in its mover's view
-    value = jnp.where(new_chance, c_value, jnp.where(new_decision, -d_value, tree.c_points[b, c_at]))
+    value = jnp.where(new_chance, c_value, jnp.where(new_decision, -d_value, _row(tree.c_points, node)))
     return tree, node, new_chance, value
 
 
 def _backup(tree: Tree, node: jax.Array, is_dec: jax.Array, value: jax.Array) -> Tree:
     """Add one visit and `value` (flipped across every roll edge) from `node` up to the root."""
-    b = jnp.arange(tree.d_board.shape[0])
-    dn, cn = tree.d_board.shape[1], tree.c_board.shape[1]
 
     def cond(carry: tuple) -> jax.Array:
-        return jnp.any(carry[1] >= 0)
+        return jnp.any(carry[1] != NO_NODE)
 
     def body(carry: tuple) -> tuple:
         (d_visits, d_value_sum, c_visits, c_value_sum), node, is_dec, value = carry
-        live = node >= 0
-        di = jnp.where(live & is_dec, node, dn)
-        ci = jnp.where(live & ~is_dec, node, cn)
+        live = node != NO_NODE
+        at_d, at_c = live & is_dec, live & ~is_dec
         stats = (
-            d_visits.at[b, di].add(1.0, mode="drop"),
-            d_value_sum.at[b, di].add(value, mode="drop"),
-            c_visits.at[b, ci].add(1.0, mode="drop"),
-            c_value_sum.at[b, ci].add(value, mode="drop"),
+            _add(d_visits, node, 1.0, at_d),
+            _add(d_value_sum, node, value, at_d),
+            _add(c_visits, node, 1.0, at_c),
+            _add(c_value_sum, node, value, at_c),
         )
-        parent = jnp.where(
-            is_dec, tree.d_parent[b, jnp.clip(node, 0, dn - 1)], tree.c_parent[b, jnp.clip(node, 0, cn - 1)]
-        )
+        parent = jnp.where(is_dec, _row(tree.d_parent, node), _row(tree.c_parent, node))
         value = jnp.where(is_dec, -value, value)  # up a roll edge the mover changes
-        return stats, jnp.where(live, parent, -1), ~is_dec, value
+        return stats, jnp.where(live, parent, NO_NODE), ~is_dec, value
 
     # only the statistics travel through the loop: carrying the whole tree would copy its tables
     stats = (tree.d_visits, tree.d_value_sum, tree.c_visits, tree.c_value_sum)
@@ -378,8 +407,8 @@ def _new_tree(boards: jax.Array, plays: rules.Plays, prior: jax.Array, value: ja
         d_steps=table((dn, k, rules.MAX_STEPS_PER_PLAY), jnp.uint8, plays.steps),
         d_prior=table((dn, k), jnp.float32, prior),
         d_mask=table((dn, k), bool, plays.mask),
-        d_child=table((dn, k), jnp.int32, fill=-1),
-        d_parent=table((dn,), jnp.int32, fill=-1),
+        d_child=table((dn, k), jnp.int32, fill=NO_NODE),
+        d_parent=table((dn,), jnp.int32, fill=NO_NODE),
         d_visits=table((dn,), jnp.float32, jnp.ones(batch)),
         d_value_sum=table((dn,), jnp.float32, value),
         c_board=table((cn, rules.BOARD_SIZE), jnp.int8),
@@ -387,8 +416,8 @@ def _new_tree(boards: jax.Array, plays: rules.Plays, prior: jax.Array, value: ja
         c_weights=table((cn, rules.NUM_ROLLS), jnp.float32),
         c_points=table((cn,), jnp.float32),
         c_opp=table((cn,), jnp.float32),
-        c_child=table((cn, rules.NUM_ROLLS), jnp.int32, fill=-1),
-        c_parent=table((cn,), jnp.int32, fill=-1),
+        c_child=table((cn, rules.NUM_ROLLS), jnp.int32, fill=NO_NODE),
+        c_parent=table((cn,), jnp.int32, fill=NO_NODE),
         c_visits=table((cn,), jnp.float32),
         c_value_sum=table((cn,), jnp.float32),
         num_decision=jnp.ones(batch, jnp.int32),

@@ -156,7 +156,9 @@ def render_templates(tmp: Path) -> dict[str, str]:
         "ansible_python_interpreter": sys.executable, "bgai_home": str(tmp / "home")},
         "hosts": {"x0": {"bgai_address": "10.9.0.3"}}, "children": {
         "head": {"hosts": {"h0": {"bgai_address": "10.9.0.1"}}},
-        "workers": {"hosts": {"w1": {"bgai_address": "10.9.0.2", "bgai_game_workers": 1}}}}}}))  # fmt: skip
+        "workers": {"hosts": {"w1": {"bgai_address": "10.9.0.2", "bgai_game_workers": 1,
+            "bgai_settings": {"selfplay.batch_size": 4096, "selfplay.mode": "mcts"},
+            "bgai_jax_memory_fraction": 0.45, "bgai_jax_preallocate": False}}}}}}))  # fmt: skip
     env = {**ENV, "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.minimal"}  # host | SUCCESS => {json}
     argv = [
         BIN / "ansible-playbook",
@@ -191,6 +193,11 @@ def test_no_secret_in_any_environment_and_tls_and_auth_on(tmp_path: Path) -> Non
     assert f'BGAI_SECRETS_DIR="{home}/etc/secrets"' in env and "BGAI_SECRET_" not in env
     assert f'BGAI_TRACKING_PASSWORD_FILE="{home}/etc/secrets/mlflow"' in env
     assert 'BGAI_TRACKING_PASSWORD_FILE=""' in got["w1/bgai-env.conf"]  # game workers: no MLflow password
+    # a host's own settings and JAX's GPU memory, in its environment only
+    w1 = got["w1/bgai-env.conf"]
+    assert 'BGAI_SELFPLAY__BATCH_SIZE="4096"' in w1 and 'BGAI_SELFPLAY__MODE="mcts"' in w1
+    assert 'XLA_PYTHON_CLIENT_MEM_FRACTION="0.45"' in w1 and 'XLA_PYTHON_CLIENT_PREALLOCATE="false"' in w1
+    assert "BGAI_SELFPLAY__" not in env and "XLA_PYTHON_CLIENT" not in env
     assert 'BGAI_REDIS__TLS="true"' in env and f'BGAI_REDIS__CA_FILE="{home}/etc/tls/ca.crt"' in env
     redis_conf = got["h0/redis.conf"].splitlines()
     assert {"port 0", "tls-port 6379", "tls-auth-clients yes"} <= set(redis_conf)
