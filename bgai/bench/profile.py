@@ -115,9 +115,9 @@ def profile_selfplay(
     }
     decisions = batch * length
     legal = float(np.mean([np.asarray(p.mask).sum(-1).mean() for p in plays]))
-    evaluated = min(legal, float(slots))  # packed: the legal plays (up to the slots) are evaluated
     net_rows_per_s = rows * length / secs["network"]
-    ceiling = net_rows_per_s / evaluated
+    ceiling = net_rows_per_s / legal  # the network on the legal plays alone
+    at_slots = net_rows_per_s / (rows / batch)  # on the rows self-play hands it (slots per decision)
     achieved = decisions / whole
     log(
         f"profile of one afterstate self-play chunk: batch {batch}, {length} turns, "
@@ -131,6 +131,10 @@ def profile_selfplay(
         f"network alone: {net_rows_per_s:,.0f} rows/s; {legal:.1f} legal plays a decision -> ceiling "
         f"{ceiling:,.0f} decisions/s; achieved {achieved:,.0f} decisions/s = {achieved / ceiling:.1%} of it"
     )
+    log(
+        f"(self-play evaluates {rows // batch} rows a decision, eval_slots: the network alone at that "
+        f"is {at_slots:,.0f} decisions/s, achieved {achieved / at_slots:.1%} of it)"
+    )
     return {
         "bench": "selfplay-profile",
         "batch": batch,
@@ -142,6 +146,7 @@ def profile_selfplay(
         "legal_plays_per_decision": legal,
         "network_rows_per_s": net_rows_per_s,
         "ceiling_decisions_per_s": ceiling,
+        "network_at_slots_decisions_per_s": at_slots,
         "decisions_per_s": achieved,
         "ratio_to_ceiling": achieved / ceiling,
     }
