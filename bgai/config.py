@@ -268,6 +268,11 @@ class EvalConfig(_Section):
     # version's greedy 0-ply player, a different part of the set per slice: a version's ER is
     # over (games / slice_games) x this many decisions, the same ones for every version (0: none).
     er_decisions: int = 200
+    # Fleet: the largest share of wall-clock time an eval worker spends evaluating (0 < x <= 1).
+    # After a slice that took t seconds it rests t * (1 - x) / x before claiming the next, so on a
+    # host that also plays and trains, evaluation takes at most this share of one core and the
+    # rest goes to self-play and training; it evaluates fewer versions, spaced further apart.
+    busy_share: float = 1.0
     # GNU Backgammon opponents: `external` (Debian's gnubg over its socket engine) or `nn`
     # (the gnubg-nn package in process).
     gnubg_backend: str = "external"
@@ -288,6 +293,7 @@ class EvalConfig(_Section):
         self._choice("plies", (0, 1, 2))
         self._positive("one_ply_candidates", "finalists")
         self._non_negative("er_decisions")
+        self._need("busy_share", 0 < self.busy_share <= 1, "must be in (0, 1]")
         self._choice("gnubg_backend", ("external", "nn"))
 
 

@@ -64,6 +64,7 @@ CEILINGS: dict[str, float] = {
     "eval.every_versions": 1_000_000,
     "eval.slice_games": 100_000,
     "eval.er_decisions": 100_000,
+    "eval.busy_share": 1.0,
     "local.minutes": 366 * 24 * 60.0,
     "local.log_every_s": DAY_S,
     "local.eval_games": 1_000_000,
@@ -77,6 +78,9 @@ CEILINGS: dict[str, float] = {
     "head.trainer_lock_ttl_s": DAY_S,
     "head.stall_after_s": DAY_S,
     "jax.cache_max_mb": 2**20,
+    "jax.game_threads": 1024,
+    "jax.training_threads": 1024,
+    "jax.eval_threads": 1024,
 }
 
 # Numbers whose section's `_validate` already bounds them above, with a message of its own (a

@@ -145,6 +145,15 @@ class JaxConfig(_Section):
     # Directory of the bear-off database (`values.bearoff`; "~" is expanded): built there once
     # (about 5 s) by the first process that needs it, read back by the others.
     bearoff_dir: str = "~/.cache/bgai"
+    # XLA's CPU threads in a game worker's process (0: one per core, JAX's default). Where roles
+    # share a few cores (the one-host fleet) each process starts a pool as wide as the host;
+    # `bgai bench fleet` measures what a narrower one does (docs/results.md, Speed).
+    game_threads: int = 0
+    # XLA's CPU threads in the training worker's process (0: one per core).
+    training_threads: int = 0
+    # XLA's CPU threads in an eval worker's process (0: one per core).
+    eval_threads: int = 0
 
     def _validate(self) -> None:
         self._positive("cache_max_mb")
+        self._non_negative("game_threads", "training_threads", "eval_threads")

@@ -69,6 +69,9 @@ def test_fleet_commands_refuse_a_bad_config_with_exit_2(tmp_path: Path) -> None:
     bad.write_text("redis:\n  hots: 10.0.0.1\n")
     out = CliRunner().invoke(cli, ["game-worker", "--config", str(bad)])
     assert out.exit_code == 2 and "redis.hots" in out.output and "did you mean redis.host" in out.output
+    # the config file also comes from BGAI_CONFIG, as supervisord and Ansible set it
+    out = CliRunner().invoke(cli, ["check-config"], env={"BGAI_CONFIG": str(bad)})
+    assert out.exit_code == 2 and "redis.hots" in out.output, out.output
 
 
 def test_metrics_listen_on_loopback_unless_told() -> None:

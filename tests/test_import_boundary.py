@@ -240,7 +240,7 @@ def spelled_keys_at(path: Path) -> list[str]:
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("bgai.core", "bgai.errors", "bgai.clock", "bgai.durable", "bgai.opponent_names", "bgai.config_bounds"),
     ("bgai.config_parse", "bgai.config_section", "bgai.config_deploy", "bgai.config"),
-    ("bgai.agent", "bgai.devices", "bgai.compile_cache", "bgai.bearoff_file"),
+    ("bgai.agent", "bgai.devices", "bgai.compile_cache", "bgai.cpu_threads", "bgai.bearoff_file"),
     ("bgai.store", "bgai.obs", "bgai.opponents", "bgai.train"),
     ("bgai.runs", "bgai.roles", "bgai.bench"),
     ("bgai.cli",),
@@ -322,3 +322,15 @@ def test_imports_run_down_the_layers() -> None:
 def test_the_cycle_finder_finds_a_circle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_command_line_and_reading_redis_load_no_jax() -> None:
+    """`bgai --help` and `bgai status` (every 20 s in scripts/fleet-local) answer without loading
+    JAX or flax (seconds of CPU each): commands import what computes when they run."""
+    code = (
+        "import sys, bgai.cli.main, bgai.cli.fleet\n"
+        "from bgai.store import evals, registry, runstate, weights, replay, codec\n"
+        "print(sorted(m for m in ('jax', 'flax', 'optax') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

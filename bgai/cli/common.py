@@ -35,6 +35,8 @@ config_option = click.option(
     "-c",
     type=click.Path(dir_okay=False),
     default=None,
+    envvar="BGAI_CONFIG",
+    show_envvar=True,
     help="YAML config file (defaults apply to anything it leaves out).",
 )
 set_option = click.option(

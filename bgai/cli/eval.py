@@ -12,14 +12,16 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
 from bgai.cli.common import config_option, load_for_compute, set_option
 from bgai.config import Config, model_hash
-from bgai.core.evaluate import MatchResult
 from bgai.errors import BgaiError
+
+if TYPE_CHECKING:  # JAX loads only when a command computes: `bgai --help` stays quick
+    from bgai.core.evaluate import MatchResult
 
 
 @click.command("eval")
@@ -188,7 +190,7 @@ class Evaluator:
         import jax
 
         from bgai.agent import playing
-        from bgai.core.evaluate import run_pairs
+        from bgai.core.evaluate import MatchResult, run_pairs
 
         key, ours = jax.random.key(seed), playing(self.cfg, params)
         pts = run_pairs(self.match, (ours, None), key, games, progress, max_rounds=10 * games)

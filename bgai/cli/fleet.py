@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from bgai import compile_cache
+from bgai import compile_cache, cpu_threads
 from bgai.cli.common import config_option, load_or_exit, set_option
 
 worker_id_option = click.option("--worker-id", default=None, help="Registry id (default: host:role:pid).")
@@ -59,6 +59,8 @@ def _serve(
         force=True,
     )
     if kind != "coordinator":  # the coordinator compiles nothing
+        threads = getattr(cfg.jax, f"{kind}_threads")
+        logging.getLogger("bgai").info("%s", cpu_threads.limit(threads))  # before JAX's first use
         compile_cache.enable(cfg.jax)
     r, keys, clock = connect(cfg.redis), keys_for(cfg.redis), SystemClock()
     tracker, tracking = None, None

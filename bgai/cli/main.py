@@ -13,6 +13,7 @@ from bgai.cli.common import config_option, load_for_compute, load_or_exit, set_o
 from bgai.cli.cube import build_cubes
 from bgai.cli.eval import eval_command
 from bgai.cli.fleet import ROLE_COMMANDS, check_config, status
+from bgai.cli.fleetbench import bench_fleet
 from bgai.errors import BgaiError
 from bgai.store.keys import Keys
 
@@ -532,6 +533,7 @@ def bench_bearoff(directory: str | None, gnubg_positions: int) -> None:
 
 
 bench.add_command(build_cubes)
+bench.add_command(bench_fleet)
 
 
 @bench.command("build-decisions")

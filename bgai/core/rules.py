@@ -26,18 +26,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-NUM_POINTS = 24
-BAR = 24
-OPP_BAR = 25
-OFF = 26
-OPP_OFF = 27
-BOARD_SIZE = 28
-NUM_CHECKERS = 15
-MAX_FIRST = NUM_CHECKERS  # legal first steps with one die: one per occupied source, at most 15
-NUM_SOURCES = 25  # points 0..23 and the bar (24)
-NUM_STEPS = NUM_SOURCES * 6  # a single-checker step: source * 6 + (die - 1)
-NO_STEP = NUM_STEPS  # padding step index; policies give it logit 0
-MAX_STEPS_PER_PLAY = 4
+from bgai.core.layout import (  # noqa: F401 (the layout's names stay rules.X for every caller)
+    BAR,
+    BOARD_SIZE,
+    MAX_FIRST,
+    MAX_STEPS_PER_PLAY,
+    NO_STEP,
+    NUM_CHECKERS,
+    NUM_POINTS,
+    NUM_SOURCES,
+    NUM_STEPS,
+    OFF,
+    OPP_BAR,
+    OPP_OFF,
+)
 
 FLIP_IDX = np.array(list(range(23, -1, -1)) + [OPP_BAR, BAR, OPP_OFF, OFF])
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import psutil
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info, ProcessCollector, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -224,6 +224,9 @@ class RoleMetrics:
         build = Info("bgai_build", "The bgai build.", registry=r)
         build.info({"version": _version()})
         r.register(SystemCollector(worker_id, hostname))
+        # the standard process metrics (process_cpu_seconds_total, resident memory, start time...):
+        # where a host's CPU goes, per role (`bgai bench fleet` reads them)
+        ProcessCollector(registry=r)
         r.register(GpuCollector(worker_id))
         self._recent: collections.deque[tuple[float, int]] = collections.deque()
         self._server: Any = None

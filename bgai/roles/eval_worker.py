@@ -15,11 +15,17 @@ A cube opponent (`gnubg_Nply_cube`) plays its part of a slice as cubeful money g
 gnubg (its external player: `opponents.cubeful.play_cubeful`), our moves and cube decisions
 answered by the version's weights; gnubg's dice, seeded by (version, slice), so a re-issued
 slice replays the same session. Its points (cube x result) add up like the others'.
+
+`eval.busy_share` bounds the share of wall-clock time evaluation takes: after each slice (but
+the process's first, which compiles) the worker rests in proportion to the slice's time, so on
+a host that also plays and trains most of the cores stay with self-play and training.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -57,11 +63,14 @@ class EvalWorker:
         identity: Identity,
         metrics: RoleMetrics | None = None,
         tracking: TrackingQueue | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.cfg, self.r, self.keys, self.identity = cfg, r, keys, identity
+        self.clock = clock
         self.metrics = metrics or RoleMetrics(identity.worker_id, identity.type, identity.hostname)
         self.status = "starting"
         self.games = 0
+        self.slices = 0  # slices this process has played
         self.tracking = tracking
         self.run_id: str | None = None
         self.opponents = [parse_opponent(name) for name in cfg.eval.opponents]
@@ -115,6 +124,7 @@ class EvalWorker:
         ):
             return self.skip_version(got)
         self.status = "evaluating"
+        started = self.clock()
         points: dict[str, list[int]] = {}
         parts = []
         for op in self.opponents:
@@ -151,7 +161,16 @@ class EvalWorker:
         if done == got.slices and self.tracking is not None and run_id is not None:
             for name, t in totals.items():  # the version is complete
                 self.tracking.metrics(run_id, eval_metrics(name, t), got.version)
-        return Unit(f"version {got.version} slice {got.slice_index}: won " + ", ".join(parts))
+        summary = f"version {got.version} slice {got.slice_index}: won " + ", ".join(parts)
+        first, self.slices = self.slices == 0, self.slices + 1
+        # the first slice compiles this worker's matches: no rest for that one-off time
+        return Unit(summary, idle_s=0.0 if first else self.rest_after(self.clock() - started))
+
+    def rest_after(self, busy_s: float) -> float:
+        """Seconds to rest after `busy_s` seconds of evaluation, so that evaluating takes at most
+        `eval.busy_share` of the wall-clock time."""
+        share = self.cfg.eval.busy_share
+        return max(0.0, busy_s) * (1.0 - share) / share
 
     def score_decisions(self, index: int) -> dict[str, int] | None:
         """ER sums of slice `index`'s part of the decision set by the current version (greedy

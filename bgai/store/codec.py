@@ -38,11 +38,9 @@ from typing import Any
 
 import numpy as np
 import zstandard
-from flax import serialization
-from flax.traverse_util import flatten_dict
 
 from bgai.config_bounds import MAX_PLAYS
-from bgai.core import rules
+from bgai.core import layout as rules  # plain numbers: reading Redis never loads JAX
 from bgai.core.episodes import Episode
 from bgai.errors import CorruptDataError, IncompatibleError, NonFiniteWeightsError
 
@@ -75,14 +73,23 @@ _STEPS = rules.MAX_STEPS_PER_PLAY
 # Weights
 
 
+def _flat(tree: Any) -> dict[str, Any]:
+    """A params tree's leaves by their "/"-joined paths. flax loads here, on first use: reading
+    headers, episodes and Redis state (`bgai status`) never loads flax or JAX."""
+    from flax import serialization
+    from flax.traverse_util import flatten_dict
+
+    return dict(flatten_dict(serialization.to_state_dict(tree), sep="/"))
+
+
 def _leaves(tree: Any) -> dict[str, tuple[list[int], str]]:
-    flat = flatten_dict(serialization.to_state_dict(tree), sep="/")
+    flat = _flat(tree)
     return {k: (list(np.shape(v)), str(np.asarray(v).dtype)) for k, v in sorted(flat.items())}
 
 
 def non_finite_leaves(tree: Any) -> list[str]:
     """Paths of the float leaves of a params tree (or state dict) holding a NaN or an infinity."""
-    flat = flatten_dict(serialization.to_state_dict(tree), sep="/")
+    flat = _flat(tree)
     return [
         k
         for k, v in sorted(flat.items())
@@ -101,6 +108,8 @@ def check_finite(tree: Any, what: str) -> None:
 def encode_weights(params: Any, *, version: int, step: int, model_hash: str, config_hash: str) -> bytes:
     """The weights codec blob of `params`; NonFiniteWeightsError if any weight is NaN or infinite
     (a diverged network is never published)."""
+    from flax import serialization
+
     check_finite(_to_numpy(params), f"weights of version {version}")
     body = serialization.msgpack_serialize(serialization.to_state_dict(_to_numpy(params)), in_place=True)
     header = {
@@ -156,6 +165,8 @@ def decode_weights(blob: bytes, template: Any, model_hash: str) -> tuple[Any, di
     got = _normal(header.get("leaves"))
     if got != want:
         raise IncompatibleError(f"weights shapes differ from the model: {_diff(want, got)}")
+    from flax import serialization
+
     try:
         state = serialization.msgpack_restore(body)
         params = serialization.from_state_dict(template, state)

@@ -156,7 +156,7 @@ def test_a_worker_that_refuses_a_version_releases_its_slice_and_skips_it(
 def test_cubeful_games_against_gnubg_add_up_per_version(tmp_path: Path) -> None:
     """A cube opponent: each slice is a cubeful gnubg session seeded by (version, slice), its
     points (cube x result) in the version's totals like any opponent's; a replayed slice is
-    the same session."""
+    the same session. The worker rests after each slice as `eval.busy_share` asks."""
     with redis_server(tmp_path / "redis") as port:
         cfg = load_config(
             FLEET_YAML,
@@ -165,16 +165,22 @@ def test_cubeful_games_against_gnubg_add_up_per_version(tmp_path: Path) -> None:
                 "redis.port": str(port),
                 "eval.opponents": "[gnubg_0ply_cube]",
                 "eval.er_decisions": "0",
+                "eval.busy_share": "0.25",
             },
         )
         r, keys = connect(cfg.redis), Keys(cfg.redis.prefix)
         runstate.start_run(r, keys, "run-c")
-        w = EvalWorker(cfg, r, keys, ident("c1"))
+        ticks = iter(range(0, 10_000, 2))  # each reading of the clock 2 s after the last
+        w = EvalWorker(cfg, r, keys, ident("c1"), clock=lambda: float(next(ticks)))
         w.setup()
         try:
             beat(cfg, r, keys, w)
             publish(cfg, r, keys, 0)
-            summaries = [w.run_once().summary for _ in range(cfg.eval.games // cfg.eval.slice_games)]
+            units = [w.run_once() for _ in range(cfg.eval.games // cfg.eval.slice_games)]
+            # eval.busy_share 0.25: a slice that took 2 s is followed by 6 s of rest, but the
+            # first (it compiles the worker's matches)
+            assert [u.idle_s for u in units] == [0.0] + [6.0] * (len(units) - 1)
+            summaries = [u.summary for u in units]
             assert all("gnubg_0ply_cube" in s and "points/4" in s for s in summaries), summaries
             t = evals.results_of(r, keys, 0)["gnubg_0ply_cube"]
             assert t["games"] == cfg.eval.games and t["sq"] >= cfg.eval.games  # every game scores
