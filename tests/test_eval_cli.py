@@ -137,3 +137,36 @@ def test_a_version_of_the_current_run(ckpt: Path, tmp_path: Path) -> None:
         code, out = run("--version", "5", "--games", "2", *sets)
         assert code == 2 and "version 5 of run run-v" in out and "[3]" in out
         r.close()
+
+
+@pytest.mark.skipif(not os.access("/usr/games/gnubg", os.X_OK), reason="needs Debian's gnubg")
+def test_gnubg_plays_against_the_model_served_as_its_external_player(ckpt: Path) -> None:
+    """`bgai gnubg-player`: a process serving the checkpoint on a port; gnubg connects there as a
+    user would (`set player 1 external localhost:PORT`) and plays two cubeful money games."""
+    import subprocess
+    import sys
+
+    from redis_server import free_port
+
+    from bgai.opponents.referee import play_session, session_points
+
+    port = free_port()
+    args = ["gnubg-player", "--checkpoint", str(ckpt), "--port", str(port), "--once", *ARGS]
+    bgai = Path(sys.executable).parent / "bgai"
+    with subprocess.Popen([bgai, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:  # the model is loaded and compiled: it listens
+                if "listening on" in line:
+                    break
+            assert f"set player 1 external localhost:{port}" in line, line
+            _, lines = play_session(None, 2, address=f"localhost:{port}", cubeful=True, seed=3)
+            assert len(session_points(lines)) == 2
+            rest = proc.stdout.read()  # to its exit: --once serves one connection
+            proc.wait(60)
+        except BaseException:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, rest
+    served = re.search(r"gnubg disconnected after (\d+) moves and (\d+) cube decisions", rest)
+    assert served and int(served[1]) > 0, rest

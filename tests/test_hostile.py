@@ -206,3 +206,30 @@ def test_data_formats_are_not_pickle(tmp_path: Path) -> None:
     bad.write_bytes(evil)
     with pytest.raises(CorruptDataError):
         load_checkpoint(bad, train_template(Config()))
+
+
+def test_status_and_runs_say_in_one_line_what_redis_refused(tmp_path: Path) -> None:
+    """`bgai status` and `bgai-runs` without credentials, with a wrong password, or with Redis
+    down: one line naming what to set, exit 2, no traceback."""
+    from click.testing import CliRunner
+
+    from bgai.cli.main import cli
+    from bgai.cli.runs import runs
+
+    def both(env: dict[str, str]) -> list[str]:
+        env = {"BGAI_MLFLOW__TRACKING_URI": "http://127.0.0.1:9", **env}
+        outs = []
+        for group, args in ((cli, ["status"]), (runs, ["pause"])):
+            out = CliRunner().invoke(group, [*args, "--config", str(FLEET_YAML)], env=env)
+            assert out.exit_code == 2 and "Traceback" not in out.output, (args, out.output)
+            assert len(out.output.strip().splitlines()) == 1, out.output
+            outs.append(out.output)
+        return outs
+
+    with redis_server(tmp_path / "redis", extra=("--requirepass", "right-password")) as port:
+        for env in ({}, {"BGAI_REDIS__PASSWORD": "wrong"}):
+            for line in both({"BGAI_REDIS__PORT": str(port), **env}):
+                assert f"Redis at 127.0.0.1:{port} refused the default user" in line, line
+                assert "BGAI_REDIS__PASSWORD_FILE" in line, line
+    for line in both({"BGAI_REDIS__PORT": str(port)}):  # the server is gone
+        assert f"Redis at 127.0.0.1:{port} is unreachable" in line, line

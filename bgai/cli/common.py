@@ -23,6 +23,29 @@ def load_or_exit(config: str | None, sets: tuple[str, ...]) -> Config:
         raise click.UsageError(f"bad configuration: {exc}") from exc
 
 
+class OperatorError(click.ClickException):
+    """A mistake or an outage the operator fixes (Redis down, wrong password): one line, exit 2."""
+
+    exit_code = 2
+
+
+def redis_failure(exc: BaseException, cfg: Config) -> OperatorError | None:
+    """The one-line error for a Redis that is unreachable or refuses these credentials, else None."""
+    from bgai.store.client import REFUSED, is_unavailable
+
+    where = f"Redis at {cfg.redis.host}:{cfg.redis.port}"
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, REFUSED):
+        user = cfg.redis.username or "the default user"
+        return OperatorError(
+            f"{where} refused {user}: {first} (set redis.username and redis.password_file, e.g. "
+            "BGAI_REDIS__USERNAME=admin BGAI_REDIS__PASSWORD_FILE=runs/fleet/secrets/admin)"
+        )
+    if is_unavailable(exc):
+        return OperatorError(f"{where} is unreachable: {first} (is it running? redis.host, redis.port)")
+    return None
+
+
 def load_for_compute(config: str | None, sets: tuple[str, ...]) -> Config:
     """`load_or_exit` for commands that compile JAX programs: also turns on the compilation cache."""
     cfg = load_or_exit(config, sets)

@@ -136,10 +136,10 @@ def eval_command(
     cfg = replace(cfg, eval=ev, search=search)
     depth = f" {cfg.eval.plies}-ply" if cfg.eval.player == "greedy" and cfg.eval.plies > 0 else ""
     models: list[tuple[str, Callable[[], Any]]] = [
-        (Path(p).name + depth, partial(_from_checkpoint, cfg, Path(p))) for p in checkpoints
+        (Path(p).name + depth, partial(from_checkpoint, cfg, Path(p))) for p in checkpoints
     ]
     if version is not None:
-        models = [(f"version {version}{depth}", partial(_from_version, cfg, version))]
+        models = [(f"version {version}{depth}", partial(from_version, cfg, version))]
     if cube:
         naive = cube_policy == "naive"
         if op.kind == "gnubg":
@@ -153,7 +153,7 @@ def eval_command(
     rows = []
     with Evaluator(cfg, op) as ev_:
         for label, load in models:
-            params = _load(label, load)
+            params = load_model(label, load)
             t0 = time.perf_counter()
             with click.progressbar(length=games, label=f"{label} vs {name}", show_eta=True) as bar:
                 res = ev_.play(params, games, seed, bar.update)
@@ -197,7 +197,7 @@ class Evaluator:
         return MatchResult.of_points(pts)
 
 
-def _load(label: str, load: Callable[[], Any]) -> Any:
+def load_model(label: str, load: Callable[[], Any]) -> Any:
     """A model's params; an operator's error (a missing or foreign file) is one line."""
     try:
         return load()
@@ -220,7 +220,7 @@ def _eval_cubeful(
 
     agent = ExternalAgent(cfg, cube_plies, jacoby, naive)
     for label, load in models:
-        agent.load(_load(label, load))
+        agent.load(load_model(label, load))
         t0 = time.perf_counter()
         s = play_cubeful(
             agent,
@@ -280,7 +280,7 @@ def _eval_cubeful_in_graph(
         their_cube, who = cube_policy(cfg, naive=True), f"{theirs} (naive cube)"
     match = cubeful_match(cfg, decide, their_cube, min(16, games // 2), naive, cube_plies, jacoby)
     for label, load in models:
-        ours = playing(cfg, _load(label, load))
+        ours = playing(cfg, load_model(label, load))
         t0 = time.perf_counter()
         with click.progressbar(length=games, label=f"{label} vs {who}", show_eta=True) as bar:
             s = run_cubeful(
@@ -295,13 +295,13 @@ def _template(cfg: Config) -> Any:
     return params_template(cfg)
 
 
-def _from_checkpoint(cfg: Config, path: Path) -> Any:
+def from_checkpoint(cfg: Config, path: Path) -> Any:
     from bgai.train.checkpoint import load_params
 
     return load_params(path, _template(cfg), model_hash(cfg))[0]
 
 
-def _from_version(cfg: Config, version: int) -> Any:
+def from_version(cfg: Config, version: int) -> Any:
     """Version N of the current run: a checkpoint on this host, else the weights Redis holds."""
     from bgai.runs.manager import checkpoint_dir
     from bgai.store import evals, runstate, weights

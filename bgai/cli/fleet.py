@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from bgai import compile_cache, cpu_threads
-from bgai.cli.common import config_option, load_or_exit, set_option
+from bgai.cli.common import config_option, load_or_exit, redis_failure, set_option
 
 worker_id_option = click.option("--worker-id", default=None, help="Registry id (default: host:role:pid).")
 metrics_port_option = click.option(
@@ -153,7 +153,7 @@ def check_config(config: str | None, sets: tuple[str, ...]) -> None:
 def status(config: str | None, sets: tuple[str, ...], as_json: bool) -> None:
     """Run, model version, buffer, live workers and the latest eval results."""
     from bgai.store import evals, registry, runstate, weights
-    from bgai.store.client import connect, is_unavailable, keys_for
+    from bgai.store.client import connect, keys_for
     from bgai.store.replay import ReplayStore
 
     cfg = load_or_exit(config, sets)
@@ -166,10 +166,9 @@ def status(config: str | None, sets: tuple[str, ...], as_json: bool) -> None:
         ages = registry.heartbeat_ages(r, keys, sorted(workers), cfg.head.heartbeat_ttl_s)
         results = evals.results(r, keys, limit=5)
     except Exception as exc:
-        if is_unavailable(exc):
-            raise click.ClickException(
-                f"Redis at {cfg.redis.host}:{cfg.redis.port} is unreachable: {exc}"
-            ) from exc
+        failure = redis_failure(exc, cfg)
+        if failure is not None:
+            raise failure from None
         raise
     if as_json:
         click.echo(

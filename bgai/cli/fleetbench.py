@@ -39,8 +39,8 @@ def bench_fleet(local_dir: str, fleet_dir: str, cpu: str | None) -> None:
     except (FileNotFoundError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
     answers = load_answers(Path(cpu)) if cpu else None
-    cpu, commands = (cpu_by_role(answers), cpu_by_command(answers)) if answers else (None, None)
-    figures = compare(local, fleet, cpu, commands)
+    roles = cpu_by_role(answers) if answers else None
+    figures = compare(local, fleet, roles, cpu_by_command(answers) if answers else None)
     for line in table(figures):
         click.echo(line)
     click.echo(json.dumps(figures))

@@ -14,6 +14,7 @@ from bgai.cli.cube import build_cubes
 from bgai.cli.eval import eval_command
 from bgai.cli.fleet import ROLE_COMMANDS, check_config, status
 from bgai.cli.fleetbench import bench_fleet
+from bgai.cli.play import gnubg_player
 from bgai.errors import BgaiError
 from bgai.store.keys import Keys
 
@@ -375,7 +376,7 @@ def bench_strength(
     from bgai.bench.decisions import DEFAULT_SET, DecisionSet
     from bgai.bench.strength import bench_strength as run_bench
     from bgai.bench.strength import network_scorer
-    from bgai.cli.eval import _from_checkpoint, _from_version
+    from bgai.cli.eval import from_checkpoint, from_version
     from bgai.core.network import init_params
 
     cfg = load_for_compute(config, sets)
@@ -394,9 +395,9 @@ def bench_strength(
     label = "untrained (seed 0)"
     try:
         if checkpoint is not None:
-            label, params = Path(checkpoint).name, _from_checkpoint(cfg, Path(checkpoint))
+            label, params = Path(checkpoint).name, from_checkpoint(cfg, Path(checkpoint))
         elif version is not None:
-            label, params = f"version {version}", _from_version(cfg, version)
+            label, params = f"version {version}", from_version(cfg, version)
         else:
             params = init_params(net, jax.random.key(0))
     except (BgaiError, OSError) as exc:
@@ -534,6 +535,7 @@ def bench_bearoff(directory: str | None, gnubg_positions: int) -> None:
 
 bench.add_command(build_cubes)
 bench.add_command(bench_fleet)
+cli.add_command(gnubg_player)
 
 
 @bench.command("build-decisions")

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from bgai.cli.common import config_option, load_or_exit, set_option
+from bgai.cli.common import config_option, load_or_exit, redis_failure, set_option
 from bgai.config import Config
 from bgai.errors import BgaiError
 
@@ -26,7 +26,7 @@ run_id_option = click.option("--run-id", required=True, help="The MLflow run id 
 def _manager(config: str | None, sets: tuple[str, ...]) -> Iterator[Any]:
     from bgai.obs.tracking import Tracker, client_env
     from bgai.runs.manager import RunManager
-    from bgai.store.client import connect, is_unavailable, keys_for
+    from bgai.store.client import connect, keys_for
 
     cfg: Config = load_or_exit(config, sets)
     if not cfg.mlflow.tracking_uri:
@@ -38,10 +38,9 @@ def _manager(config: str | None, sets: tuple[str, ...]) -> Iterator[Any]:
     except BgaiError as exc:
         raise click.UsageError(str(exc)) from exc
     except Exception as exc:
-        if is_unavailable(exc):
-            raise click.ClickException(
-                f"Redis at {cfg.redis.host}:{cfg.redis.port} is unreachable: {exc}"
-            ) from exc
+        failure = redis_failure(exc, cfg)
+        if failure is not None:
+            raise failure from None
         if type(exc).__name__ == "MlflowException" or "mlflow" in type(exc).__module__:
             raise click.ClickException(
                 f"MLflow at {cfg.mlflow.tracking_uri}: {str(exc).splitlines()[0]}"

@@ -66,10 +66,17 @@ class ExternalPlayer:
     raised again by `close()`.
     """
 
-    def __init__(self, choose: Choose, timeout: float = 60.0, cube: CubeChoose | None = None) -> None:
+    def __init__(
+        self,
+        choose: Choose,
+        timeout: float | None = 60.0,
+        cube: CubeChoose | None = None,
+        port: int = 0,
+    ) -> None:
         self._choose = choose
         self._cube = cube
-        self._timeout = timeout
+        self._timeout = timeout  # for gnubg to connect, and for close(); None: no limit
+        self._bind_port = port  # 0: any free port
         self.requests: list[Request] = []
         self.cube_requests: list[CubeRequest] = []
         self.error: BaseException | None = None
@@ -90,9 +97,11 @@ class ExternalPlayer:
         return f"localhost:{self.port}"
 
     def start(self) -> int:
-        """Listen on a free port (returned) and serve the first connection in a thread."""
+        """Listen on localhost (the port given, or a free one; returned) and serve the first
+        connection in a thread."""
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.bind(("127.0.0.1", 0))
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a fixed port, served again
+        listener.bind(("127.0.0.1", self._bind_port))
         listener.listen(1)
         listener.settimeout(self._timeout)
         self._listener = listener
@@ -143,6 +152,11 @@ class ExternalPlayer:
         self.requests.append(Request(board, dice, np.asarray(afterstate, dtype=np.int32).copy(), move))
         return move
 
+    def wait(self) -> None:
+        """Return once the connection has ended (gnubg closed it or play stopped on an error)."""
+        if self._thread is not None:
+            self._thread.join()
+
     def close(self) -> None:
         """Stop serving; raises the error the server met, if any."""
         self._closing = True
@@ -169,7 +183,7 @@ class ExternalPlayer:
 
 
 def play_session(
-    choose: Choose,
+    choose: Choose | None,
     games: int,
     *,
     name: str = "bgai",
@@ -179,6 +193,8 @@ def play_session(
     timeout: float = 120.0,
     cube: CubeChoose | None = None,
     jacoby: bool = False,
+    address: str | None = None,
+    cubeful: bool | None = None,
 ) -> tuple[list[Request], list[str]]:
     """Play `games` money games in gnubg: `choose` as player 1, gnubg as player 0.
 
@@ -186,14 +202,20 @@ def play_session(
     cubefully at `opponent_plies`, beavers off; the Jacoby rule if `jacoby`): the player's
     `cube_requests` are lost here, `session_points` reads the points from gnubg's output.
     Returns the requests served and gnubg's output (raw boards included) for `check_games`.
-    `timeout` bounds each game.
+    `timeout` bounds each game. With `address` (`host:port`), player 1 is an external player
+    already listening there (`bgai gnubg-player`): no requests come back, `cubeful` says
+    whether the cube is in use.
     """
-    player = ExternalPlayer(choose, timeout, cube)
-    player.start()
+    player = None
+    if address is None:
+        assert choose is not None
+        player = ExternalPlayer(choose, timeout, cube)
+        player.start()
+        address = player.address
     gnubg: GnubgProcess | None = None
     try:
         gnubg = GnubgProcess(binary)
-        cubeful = cube is not None
+        cubeful = cube is not None if cubeful is None else cubeful
         gnubg.send(
             f"set jacoby {'on' if jacoby else 'off'}",
             f"set cube use {'on' if cubeful else 'off'}",
@@ -205,7 +227,7 @@ def play_session(
             f"set player 0 chequerplay evaluation cubeful {'on' if cubeful else 'off'}",
             f"set player 0 cubedecision evaluation plies {opponent_plies}",
             f"set player 1 name {name}",
-            f"set player 1 external {player.address}",  # gnubg connects here and now
+            f"set player 1 external {address}",  # gnubg connects here and now
             "set output rawboard on",
         )
         i = 0
@@ -216,11 +238,12 @@ def play_session(
             i = gnubg.wait_for(rf"{_WIN.pattern}|^Error", i + 1, timeout)
             if gnubg.lines[i].startswith("Error"):  # our player's reply: play stopped
                 raise GnubgError(f"gnubg stopped: {gnubg.lines[i]}")
-        return player.requests, list(gnubg.lines)
+        return ([] if player is None else player.requests), list(gnubg.lines)
     finally:
         if gnubg is not None:
             gnubg.close()
-        player.close()
+        if player is not None:
+            player.close()
 
 
 def _setup_acks(jacoby: bool, cubeful: bool) -> tuple[str, ...]:

@@ -275,6 +275,8 @@ def test_workers_register_are_scraped_and_training_advances(deployed: Deployed) 
     scraped = {f"{rec['metrics_host']}:{rec['metrics_port']}" for rec in records.values()}
     nodes = {f"{a}:{d.ports['node']}" for a in (HEAD_ADDRESS, "10.231.0.11", "10.231.0.12")}
     wait_for("Prometheus scraping every worker and node_exporter", lambda: up() >= scraped | nodes, 120)
+    groups = d.prometheus("/api/v1/rules")["data"]["groups"]
+    assert "bgai" in {g["name"] for g in groups}, groups  # the alerting rules, installed and loaded
 
     version = lambda: int(r.get(KEYS.model_version) or -1)  # noqa: E731
     wait_for("the model version to advance past 2", lambda: version() >= 2, 300)

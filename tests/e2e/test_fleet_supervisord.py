@@ -172,6 +172,17 @@ def check_prometheus(env: dict[str, str], prom: PromAPI, instances: set[str]) ->
         out = subprocess.run(["promtool", "check", "config", config], capture_output=True, text=True)
         assert out.returncode == 0, out.stdout + out.stderr
     wait_for("Prometheus to answer", prom.ready, 60)
+    # the alerting rules are loaded and evaluated: the Watchdog fires
+    groups = {g["name"]: g for g in prom.get("rules")["groups"]}
+    assert "bgai" in groups and len(groups["bgai"]["rules"]) >= 9, groups.keys()
+
+    def watchdog() -> bool:
+        return any(
+            a["labels"]["alertname"] == "Watchdog" and a["state"] == "firing"
+            for a in prom.get("alerts")["alerts"]
+        )
+
+    wait_for("the Watchdog alert to fire", watchdog, 90)
     wait_for("every role scraped by Prometheus", lambda: set(prom.up_targets()) >= instances, 120)
     assert set(prom.up_targets().values()) == {"coordinator", "training", "game", "eval"}
     for instance in instances:

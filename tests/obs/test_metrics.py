@@ -138,3 +138,24 @@ def test_declared_metrics_pass_promtool(tmp_path: Path) -> None:
     # the lint saw a sample of every declared metric (a new one must be set above to be linted)
     sampled = {line.split("{")[0].split(" ")[0] for line in text.decode().splitlines() if line[:1] != "#"}
     assert declared_metrics() <= sampled, declared_metrics() - sampled
+
+
+def test_the_alerting_rules_pass_promtool_and_name_declared_metrics() -> None:
+    """configs/rules/bgai.yml: `promtool check rules` passes, and every metric a rule reads is one
+    a role declares (or Prometheus's own `up`): a renamed metric cannot leave a rule that never fires."""
+    import re
+
+    import yaml
+
+    rules = Path(__file__).resolve().parents[2] / "configs" / "rules" / "bgai.yml"
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing: scripts/install installs Debian's prometheus package")
+    out = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    exprs = [r["expr"] for g in yaml.safe_load(rules.read_text())["groups"] for r in g["rules"]]
+    used = {m for e in exprs for m in re.findall(r"\b(bgai_\w+|up)\b", e)}
+    assert used - declared_metrics() <= {"up"}, used - declared_metrics()
+    assert {"Watchdog", "BgaiTrainerMissing", "BgaiSelfPlayStopped"} <= {
+        r["alert"] for g in yaml.safe_load(rules.read_text())["groups"] for r in g["rules"]
+    }
