@@ -12,6 +12,7 @@ One frozen dataclass per section; `Config` holds them all. The defaults form a s
   field takes the text verbatim; a tuple field takes a YAML list (`[128, 64]`) or comma separated
   items (`128,64`). Other `BGAI_*` variables without `__` are not config and are ignored, unless they
   look like a config key written with one underscore (`BGAI_TRAINING_SEED`), which is refused.
+  `BGAI_REDIS_URL` (as rq's and MLflow's URLs go) is `redis.url`: `redis://host:port/db`.
 - Overrides (the CLI's `--set`): dotted keys; a value is either already typed or, for a non-str
   field, a string read like an env value.
 - A secret's `*_file` (`redis.password_file`) names a file holding it; giving both is refused.
@@ -42,6 +43,8 @@ from bgai.errors import ConfigError
 from bgai.opponent_names import parse_opponent
 
 ENV_PREFIX = "BGAI_"
+# Env names of config keys besides BGAI_<SECTION>__<KEY>: the Redis URL, as rq and MLflow read theirs.
+ENV_ALIASES = {"BGAI_REDIS_URL": "redis.url"}
 
 # ---------------------------------------------------------------------------------------------
 # Sections
@@ -408,7 +411,14 @@ class _Layers:
             if not var.startswith(ENV_PREFIX):
                 continue
             rest = var[len(ENV_PREFIX) :]
-            if "__" in rest:
+            if var in ENV_ALIASES:
+                section, _, name = ENV_ALIASES[var].partition(".")
+                if f"{ENV_PREFIX}{section.upper()}__{name.upper()}" in env:
+                    raise ConfigError(
+                        var, f"give it or {ENV_PREFIX}{section.upper()}__{name.upper()}, not both"
+                    )
+                self.set(ENV_ALIASES[var], env[var], f"env {var}", text=True)
+            elif "__" in rest:
                 section, _, name = rest.partition("__")
                 self.set(f"{section.lower()}.{name.lower()}", env[var], f"env {var}", text=True)
             elif any(rest.startswith(s.upper() + "_") for s in SECTIONS):

@@ -77,6 +77,8 @@ CEILINGS: dict[str, float] = {
     "head.coordinator_every_s": 3600.0,
     "head.trainer_lock_ttl_s": DAY_S,
     "head.stall_after_s": DAY_S,
+    "head.expected_game_workers": 100_000,
+    "head.expected_eval_workers": 100_000,
     "jax.cache_max_mb": 2**20,
     "jax.game_threads": 1024,
     "jax.training_threads": 1024,

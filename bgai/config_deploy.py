@@ -7,8 +7,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import ClassVar
+from urllib.parse import unquote, urlsplit
 
+from bgai.config_parse import coerce, field_types
 from bgai.config_section import _Section
+from bgai.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +20,11 @@ class RedisConfig(_Section):
     `password_file`, env BGAI_REDIS__PASSWORD or an untracked config file, never a committed one."""
 
     SECTION: ClassVar[str] = "redis"
+    # The address as one URL, `redis://[user[:password]@]host[:port][/db]` (`rediss://`: TLS), as
+    # rq and MLflow take theirs; env BGAI_REDIS_URL sets it too. When given it is read into host,
+    # port (6379 if it names none), db (0), tls, and the user and password it names, over
+    # whatever set those keys, and then left empty: the resolved config holds one address.
+    url: str = ""
     # The head's address (set it per host: BGAI_REDIS__HOST or an untracked config file).
     host: str = "127.0.0.1"
     # TCP port of the head's Redis.
@@ -46,6 +54,19 @@ class RedisConfig(_Section):
     # ...up to this cap.
     backoff_max_s: float = 5.0
 
+    def _normalise(self) -> None:
+        if not self.url:
+            return
+        hints = field_types(type(self))
+        for name, value in parse_redis_url(self.url).items():
+            object.__setattr__(self, name, coerce(f"redis.{name}", value, hints[name]))
+        object.__setattr__(self, "url", "")
+        plain = [
+            f"redis.{n}" for n in ("ca_file", "cert_file", "key_file") if not self.tls and getattr(self, n)
+        ]
+        if plain:
+            raise ConfigError("redis.url", f"is redis:// (no TLS) but {plain[0]} is set: use rediss://")
+
     def _validate(self) -> None:
         self._need("host", bool(self.host.strip()), "must be non-empty")
         self._need("port", 0 < self.port < 65536, "must be a TCP port (1..65535)")
@@ -59,6 +80,37 @@ class RedisConfig(_Section):
         for name in ("ca_file", "cert_file", "key_file"):
             self._need(name, self.tls or not getattr(self, name), "needs redis.tls: true")
         self._need("key_file", bool(self.cert_file) == bool(self.key_file), "goes with cert_file")
+
+
+def parse_redis_url(url: str) -> dict[str, object]:
+    """The `redis` keys a `redis[s]://[user[:password]@]host[:port][/db]` URL sets; ConfigError
+    on `redis.url` for anything else. The message never repeats the URL: it may hold a password."""
+    shape = "redis://[user[:password]@]host[:port][/db] or rediss://... (TLS)"
+
+    def bad(problem: str) -> ConfigError:
+        return ConfigError("redis.url", f"not a Redis URL ({problem}); expected {shape}")
+
+    try:
+        parts = urlsplit(url.strip())
+        host, port = parts.hostname, parts.port  # .port raises on a port that is no number
+    except ValueError:  # (its message could quote a password taken for a port)
+        raise bad("a malformed host or port") from None
+    if parts.scheme not in ("redis", "rediss"):
+        raise bad("the scheme is not redis:// or rediss://")
+    if not host:
+        raise bad("no host")
+    if parts.query or parts.fragment:
+        raise bad("query parameters are not read: set redis.* keys instead")
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise bad("the path must be a database number")
+    out: dict[str, object] = {"host": host, "port": port or 6379, "db": int(db or 0)}
+    out["tls"] = parts.scheme == "rediss"
+    if parts.username:
+        out["username"] = unquote(parts.username)
+    if parts.password:
+        out["password"] = unquote(parts.password)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +127,20 @@ class HeadConfig(_Section):
     coordinator_every_s: float = 2.0
     # Prometheus file_sd JSON the coordinator writes (atomic replace).
     targets_file: str = "runs/fleet/targets/bgai.json"
+    # Prometheus's HTTP address, e.g. http://head:9090 ("" = unknown): `bgai doctor` checks it answers.
+    prometheus_url: str = ""
     # TTL of the single-trainer lock; the holder refreshes it every unit of work.
     trainer_lock_ttl_s: float = 30.0
     # A worker whose unit of work in progress (a self-play chunk, train steps, an eval slice, its
     # setup with the first compile) has run longer than this is "stalled" (hung; its heartbeat
     # thread still beats): shown in its registry status and counted by the coordinator's metric.
     stall_after_s: float = 600.0
+    # How many game and eval workers the fleet should have up (0 = no expectation): the
+    # coordinator exports them (bgai_expected_workers) and BgaiFewerWorkers fires when fewer are
+    # up. scripts/fleet-local and deploy.yml set them from the worker counts they start.
+    expected_game_workers: int = 0
+    # The eval workers the fleet should have up (0 = no expectation), as expected_game_workers.
+    expected_eval_workers: int = 0
 
     def _validate(self) -> None:
         self._positive(
@@ -90,6 +150,7 @@ class HeadConfig(_Section):
             "trainer_lock_ttl_s",
             "stall_after_s",
         )
+        self._non_negative("expected_game_workers", "expected_eval_workers")
         ok = self.heartbeat_every_s < self.heartbeat_ttl_s
         self._need("heartbeat_every_s", ok, "must be < heartbeat_ttl_s")
         self._need("targets_file", bool(self.targets_file.strip()), "must be non-empty")
@@ -104,12 +165,18 @@ class MlflowConfig(_Section):
     tracking_uri: str = ""
     # Experiment the runs are filed under.
     experiment: str = "bgai"
+    # Registered model each run's champion (its best evaluated version) is a version of; the
+    # alias `champion` points at the newest champion (`bgai eval --model champion`).
+    model_name: str = "bgai"
     # A server's basic-auth user ("" = none; MLFLOW_TRACKING_USERNAME works too)...
     username: str = ""
     # ...and password (MLFLOW_TRACKING_PASSWORD works too)...
     password: str = ""
     # ...or a file holding it (as redis.password_file).
     password_file: str = ""
+
+    def _validate(self) -> None:
+        self._need("model_name", bool(self.model_name.strip()), "must be non-empty")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +220,11 @@ class JaxConfig(_Section):
     training_threads: int = 0
     # XLA's CPU threads in an eval worker's process (0: one per core).
     eval_threads: int = 0
+    # What this host should compute on: cuda, rocm, metal or cpu (Ansible's `bgai_accelerator`;
+    # "" = whatever JAX finds). `bgai doctor` compares JAX's backend with it.
+    accelerator: str = ""
 
     def _validate(self) -> None:
         self._positive("cache_max_mb")
+        self._choice("accelerator", ("", "cuda", "rocm", "metal", "cpu"))
         self._non_negative("game_threads", "training_threads", "eval_threads")

@@ -19,7 +19,11 @@ class _Section:
         for name, hint in field_types(type(self)).items():
             value = coerce(f"{self.SECTION}.{name}", getattr(self, name), hint)
             object.__setattr__(self, name, value)  # frozen: normalise int->float, list->tuple
+        self._normalise()
         self._validate()
+
+    def _normalise(self) -> None:
+        """Fields written another way (`redis.url`) read into the others, before `_validate`."""
 
     def _validate(self) -> None:
         """Range and enum checks; raise ConfigError through the helpers below."""

@@ -54,3 +54,11 @@ class PromAPI:
 
     def active_targets(self) -> set[str]:
         return {t["labels"]["instance"] for t in self.get("targets", state="active")["activeTargets"]}
+
+    def firing(self, alertname: str) -> list[dict[str, str]]:
+        """The labels (less alertname and severity) of each firing `alertname` alert."""
+        return [
+            {k: v for k, v in a["labels"].items() if k not in ("alertname", "severity")}
+            for a in self.get("alerts")["alerts"]
+            if a["labels"]["alertname"] == alertname and a["state"] == "firing"
+        ]

@@ -239,6 +239,7 @@ def spelled_keys_at(path: Path) -> list[str]:
 # (function-level imports included: one that hides a circle is still a circle).
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("bgai.core", "bgai.errors", "bgai.clock", "bgai.durable", "bgai.opponent_names", "bgai.config_bounds"),
+    ("bgai._version",),  # written by setuptools-scm at install and build time
     ("bgai.config_parse", "bgai.config_section", "bgai.config_deploy", "bgai.config"),
     ("bgai.agent", "bgai.devices", "bgai.compile_cache", "bgai.cpu_threads", "bgai.bearoff_file"),
     ("bgai.store", "bgai.obs", "bgai.opponents", "bgai.train"),

@@ -31,19 +31,10 @@ class OperatorError(click.ClickException):
 
 def redis_failure(exc: BaseException, cfg: Config) -> OperatorError | None:
     """The one-line error for a Redis that is unreachable or refuses these credentials, else None."""
-    from bgai.store.client import REFUSED, is_unavailable
+    from bgai.store.client import failure_hint
 
-    where = f"Redis at {cfg.redis.host}:{cfg.redis.port}"
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if isinstance(exc, REFUSED):
-        user = cfg.redis.username or "the default user"
-        return OperatorError(
-            f"{where} refused {user}: {first} (set redis.username and redis.password_file, e.g. "
-            "BGAI_REDIS__USERNAME=admin BGAI_REDIS__PASSWORD_FILE=runs/fleet/secrets/admin)"
-        )
-    if is_unavailable(exc):
-        return OperatorError(f"{where} is unreachable: {first} (is it running? redis.host, redis.port)")
-    return None
+    hint = failure_hint(exc, cfg.redis)
+    return None if hint is None else OperatorError(f"{hint[0]} ({hint[1]})")
 
 
 def load_for_compute(config: str | None, sets: tuple[str, ...]) -> Config:

@@ -36,6 +36,13 @@ if TYPE_CHECKING:  # JAX loads only when a command computes: `bgai --help` stays
 )
 @click.option("--version", "version", type=int, default=None, help="Model version N of the current run.")
 @click.option(
+    "--model",
+    "registered",
+    default=None,
+    metavar="champion|models:/NAME@ALIAS|models:/NAME/N",
+    help="A model registered in MLflow: `champion` is mlflow.model_name's champion alias.",
+)
+@click.option(
     "--opponent",
     default="pubeval",
     help="random, pubeval or gnubg (or an eval.opponents name: gnubg_1ply); with --cube also self.",
@@ -89,6 +96,7 @@ def eval_command(
     sets: tuple[str, ...],
     checkpoints: tuple[str, ...],
     version: int | None,
+    registered: str | None,
     opponent: str,
     plies: int,
     backend: str | None,
@@ -108,8 +116,8 @@ def eval_command(
     from bgai.opponent_names import parse_opponent
 
     cfg = load_for_compute(config, sets)
-    if bool(checkpoints) == (version is not None):
-        raise click.UsageError("give either --checkpoint PATH (repeatable) or --version N")
+    if (bool(checkpoints), version is not None, registered is not None).count(True) != 1:
+        raise click.UsageError("give one of --checkpoint PATH (repeatable), --version N or --model champion")
     name = f"gnubg_{plies}ply" if opponent == "gnubg" else opponent
     if cube and opponent == "self":
         name = "pubeval"  # a stand-in: the opponent is our model (below)
@@ -140,6 +148,8 @@ def eval_command(
     ]
     if version is not None:
         models = [(f"version {version}{depth}", partial(from_version, cfg, version))]
+    if registered is not None:
+        models = [(f"{registered}{depth}", partial(from_registry, cfg, registered))]
     if cube:
         naive = cube_policy == "naive"
         if op.kind == "gnubg":
@@ -299,6 +309,50 @@ def from_checkpoint(cfg: Config, path: Path) -> Any:
     from bgai.train.checkpoint import load_params
 
     return load_params(path, _template(cfg), model_hash(cfg))[0]
+
+
+def registered_model(cfg: Config, spec: str) -> tuple[str, str]:
+    """(model name, version number or alias) of `champion` or `models:/NAME@ALIAS|NAME/N`."""
+    if spec == "champion":
+        return cfg.mlflow.model_name, "champion"
+    body = spec.removeprefix("models:/")
+    name, at, alias = body.partition("@")
+    if body != spec and at and name and alias:
+        return name, alias
+    name, slash, number = body.rpartition("/")
+    if body != spec and slash and name and number.isdigit():
+        return name, number
+    raise BgaiError(f"{spec!r} is not champion, models:/NAME@ALIAS or models:/NAME/N")
+
+
+def from_registry(cfg: Config, spec: str) -> Any:
+    """A registered model's weights, downloaded from MLflow (`mlflow.tracking_uri`)."""
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+
+    from bgai.obs.tracking import Tracker, client_env
+    from bgai.roles.champion import WEIGHTS
+    from bgai.store.codec import decode_weights
+
+    if not cfg.mlflow.tracking_uri:
+        raise BgaiError("--model needs MLflow: set mlflow.tracking_uri")
+    name, which = registered_model(cfg, spec)
+    client_env(cfg.mlflow)
+    tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
+    try:
+        run_id, folder, tags = tracker.registered(name, which)
+        with tempfile.TemporaryDirectory() as tmp:
+            blob = tracker.download(run_id, f"{folder}/{WEIGHTS}", Path(tmp)).read_bytes()
+    except MlflowException as exc:
+        raise BgaiError(f"model {name} {which} in MLflow: {str(exc).splitlines()[0][:200]}") from None
+    if tags.get("model_hash") not in (None, model_hash(cfg)):
+        raise BgaiError(
+            f"model {name} {which} has another model shape than this config (model hash "
+            f"{tags.get('model_hash')}, here {model_hash(cfg)}): use its config, {folder}/config.yaml "
+            f"of run {run_id}"
+        )
+    return decode_weights(blob, _template(cfg), model_hash(cfg))[0]
 
 
 def from_version(cfg: Config, version: int) -> Any:

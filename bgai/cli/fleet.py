@@ -9,13 +9,20 @@ import json
 import logging
 import socket
 import sys
+import time
 import zlib
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from bgai import compile_cache, cpu_threads
-from bgai.cli.common import config_option, load_or_exit, redis_failure, set_option
+from bgai.cli.common import OperatorError, config_option, load_or_exit, redis_failure, set_option
+
+if TYPE_CHECKING:
+    from bgai.config import Config
+    from bgai.store.client import Redis
+    from bgai.store.keys import Keys
 
 worker_id_option = click.option("--worker-id", default=None, help="Registry id (default: host:role:pid).")
 metrics_port_option = click.option(
@@ -150,14 +157,61 @@ def check_config(config: str | None, sets: tuple[str, ...]) -> None:
 @config_option
 @set_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of tables.")
-def status(config: str | None, sets: tuple[str, ...], as_json: bool) -> None:
+@click.option(
+    "--watch",
+    "every_s",
+    type=click.FloatRange(min=0.1),
+    is_flag=False,
+    flag_value=2.0,
+    default=None,
+    metavar="[SECONDS]",
+    help="Redraw every SECONDS (2 if not given) until Ctrl-C.",
+)
+@click.option("--count", type=click.IntRange(min=1), default=None, hidden=True, help="--watch: stop after N.")
+def status(
+    config: str | None, sets: tuple[str, ...], as_json: bool, every_s: float | None, count: int | None
+) -> None:
     """Run, model version, buffer, live workers and the latest eval results."""
-    from bgai.store import evals, registry, runstate, weights
     from bgai.store.client import connect, keys_for
-    from bgai.store.replay import ReplayStore
 
     cfg = load_or_exit(config, sets)
     r, keys = connect(cfg.redis), keys_for(cfg.redis)
+    try:
+        if every_s is None:
+            click.echo(_status_text(cfg, r, keys, as_json))
+        else:
+            _watch(lambda: _status_text(cfg, r, keys, as_json), every_s, count, header=not as_json)
+    finally:
+        r.close()
+
+
+def _watch(draw: Callable[[], str], every_s: float, count: int | None, header: bool) -> None:
+    """`draw()` every `every_s` seconds, `count` times (None: until Ctrl-C, which exits 0). A
+    terminal is cleared before each; piped output gets the blocks one after another. While Redis
+    is away or refuses, its one-line error takes the block's place and the watch goes on."""
+    shown = 0
+    try:
+        while count is None or shown < count:
+            if shown:
+                time.sleep(every_s)
+            try:
+                text = draw()
+            except OperatorError as exc:
+                text = f"Error: {exc.format_message()}"
+            click.clear()  # (only when stdout is a terminal)
+            if header:
+                click.echo(f"bgai status every {every_s:g} s, {time.strftime('%H:%M:%S')} (Ctrl-C stops)")
+            click.echo(text)
+            shown += 1
+    except KeyboardInterrupt:
+        pass
+
+
+def _status_text(cfg: Config, r: Redis, keys: Keys, as_json: bool) -> str:
+    """The status as text (tables, or one JSON object); OperatorError when Redis is away or refuses."""
+    from bgai.store import evals, registry, runstate, weights
+    from bgai.store.replay import ReplayStore
+
     try:
         run_id, run_status = runstate.get_run(r, keys)
         version = weights.current_version(r, keys)
@@ -165,49 +219,73 @@ def status(config: str | None, sets: tuple[str, ...], as_json: bool) -> None:
         workers = registry.live_workers(r, keys)
         ages = registry.heartbeat_ages(r, keys, sorted(workers), cfg.head.heartbeat_ttl_s)
         results = evals.results(r, keys, limit=5)
+        champion = evals.champion(r, keys)
     except Exception as exc:
         failure = redis_failure(exc, cfg)
         if failure is not None:
             raise failure from None
         raise
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "run_id": run_id,
-                    "status": run_status,
-                    "model_version": version,
-                    "buffer": buffer,
-                    "workers": workers,
-                    "eval": {str(k): v for k, v in results.items()},
-                },
-                sort_keys=True,
-            )
+        return json.dumps(
+            {
+                "run_id": run_id,
+                "status": run_status,
+                "model_version": version,
+                "buffer": buffer,
+                "workers": workers,
+                "eval": {str(k): v for k, v in results.items()},
+                "champion": champion,
+                "bgai_versions": _versions(workers),
+            },
+            sort_keys=True,
         )
-        return
     shown = "-" if version is None else version
-    click.echo(f"run {run_id or '-'}  status {run_status or '-'}  model version {shown}")
+    out = [f"run {run_id or '-'}  status {run_status or '-'}  model version {shown}"]
     capacity = buffer.get("capacity", cfg.buffer.capacity_positions)
-    click.echo(
+    out.append(
         f"buffer {buffer.get('size', 0)} positions in {buffer.get('episodes', 0)} games "
         f"(capacity {capacity}, pushed {buffer.get('pushed_positions', 0)})"
     )
-    click.echo(
+    out.append(
         f"{'worker':36s} {'type':11s} {'device':8s} {'status':10s} {'games':>7s} {'version':>7s} {'age':>5s}"
     )
     for worker_id, rec in sorted(workers.items()):
-        click.echo(
+        out.append(
             f"{worker_id:36s} {rec.get('type', ''):11s} {rec.get('device_type', ''):8s} "
             f"{rec.get('status', ''):10s} "
             f"{rec.get('games_generated', 0):7d} {str(rec.get('model_version')):>7s} "
             f"{_age(ages.get(worker_id))}"
         )
+    versions = _versions(workers)
+    if len(versions) > 1:
+        mixed = "; ".join(f"{v} on {', '.join(hosts)}" for v, hosts in sorted(versions.items()))
+        out.append(f"warning: the fleet runs {len(versions)} bgai versions: {mixed}")
+    out.append(_champion(champion))
     for v, table in results.items():
         for opp, s in sorted(table.items()):
             if opp == evals.ER:
-                click.echo(f"eval version {v} error rate: {format_er(s)}")
+                out.append(f"eval version {v} error rate: {format_er(s)}")
             else:
-                click.echo(f"eval version {v} vs {opp}: {format_eval(s)}")
+                out.append(f"eval version {v} vs {opp}: {format_eval(s)}")
+    return "\n".join(out)
+
+
+def _versions(workers: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """{bgai version: the hosts running it} of the live workers (those that say)."""
+    out: dict[str, set[str]] = {}
+    for rec in workers.values():
+        if rec.get("bgai_version"):
+            out.setdefault(str(rec["bgai_version"]), set()).add(str(rec.get("hostname", "?")))
+    return {v: sorted(hosts) for v, hosts in out.items()}
+
+
+def _champion(champion: dict[str, Any] | None) -> str:
+    """The run's champion (its best evaluated version, MLflow's `champion` alias)."""
+    if champion is None:
+        return "champion: none yet"
+    metric, value = champion["metric"], float(champion["value"])
+    shown = f"ER {-value:.1f}" if metric == "er" else f"{metric} {value:.1%}"
+    return f"champion: version {champion['version']} ({shown})"
 
 
 def _age(seconds: float | None) -> str:

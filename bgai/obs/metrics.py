@@ -213,6 +213,13 @@ class RoleMetrics:
             wid,
             registry=r,
         )
+        self._expected = Gauge(
+            "bgai_expected_workers",
+            "Workers of this type the fleet should have up (head.expected_*_workers; coordinator).",
+            ["worker_type"],
+            registry=r,
+        )
+        self._expected.labels("game")  # exported from the start, at 0 (no expectation)
         self._oom = Counter(
             "bgai_redis_oom_errors",
             "Redis commands refused because Redis is out of memory (its maxmemory reached); the "
@@ -222,7 +229,7 @@ class RoleMetrics:
         )
         self._oom.labels(worker_id)  # exported from the start, at 0
         build = Info("bgai_build", "The bgai build.", registry=r)
-        build.info({"version": _version()})
+        build.info({"version": bgai_version()})
         r.register(SystemCollector(worker_id, hostname))
         # the standard process metrics (process_cpu_seconds_total, resident memory, start time...):
         # where a host's CPU goes, per role (`bgai bench fleet` reads them)
@@ -278,6 +285,9 @@ class RoleMetrics:
     def stalled_workers(self, n: int) -> None:
         self._stalled.labels(self.worker_id).set(n)
 
+    def expected_workers(self, worker_type: str, n: int) -> None:
+        self._expected.labels(worker_type).set(n)
+
     def redis_oom(self) -> None:
         self._oom.labels(self.worker_id).inc()
 
@@ -318,7 +328,8 @@ def declared_metrics() -> set[str]:
     return exported_names(RoleMetrics("declared", "declared", "declared").registry) | set(GPU_METRICS)
 
 
-def _version() -> str:
+def bgai_version() -> str:
+    """This bgai's package version (`bgai_build_info`; the head publishes its own, store/head.py)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:

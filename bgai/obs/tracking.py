@@ -6,6 +6,10 @@ in-memory queue; a daemon thread sends it to the server, and when the server is 
 the items and retries with capped exponential backoff. A role therefore trains on while MLflow
 is away, and its metrics arrive when MLflow is back (the oldest are dropped, counted, past
 `max_items`).
+
+A version that becomes a run's champion (its best by the yardstick, roles/champion.py) is logged
+as artifacts (`champion/v<N>/`: its weights, config and evaluation), registered as a version of
+the model `mlflow.model_name`, and given the alias `champion`: `bgai eval --model champion`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUNNING, FINISHED, KILLED = "RUNNING", "FINISHED", "KILLED"
+CHAMPION = "champion"  # the registered model's alias for a run's best evaluated version
 
 
 def client_env(cfg: MlflowConfig | None = None) -> None:
@@ -143,6 +148,43 @@ class Tracker:
     def delete_run(self, run_id: str) -> None:
         self.client.delete_run(run_id)
 
+    def register_champion(self, run_id: str, artifact_path: str, name: str, tags: dict[str, str]) -> str:
+        """Register the run's artifacts at `artifact_path` as a version of model `name` (made if
+        new) and move its `champion` alias there; returns the registry's version. Idempotent: a
+        retry after a lost answer finds the version it made (same run, same `model_version` tag)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(
+                name, description="bgai backgammon models; the alias `champion` is a run's best."
+            )
+        except MlflowException as exc:
+            if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                raise
+        made = [
+            mv
+            for mv in self.client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+            if mv.tags.get("model_version") == tags.get("model_version")
+        ]
+        if made:
+            version = str(made[0].version)
+        else:
+            source = f"{self.client.get_run(run_id).info.artifact_uri}/{artifact_path}"
+            mv = self.client.create_model_version(name, source, run_id=run_id, tags=tags)
+            version = str(mv.version)
+        self.client.set_registered_model_alias(name, CHAMPION, version)
+        return version
+
+    def registered(self, name: str, which: str) -> tuple[str, str, dict[str, str]]:
+        """(run id, artifact path, tags) of model `name`'s version `which`: a number, or an
+        alias such as `champion`. MlflowException when there is none."""
+        if which.isdigit():
+            mv = self.client.get_model_version(name, which)
+        else:
+            mv = self.client.get_model_version_by_alias(name, which)
+        tags = dict(mv.tags)
+        return str(mv.run_id), tags.get("artifact_path", ""), tags
+
 
 def _summary(run: Any) -> RunSummary:
     return RunSummary(
@@ -198,6 +240,13 @@ class TrackingQueue:
                     del self._items[i]
                     return
         self._put("delete", (run_id, artifact_path))
+
+    def champion(
+        self, run_id: str, files: dict[str, bytes], folder: str, name: str, tags: dict[str, str]
+    ) -> None:
+        """Log `files` ({file name: bytes}) under `folder` of the run, register them as a version
+        of model `name` with `tags` and move the `champion` alias to it."""
+        self._put("champion", (run_id, dict(files), folder, name, dict(tags)))
 
     def curves(self, run_id: str) -> None:
         """Redraw the run's PNG curves from its metric history and log them (`curves/`)."""
@@ -321,12 +370,26 @@ class TrackingQueue:
         elif kind == "artifact":
             if Path(args[1]).exists():  # a checkpoint pruned meanwhile is skipped
                 self.tracker.log_artifact(*args)
+        elif kind == "champion":
+            self._register(*args)
         elif kind == "delete":
             folder, _, name = args[1].rpartition("/")
             if name in {p.rpartition("/")[2] for p in self.tracker.list_artifacts(args[0], folder or None)}:
                 self.tracker.delete_artifacts(*args)
         else:
             self._draw(args[0])
+
+    def _register(
+        self, run_id: str, files: dict[str, bytes], folder: str, name: str, tags: dict[str, str]
+    ) -> None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for file, data in files.items():
+                (Path(tmp) / file).write_bytes(data)
+            self.tracker.client.log_artifacts(run_id, tmp, folder)
+        version = self.tracker.register_champion(run_id, folder, name, {**tags, "artifact_path": folder})
+        log.info("model %s version %s (%s) is the champion", name, version, folder)
 
     def _draw(self, run_id: str) -> None:
         import tempfile

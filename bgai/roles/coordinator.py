@@ -1,7 +1,8 @@
 """`bgai coordinator`: the run's lifecycle, reaping dead workers, and Prometheus targets.
 
-One unit: make sure a run exists (if Redis has none: a new MLflow run when `mlflow.tracking_uri`
-is set, else a random id; made current and `running`), forget workers whose registry key
+One unit: publish the head's bgai version (`run:head`, store/head.py), make sure a run exists
+(if Redis has none: a new MLflow run when `mlflow.tracking_uri` is set, else a random id; made
+current and `running`), forget workers whose registry key
 expired (Redis's clock: a worker's own clock is never compared with ours), note the workers whose
 unit in progress ran past `head.stall_after_s` (a warning when one stalls or recovers, and the
 `bgai_stalled_workers` gauge), then publish the live workers' metrics endpoints to
@@ -25,11 +26,11 @@ from typing import Any
 
 from bgai.clock import Clock
 from bgai.config import Config
-from bgai.obs.metrics import RoleMetrics
+from bgai.obs.metrics import RoleMetrics, bgai_version
 from bgai.obs.tracking import RUNNING, RunSummary, Tracker
 from bgai.roles.base import Unit
 from bgai.roles.identity import Identity
-from bgai.store import registry, runstate
+from bgai.store import head, registry, runstate
 from bgai.store.client import Redis
 from bgai.store.keys import Keys
 from bgai.store.registry import WorkerInfo
@@ -81,12 +82,14 @@ class Coordinator:
         self.stalled: set[str] = set()  # live workers stalled as of the last pass
         self._last_targets: str | None = None
         self.orphans: tuple[str, ...] = ()  # RUNNING MLflow runs it waits on (Redis has none)
+        self.head = head.HeadInfo(bgai_version(), identity.hostname)
 
     def setup(self) -> None:
         self.targets_path = Path(self.cfg.head.targets_file)
 
     def run_once(self) -> Unit:
         h = self.cfg.head
+        head.publish(self.r, self.keys, self.head, h.heartbeat_ttl_s)
         if runstate.get_run(self.r, self.keys)[0] is None:
             new_id = self.new_run_id()
             if new_id is None:  # MLflow down (waiting), or a run Redis lost (blocked)
@@ -105,6 +108,9 @@ class Coordinator:
         self.reaped += len(dead)
         live = registry.live_workers(self.r, self.keys)
         self.note_stalls(live)
+        if self.metrics is not None:
+            self.metrics.expected_workers("game", h.expected_game_workers)
+            self.metrics.expected_workers("eval", h.expected_eval_workers)
         targets = targets_of(live)
         text = json.dumps(targets, sort_keys=True)
         self.r.set(self.keys.metrics_targets, text)

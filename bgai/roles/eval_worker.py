@@ -16,6 +16,10 @@ gnubg (its external player: `opponents.cubeful.play_cubeful`), our moves and cub
 answered by the version's weights; gnubg's dice, seeded by (version, slice), so a re-issued
 slice replays the same session. Its points (cube x result) add up like the others'.
 
+The worker that completes a version's evaluation measures it by the yardstick (roles/champion.py):
+a version better than the run's champion becomes it, in Redis and as the MLflow model alias
+`champion`.
+
 `eval.busy_share` bounds the share of wall-clock time evaluation takes: after each slice (but
 the process's first, which compiles) the worker rests in proportion to the slice's time, so on
 a host that also plays and trains most of the cores stay with self-play and training.
@@ -43,6 +47,7 @@ from bgai.opponent_names import parse_opponent
 from bgai.opponents.cubeful import play_cubeful
 from bgai.opponents.players import Built, ExternalAgent, build_opponent
 from bgai.roles.base import Unit, run_gate
+from bgai.roles.champion import crown
 from bgai.roles.identity import Identity
 from bgai.store import evals, runstate
 from bgai.store.client import Redis
@@ -158,9 +163,12 @@ class EvalWorker:
                 self.metrics.eval_result(name, t.get("wins", 0) / t["games"], t.get("points", 0) / t["games"])
         if er:
             self.metrics.eval_error_rate(er_of_sums(totals.get(evals.ER, {})))
-        if done == got.slices and self.tracking is not None and run_id is not None:
-            for name, t in totals.items():  # the version is complete
-                self.tracking.metrics(run_id, eval_metrics(name, t), got.version)
+        if done == got.slices:  # the version is complete
+            if self.tracking is not None and run_id is not None:
+                for name, t in totals.items():
+                    self.tracking.metrics(run_id, eval_metrics(name, t), got.version)
+            if crown(self.cfg, self.r, self.keys, self.tracking, run_id, got.run, got.version, totals):
+                parts.append("now the run's champion")
         summary = f"version {got.version} slice {got.slice_index}: won " + ", ".join(parts)
         first, self.slices = self.slices == 0, self.slices + 1
         # the first slice compiles this worker's matches: no rest for that one-off time

@@ -26,6 +26,7 @@ class Identity:
     metrics_port: int = 0  # 0: serves no /metrics
     metrics_host: str = ""  # address to scrape /metrics at (empty: hostname)
     nonce: str = field(default_factory=lambda: secrets.token_hex(8))  # this process's, hex (no ':')
+    bgai_version: str = ""  # the code this process runs (bgai's package version)
 
     @property
     def owner(self) -> str:
@@ -57,6 +58,7 @@ class Identity:
             last_unit_s=unit_s,
             metrics_host=self.metrics_host,
             owner=self.owner,
+            bgai_version=self.bgai_version,
         )
 
 
@@ -73,6 +75,7 @@ def make_identity(
     metrics_host: str = "",
 ) -> Identity:
     from bgai.devices import detect
+    from bgai.obs.metrics import bgai_version
 
     device_type, device_name = detect() if detect_device else ("cpu", "")
     return Identity(
@@ -83,4 +86,5 @@ def make_identity(
         device_name,
         metrics_port,
         metrics_host,
+        bgai_version=bgai_version(),
     )

@@ -49,6 +49,7 @@ HOST_ROLES = ("game", "eval")  # one user per worker host: `game@{host}`, `eval@
 _COMMANDS = (
     "-@all +@read +@write +@keyspace +@transaction +@connection -@dangerous"
     " +eval +evalsha +script|load +script|exists -function"
+    " +time"  # Redis's clock, which `bgai doctor` compares with the host's (in no category but @fast)
 )
 _HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 

@@ -6,6 +6,7 @@ Roles never import redis: they catch `UNAVAILABLE` (re-exported here) and back o
 from __future__ import annotations
 
 import ssl
+import time
 from typing import Any
 
 import redis
@@ -40,8 +41,9 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, redis.exceptions.OutOfMemoryError)
 
 
-def connect(cfg: RedisConfig) -> redis.Redis:
-    """A client for `cfg` (lazy: no I/O until the first command)."""
+def connect(cfg: RedisConfig, retries: int = 1) -> redis.Redis:
+    """A client for `cfg` (lazy: no I/O until the first command), retrying a failed command
+    `retries` times at once."""
     return redis.Redis(
         host=cfg.host,
         port=cfg.port,
@@ -53,7 +55,7 @@ def connect(cfg: RedisConfig) -> redis.Redis:
         health_check_interval=30,
         # one immediate retry (a dropped connection); beyond that the roles' own capped backoff
         # decides (redis-py's default retries 3 times with up to 10 s of sleeps per command)
-        retry=Retry(NoBackoff(), 1),
+        retry=Retry(NoBackoff(), retries),
         **tls_options(cfg),
     )
 
@@ -77,3 +79,41 @@ def tls_options(cfg: RedisConfig) -> dict[str, Any]:
 
 def keys_for(cfg: RedisConfig) -> Keys:
     return Keys(cfg.prefix)
+
+
+def failure_hint(exc: BaseException, cfg: RedisConfig) -> tuple[str, str] | None:
+    """(what happened, how to fix it) when `exc` says Redis at `cfg` is unreachable or refused
+    these credentials; None for any other error."""
+    where = f"Redis at {cfg.host}:{cfg.port}"
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    user = cfg.username or "the default user"
+    if isinstance(exc, redis.exceptions.NoPermissionError):  # logged in, but not allowed this
+        return f"{where} refused {user} this command: {first}", (
+            f"redis.prefix ({cfg.prefix}) must be the fleet's, and the user one that `bgai acl` made"
+        )
+    if isinstance(exc, REFUSED):
+        return f"{where} refused {user}: {first}", (
+            "set redis.username and redis.password_file, e.g. "
+            "BGAI_REDIS__USERNAME=admin BGAI_REDIS__PASSWORD_FILE=runs/fleet/secrets/admin"
+        )
+    if not is_unavailable(exc):
+        return None
+    if cfg.tls and any(w in first for w in ("SSL", "certificate", "TLS")):
+        return f"{where} failed TLS: {first}", (
+            "redis.ca_file must hold the CA that signed the server's certificate, which must name "
+            "redis.host; redis.cert_file and redis.key_file this host's client certificate"
+        )
+    return f"{where} is unreachable: {first}", "is it running? redis.host, redis.port"
+
+
+def ping(r: redis.Redis) -> float:
+    """Seconds a PING took (raises what the connection raises: refused, unreachable)."""
+    t0 = time.perf_counter()
+    r.ping()
+    return time.perf_counter() - t0
+
+
+def server_time(r: redis.Redis) -> float:
+    """Redis's clock (TIME), seconds since the epoch."""
+    seconds, micros = r.time()
+    return seconds + micros / 1e6

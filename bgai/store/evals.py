@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import redis
 
@@ -343,3 +343,39 @@ def results_of(r: redis.Redis, keys: Keys, version: int, run: str | None = None)
 def target(r: redis.Redis, keys: Keys, run: str | None = None) -> dict[str, int] | None:
     raw = r.get(_of(r, keys, run).target)
     return None if raw is None else json.loads(raw)
+
+
+# Promote a version to champion when it beats the one there by the same yardstick (or there is
+# none, or the yardstick changed): one atomic step, so two eval workers finishing versions at
+# once cannot both win. KEYS: champion, run id. ARGV: version, metric, value, record, run, NO_RUN.
+_PROMOTE = """
+if (redis.call('GET', KEYS[2]) or ARGV[6]) ~= ARGV[5] then return 0 end
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local c = cjson.decode(cur)
+  if c['metric'] == ARGV[2] and tonumber(c['value']) >= tonumber(ARGV[3]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[4])
+return 1
+"""
+
+
+def promote(r: redis.Redis, keys: Keys, run: str, version: int, metric: str, value: float) -> bool:
+    """Make `version` the champion of `run` if its `value` by `metric` (higher is better) beats
+    the champion's, or there is none; False (nothing written) otherwise, or if `run` is no
+    longer the fleet's."""
+    record = json.dumps({"version": version, "metric": metric, "value": value})
+    ek = keys.eval(run)
+    args = (version, metric, repr(value), record, run, NO_RUN)
+    return bool(r.eval(_PROMOTE, 2, ek.champion, keys.run_id, *args))
+
+
+def champion(r: redis.Redis, keys: Keys, run: str | None = None) -> dict[str, Any] | None:
+    """{version, metric, value} of a run's champion (default: the current run's), or None."""
+    raw = r.get(_of(r, keys, run).champion)
+    return None if raw is None else cast(dict[str, Any], json.loads(raw))
+
+
+def kept_weights(r: redis.Redis, keys: Keys, version: int, run: str) -> bytes | None:
+    """The weights blob of evaluated `version`, while Redis keeps it (the newest ones)."""
+    return cast(bytes | None, r.get(keys.eval(run).weights(version)))

@@ -12,13 +12,18 @@ two prefixes. Writers and readers name roles: coordinator (C), game worker (G), 
 |                              |        |       |           |           | version, step}                    |
 | P:run:id                     | string | -     | C S       | all       | current run id                    |
 | P:run:status                 | string | -     | C S       | all       | running | paused | stopped        |
+| P:run:head                   | string | 60 s  | C         | all       | JSON {version, hostname}: the     |
+|                              |        |       |           |           | head's bgai (store/head.py); set  |
+|                              |        |       |           |           | each coordinator pass, TTL        |
+|                              |        |       |           |           | head.heartbeat_ttl_s              |
 | P:workers:{id}               | string | 60 s  | each role | C S       | JSON {type, device_type,          |
 |                              |        |       |           |           | device_name, hostname,            |
 |                              |        |       |           |           | metrics_port, status,             |
 |                              |        |       |           |           | games_generated, model_version,   |
 |                              |        |       |           |           | last_heartbeat} + model_loaded_at,|
 |                              |        |       |           |           | last_unit_s, metrics_host, owner, |
-|                              |        |       |           |           | unit_age_s (extra); alive while   |
+|                              |        |       |           |           | unit_age_s, bgai_version (extra); |
+|                              |        |       |           |           | alive while                       |
 |                              |        |       |           |           | the key exists (Redis's clock)    |
 |                              |        |       |           |           | id: `<host>:<role>[:n]`; a game or|
 |                              |        |       |           |           | eval worker's ACL user writes only|
@@ -51,6 +56,10 @@ two prefixes. Writers and readers name roles: coordinator (C), game worker (G), 
 |                              |        |       |           |           | wins, l3: backgammon losses...)   |
 | P:eval:{run}:versions        | zset   | -     | E         | S         | evaluated versions (score = v),   |
 |                              |        |       |           |           | trimmed to the newest 100         |
+| P:eval:{run}:champion        | string | -     | E         | E S       | JSON {version, metric, value}: the|
+|                              |        |       |           |           | run's best evaluated version (its |
+|                              |        |       |           |           | MLflow model has the `champion`   |
+|                              |        |       |           |           | alias); value: higher is better   |
 
 Buffer and eval keys belong to one run: `{run}` is the run id (`P:run:id`), or `-` when Redis
 names none. Every script that writes them first checks that its run is still the one `P:run:id`
@@ -118,6 +127,11 @@ class Keys:
     @property
     def run_status(self) -> str:
         return self._k("run", "status")
+
+    @property
+    def head(self) -> str:
+        """The head's bgai version (under `run:`, which every role's ACL user may read)."""
+        return self._k("run", "head")
 
     # workers
     def worker(self, worker_id: str) -> str:
@@ -242,3 +256,7 @@ class EvalKeys:
     @property
     def versions(self) -> str:
         return self.root + "versions"
+
+    @property
+    def champion(self) -> str:
+        return self.root + "champion"

@@ -51,6 +51,7 @@ class WorkerInfo:
     metrics_host: str = ""  # address Prometheus scrapes (empty: hostname)
     owner: str = ""  # `<worker id>:<nonce>` of the process writing this record
     unit_age_s: float | None = None  # seconds the unit in progress has run (None: between units)
+    bgai_version: str = ""  # the code this process runs (`bgai --version`; status flags a mix)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

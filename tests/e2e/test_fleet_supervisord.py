@@ -3,7 +3,9 @@
 Starts `supervisor/local.conf` (the programs scripts/fleet-local runs) with the tiny test config,
 then waits, bounded and on conditions, until the model version is >= 3, an eval result exists and
 every program is in the registry; checks /metrics, Prometheus (targets through the file_sd file,
-every dashboard panel's PromQL, every declared metric set), MLflow, pause and resume, then stops
+every dashboard panel's PromQL, every declared metric set), Alertmanager (the training worker is
+stopped: the alert reaches a webhook the test serves; started again: its resolution does),
+MLflow, pause and resume, then stops
 the workers warmly and checks they deregistered and dropped out of Prometheus's targets. No
 program's environment holds a password (/proc/<pid>/environ): each role reads its own file.
 Failures have their own suites: kill -9 of every role (the trainer resuming bit-exact), a Redis
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from alert_webhook import AlertWebhook
 from dashboards import panel_queries
 from prometheus_api import PromAPI, has_gpu
 from redis_server import free_port, redis_binary
@@ -43,6 +47,7 @@ PROGRAMS = {
     "redis",
     "mlflow",
     "prometheus",
+    "alertmanager",
     "coordinator",
     "training-worker",
     "game-worker-0",
@@ -61,7 +66,22 @@ def wait_for(what: str, check: Callable[[], bool], timeout_s: float, poll_s: flo
 
 
 @pytest.fixture()
-def fleet(tmp_path: Path) -> Iterator[tuple[dict[str, str], redis.Redis]]:
+def webhook() -> Iterator[AlertWebhook]:
+    with AlertWebhook() as hook:
+        yield hook
+
+
+def quick_rules(directory: Path) -> Path:
+    """The shipped rules with every `for:` shortened to 5 s, so that an alert fires in seconds."""
+    directory.mkdir()
+    for rules in (REPO / "configs" / "rules").glob("*.yml"):
+        text = re.sub(r"^(\s+)for: \S+$", r"\1for: 5s", rules.read_text(), flags=re.M)
+        (directory / rules.name).write_text(text)
+    return directory
+
+
+@pytest.fixture()
+def fleet(tmp_path: Path, webhook: AlertWebhook) -> Iterator[tuple[dict[str, str], redis.Redis]]:
     redis_binary()  # fail clearly if redis-server is missing
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -73,8 +93,12 @@ def fleet(tmp_path: Path) -> Iterator[tuple[dict[str, str], redis.Redis]]:
         "BGAI_CONFIG": str(REPO / "tests" / "fleet.yaml"),
         "BGAI_GAME_WORKERS": "2",
         "BGAI_NUM_EVAL_WORKERS": "1",
+        "BGAI_HEAD__EXPECTED_GAME_WORKERS": "2",
         "BGAI_REDIS__PORT": str(port),
         "BGAI_PROMETHEUS_PORT": str(free_port()),
+        "BGAI_ALERTMANAGER_PORT": str(free_port()),
+        "BGAI_ALERT_WEBHOOK": webhook.url,
+        "BGAI_ALERT_RULES": str(quick_rules(tmp_path / "rules")),
         "BGAI_TRACKING_PORT": str(mlflow_port),
         "BGAI_TRACKING_HOST": "127.0.0.1",
         "BGAI_MLFLOW__TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
@@ -174,15 +198,9 @@ def check_prometheus(env: dict[str, str], prom: PromAPI, instances: set[str]) ->
     wait_for("Prometheus to answer", prom.ready, 60)
     # the alerting rules are loaded and evaluated: the Watchdog fires
     groups = {g["name"]: g for g in prom.get("rules")["groups"]}
-    assert "bgai" in groups and len(groups["bgai"]["rules"]) >= 9, groups.keys()
+    assert "bgai" in groups and len(groups["bgai"]["rules"]) >= 10, groups.keys()
 
-    def watchdog() -> bool:
-        return any(
-            a["labels"]["alertname"] == "Watchdog" and a["state"] == "firing"
-            for a in prom.get("alerts")["alerts"]
-        )
-
-    wait_for("the Watchdog alert to fire", watchdog, 90)
+    wait_for("the Watchdog alert to fire", lambda: bool(prom.firing("Watchdog")), 90)
     wait_for("every role scraped by Prometheus", lambda: set(prom.up_targets()) >= instances, 120)
     assert set(prom.up_targets().values()) == {"coordinator", "training", "game", "eval"}
     for instance in instances:
@@ -214,7 +232,23 @@ def check_prometheus(env: dict[str, str], prom: PromAPI, instances: set[str]) ->
     assert all({"role", "device", "instance"} <= set(s) for s in series)
 
 
-def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, str], redis.Redis]) -> None:
+def check_alert_on_missing_trainer(env: dict[str, str], hook: AlertWebhook) -> None:
+    """Stop the training worker: BgaiTrainerMissing reaches the webhook; start it: so does its end."""
+    out = subprocess.run(["amtool", "check-config", Path(env["BGAI_RUN_DIR"]) / "alertmanager.yml"])
+    assert out.returncode == 0
+    wait_for("the Watchdog at the webhook", lambda: hook.seen("Watchdog", "firing"), 120)
+    mark = hook.mark()
+    ctl(env, "stop", "training-worker")
+    alert = "BgaiTrainerMissing"
+    wait_for(f"{alert} at the webhook", lambda: hook.seen(alert, "firing", mark), 180)
+    mark = hook.mark()
+    ctl(env, "start", "training-worker")
+    wait_for("its resolution at the webhook", lambda: hook.seen(alert, "resolved", mark), 300)
+
+
+def test_local_fleet_trains_evaluates_and_stops_warmly(
+    fleet: tuple[dict[str, str], redis.Redis], webhook: AlertWebhook
+) -> None:
     env, r = fleet
     host = os.uname().nodename
     expected = {f"{host}:{k}" for k in ("coordinator", "training", "game:0", "game:1", "eval:0")}
@@ -257,6 +291,7 @@ def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, st
         wait_for(f"{worker_id}'s metrics", lambda p=port, w=want: all(x in scrape(p) for x in w), 120)
     prom = PromAPI(int(env["BGAI_PROMETHEUS_PORT"]))
     check_prometheus(env, prom, {f"127.0.0.1:{p}" for p in ports.values()})
+    check_alert_on_missing_trainer(env, webhook)
     out = subprocess.run(
         [BIN / "bgai", "status", "--config", env["BGAI_CONFIG"], "--json"],
         env=env,
@@ -278,6 +313,8 @@ def test_local_fleet_trains_evaluates_and_stops_warmly(fleet: tuple[dict[str, st
     ctl(env, "stop", "game-worker:game-worker-1")
     assert ctl_status(env)["game-worker-1"] == "STOPPED"
     assert f"{host}:game:1" not in registry_types(r)
+    # one game worker short of the two the head expects: BgaiFewerWorkers fires
+    wait_for("BgaiFewerWorkers", lambda: prom.firing("BgaiFewerWorkers") == [{"worker_type": "game"}], 120)
     # `bgai-runs stop`: every worker finishes its unit and exits 0 by itself (EXITED), the trainer
     # checkpoints, and the run is FINISHED in MLflow
     runs_cli(env, "stop")
