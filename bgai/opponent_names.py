@@ -3,7 +3,7 @@
 `random`, `pubeval`, `gnubg_{N}ply` (GNU Backgammon at N plies, 0..2), `gnubg_{N}ply_cube`
 (the same with the doubling cube: cubeful money games through gnubg's external player, our cube
 decisions by the model) and `past_{K}` (our own model K versions before the one evaluated).
-The names are metric-safe: they become MLflow keys (`eval_win_rate_{name}`) and Prometheus
+The names are metric-safe: they become MLflow keys (`eval/{name}/win_rate`) and Prometheus
 label values.
 """
 

@@ -71,6 +71,12 @@ def gpu(expr: str) -> str:
     return f"max by (hostname, gpu_id) ({expr} * on (worker_id) group_left (hostname) (0 * {host} + 1))"
 
 
+def per_minute(counter: str, by: str = "") -> str:
+    """A counter's rate over the last 5 minutes, per minute (roles export counts, not rates)."""
+    grouping = f" by ({by}) " if by else ""
+    return f"sum{grouping}(rate({counter}[5m])) * 60"
+
+
 def worker_table() -> table.Panel:
     """One row per live worker: id, type, device, host, model version, games/min, status."""
     p = (
@@ -88,7 +94,7 @@ def worker_table() -> table.Panel:
         )
     )
     p = p.with_target(query("max by (worker_id) (bgai_model_version)", ref="version", instant=True))
-    p = p.with_target(query("max by (worker_id) (bgai_games_per_minute)", ref="gpm", instant=True))
+    p = p.with_target(query(per_minute("bgai_games_total", "worker_id"), ref="gpm", instant=True))
     p = p.with_target(
         query("max by (worker_id, status) (bgai_worker_status == 1)", ref="status", instant=True)
     )
@@ -145,7 +151,9 @@ def cluster() -> dash.Dashboard:
     d = d.with_panel(single("Model version", 'max(bgai_model_version{worker_type="training"})', w=6))
     d = d.with_panel(worker_table())
     d = d.with_panel(
-        series("CPU by host", "percent", query("max by (hostname) (bgai_system_cpu_percent)", "{{hostname}}"))
+        series(
+            "CPU by host", "percentunit", query("max by (hostname) (bgai_system_cpu_ratio)", "{{hostname}}")
+        )
     )
     d = d.with_panel(
         series(
@@ -153,7 +161,7 @@ def cluster() -> dash.Dashboard:
         )
     )
     for title, metric, unit in (
-        ("GPU utilisation", "bgai_gpu_utilization_percent", "percent"),
+        ("GPU utilisation", "bgai_gpu_utilization_ratio", "percentunit"),
         ("GPU memory used", "bgai_gpu_memory_used_bytes", "bytes"),
         ("GPU memory total", "bgai_gpu_memory_total_bytes", "bytes"),
         ("GPU temperature", "bgai_gpu_temperature_celsius", "celsius"),
@@ -168,7 +176,12 @@ def cluster() -> dash.Dashboard:
             )
         )
     d = d.with_panel(
-        series("Games per minute by worker", "none", query("bgai_games_per_minute", "{{worker_id}}"), w=24)
+        series(
+            "Games per minute by worker",
+            "none",
+            query(per_minute("bgai_games_total", "worker_id"), "{{worker_id}}"),
+            w=24,
+        )
     )
     return d
 
@@ -224,7 +237,7 @@ def training() -> dash.Dashboard:
     d = d.with_panel(run)
     d = d.with_panel(single("Model version", 'max(bgai_model_version{worker_type="training"})', w=4))
     d = d.with_panel(single("Buffer positions", "max(bgai_buffer_positions)", w=4))
-    d = d.with_panel(single("Games per minute", 'sum(bgai_games_per_minute{role="game"})', w=4))
+    d = d.with_panel(single("Games per minute", per_minute('bgai_games_total{role="game"}'), w=4))
     d = d.with_panel(series("Loss", "none", query("max by (kind) (bgai_training_loss)", "{{kind}}")))
     d = d.with_panel(
         series(
@@ -235,7 +248,7 @@ def training() -> dash.Dashboard:
         )
     )
     d = d.with_panel(
-        series("Games per minute", "none", query("sum by (role) (bgai_games_per_minute)", "{{role}}"), w=8)
+        series("Games per minute", "none", query(per_minute("bgai_games_total", "role"), "{{role}}"), w=8)
     )
     d = d.with_panel(
         series(
@@ -260,7 +273,7 @@ def training() -> dash.Dashboard:
             "none",
             query("max(bgai_buffer_positions)", "positions"),
             query("max(bgai_buffer_episodes)", "episodes", ref="B"),
-            query("max(rate(bgai_buffer_evicted_episodes[5m])) * 60", "evicted episodes/min", ref="C"),
+            query("max(rate(bgai_buffer_evicted_episodes_total[5m])) * 60", "evicted episodes/min", ref="C"),
         )
     )
     d = d.with_panel(

@@ -84,11 +84,9 @@ def list_runs(config: str | None, sets: tuple[str, ...]) -> None:
 
 
 def last_eval(metrics: dict[str, float]) -> str:
-    rates = {
-        k.removeprefix("eval_win_rate_"): v
-        for k, v in metrics.items()
-        if k.startswith("eval_win_rate_") and not k.endswith(("_lo", "_hi"))
-    }
+    from bgai.obs.tracking import win_rate_keys
+
+    rates = {opp: metrics[k] for opp, k in win_rate_keys(metrics).items()}
     return ", ".join(f"{opp} {v:.0%}" for opp, v in sorted(rates.items())) or "-"
 
 

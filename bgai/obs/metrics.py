@@ -5,6 +5,10 @@ A role gets a `RoleMetrics` and calls its narrow setters; `serve()` exposes `/me
 list it as a scrape target). System and GPU figures are read at scrape time by collectors: GPU
 metrics come from NVML (nvidia-ml-py) when a GPU is present and are simply absent otherwise.
 
+Names follow Prometheus's conventions: a fraction is a 0-1 `_ratio`, a running count is a counter
+(`_total`) that dashboards and rules turn into a rate with `rate()`/`increase()` (no per-minute
+gauges), and a unit ends the name (`_bytes`, `_seconds`, `_celsius`).
+
 Metric labels (`worker_id`, `worker_type`, `hostname`, `gpu_id`, `status`, `kind`, `opponent`)
 never reuse the scrape-target labels the coordinator sets (`role`, `device`), so Prometheus
 never renames one to `exported_*`.
@@ -12,14 +16,12 @@ never renames one to `exported_*`.
 
 from __future__ import annotations
 
-import collections
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info, ProcessCollector, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 STATUSES = (
@@ -50,11 +52,11 @@ class SystemCollector(Collector):
         mem = psutil.virtual_memory()
         for name, doc, value in (
             (
-                "bgai_system_cpu_percent",
-                "Host CPU use since the previous scrape, percent.",
-                psutil.cpu_percent(),
+                "bgai_system_cpu_ratio",
+                "Host CPU use since the previous scrape, 0-1 (1: every core busy).",
+                psutil.cpu_percent() / 100.0,
             ),
-            ("bgai_system_memory_percent", "Host memory in use, percent.", mem.percent),
+            ("bgai_system_memory_ratio", "Host memory in use, 0-1.", mem.percent / 100.0),
             ("bgai_system_memory_bytes", "Host memory in use, bytes.", float(mem.total - mem.available)),
         ):
             family = GaugeMetricFamily(name, doc, labels=names)
@@ -63,7 +65,7 @@ class SystemCollector(Collector):
 
 
 GPU_METRICS = (
-    "bgai_gpu_utilization_percent",
+    "bgai_gpu_utilization_ratio",
     "bgai_gpu_memory_used_bytes",
     "bgai_gpu_memory_total_bytes",
     "bgai_gpu_temperature_celsius",
@@ -99,7 +101,7 @@ class GpuCollector(Collector):
             return
         names = ["worker_id", "gpu_id"]
         docs = (
-            "GPU utilisation, percent.",
+            "GPU utilisation, 0-1 (time a kernel ran in NVML's last sample period).",
             "GPU memory in use, bytes.",
             "GPU memory, bytes.",
             "GPU temperature, Celsius.",
@@ -112,7 +114,7 @@ class GpuCollector(Collector):
                 h = nvml.nvmlDeviceGetHandleByIndex(i)
                 mem = nvml.nvmlDeviceGetMemoryInfo(h)
                 labels = [self.worker_id, str(i)]
-                util.add_metric(labels, float(nvml.nvmlDeviceGetUtilizationRates(h).gpu))
+                util.add_metric(labels, nvml.nvmlDeviceGetUtilizationRates(h).gpu / 100.0)
                 used.add_metric(labels, float(mem.used))
                 total.add_metric(labels, float(mem.total))
                 temp.add_metric(labels, float(nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU)))
@@ -121,25 +123,41 @@ class GpuCollector(Collector):
         yield from (util, used, total, temp)
 
 
+class StoredCounter(Collector):
+    """A counter whose running total is kept elsewhere and read, not counted here.
+
+    The replay buffer's evictions are counted by Redis (`buffer:{run}:stats`): exported as read, a
+    restarted trainer goes on from the stored total rather than from 0, and a new run's total
+    (back to 0) is a counter reset, which `rate()` and `increase()` handle.
+    """
+
+    def __init__(self, name: str, doc: str, labels: list[str]) -> None:
+        self.name, self.doc, self.labels = name, doc, labels
+        self._values: dict[tuple[str, ...], float] = {}
+
+    def set(self, labels: list[str], total: float) -> None:
+        self._values[tuple(labels)] = total
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+        for labels, total in list(self._values.items()):  # a copy: set() runs on the role's thread
+            family.add_metric(list(labels), total)
+        yield family
+
+
 class RoleMetrics:
     """The metrics one role process exports, with setters for the roles."""
 
-    def __init__(
-        self,
-        worker_id: str,
-        worker_type: str,
-        hostname: str,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.worker_id, self.worker_type, self.clock = worker_id, worker_type, clock
+    def __init__(self, worker_id: str, worker_type: str, hostname: str) -> None:
+        self.worker_id, self.worker_type = worker_id, worker_type
         r = self.registry = CollectorRegistry()
+        # counters are named as exported, `_total` included (prometheus_client keeps the family
+        # name without it: `exported_names`)
         wid, wt = ["worker_id"], ["worker_id", "worker_type"]
-        self._games = Counter("bgai_games", "Self-play or eval games finished.", wt, registry=r)
-        self._gpm = Gauge(
-            "bgai_games_per_minute", "Games finished per minute, last 5 minutes.", wid, registry=r
-        )
+        # games per minute: rate(bgai_games_total[5m]) * 60 in the dashboards
+        self._games = Counter("bgai_games_total", "Self-play or eval games finished.", wt, registry=r)
         self._positions = Counter(
-            "bgai_positions", "Self-play positions pushed to the replay buffer.", wt, registry=r
+            "bgai_positions_total", "Self-play positions pushed to the replay buffer.", wt, registry=r
         )
         self._sims = Gauge(
             "bgai_search_simulations_per_second",
@@ -161,17 +179,23 @@ class RoleMetrics:
         )
         self._buf_pos = Gauge("bgai_buffer_positions", "Positions in the replay buffer.", wid, registry=r)
         self._buf_eps = Gauge("bgai_buffer_episodes", "Episodes in the replay buffer.", wid, registry=r)
-        self._buf_evict = Gauge("bgai_buffer_evicted_episodes", "Episodes evicted so far.", wid, registry=r)
+        self._buf_evict = StoredCounter(
+            "bgai_buffer_evicted_episodes_total",
+            "Episodes evicted from the replay buffer of the current run (its total in Redis).",
+            wid,
+        )
+        r.register(self._buf_evict)
         self._win = Gauge(
             "bgai_eval_win_rate",
-            "Win rate of the latest evaluated version.",
+            "Win rate of the latest evaluated version, 0-1.",
             ["worker_id", "opponent"],
             registry=r,
         )
         self._er = Gauge(
             "bgai_eval_error_rate",
-            "Error rate (mean equity given up per decision x1000 against gnubg's 2-ply best play) of"
-            " the latest evaluated version on the decision set, overall and per class.",
+            "Error rate in millipoints (mean equity given up per decision x1000 against gnubg's"
+            " 2-ply best play; not a 0-1 ratio) of the latest evaluated version on the decision set,"
+            " overall and per class.",
             ["worker_id", "class"],
             registry=r,
         )
@@ -187,12 +211,14 @@ class RoleMetrics:
             wid,
             registry=r,
         )
-        self._spool_dropped = Gauge(
-            "bgai_spool_dropped_episodes",
-            "Episodes dropped because the local spool was full (since the process started).",
+        self._spool_dropped = Counter(
+            "bgai_spool_dropped_episodes_total",
+            "Episodes dropped because the local spool was full.",
             wid,
             registry=r,
         )
+        self._spool_dropped.labels(worker_id)  # exported from the start, at 0: increase() sees a drop
+        self._spool_dropped_seen = 0  # the spool's own count at the last `spool()` call
         self._run = Gauge(
             "bgai_run_info",
             "1 for the run the fleet works on (coordinator).",
@@ -221,7 +247,7 @@ class RoleMetrics:
         )
         self._expected.labels("game")  # exported from the start, at 0 (no expectation)
         self._oom = Counter(
-            "bgai_redis_oom_errors",
+            "bgai_redis_oom_errors_total",
             "Redis commands refused because Redis is out of memory (its maxmemory reached); the "
             "role backs off and retries, a game worker spools.",
             wid,
@@ -235,7 +261,6 @@ class RoleMetrics:
         # where a host's CPU goes, per role (`bgai bench fleet` reads them)
         ProcessCollector(registry=r)
         r.register(GpuCollector(worker_id))
-        self._recent: collections.deque[tuple[float, int]] = collections.deque()
         self._server: Any = None
         self.set_status("starting")
 
@@ -256,21 +281,19 @@ class RoleMetrics:
             self._status.labels(self.worker_id, s).set(1.0 if s == status else 0.0)
 
     def add_games(self, n: int) -> None:
-        now = self.clock()
         self._games.labels(self.worker_id, self.worker_type).inc(n)
-        self._recent.append((now, n))
-        while self._recent and now - self._recent[0][0] > 300:
-            self._recent.popleft()
-        span = max(now - self._recent[0][0], 60.0)
-        self._gpm.labels(self.worker_id).set(sum(k for _, k in self._recent) * 60.0 / span)
 
     def selfplay(self, positions: int, sims_per_s: float) -> None:
         self._positions.labels(self.worker_id, self.worker_type).inc(positions)
         self._sims.labels(self.worker_id).set(sims_per_s)
 
     def spool(self, waiting: int, dropped: int) -> None:
+        """`dropped`: the spool's running count (`Spool.dropped`); the counter grows by its growth
+        (a count lower than the last one is a new spool's, all of it new)."""
         self._spool.labels(self.worker_id).set(waiting)
-        self._spool_dropped.labels(self.worker_id).set(dropped)
+        grown = dropped - self._spool_dropped_seen if dropped >= self._spool_dropped_seen else dropped
+        self._spool_dropped.labels(self.worker_id).inc(grown)
+        self._spool_dropped_seen = dropped
 
     def run(self, run_id: str, status: str) -> None:
         if self._run_labels != (run_id, status):
@@ -304,7 +327,7 @@ class RoleMetrics:
     def buffer(self, stats: dict[str, Any]) -> None:
         self._buf_pos.labels(self.worker_id).set(float(stats.get("size", 0)))
         self._buf_eps.labels(self.worker_id).set(float(stats.get("episodes", 0)))
-        self._buf_evict.labels(self.worker_id).set(float(stats.get("evicted_episodes", 0)))
+        self._buf_evict.set([self.worker_id], float(stats.get("evicted_episodes", 0)))
 
     def eval_result(self, opponent: str, win_rate: float, ppg: float) -> None:
         self._win.labels(self.worker_id, opponent).set(win_rate)

@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,25 @@ log = logging.getLogger(__name__)
 
 RUNNING, FINISHED, KILLED = "RUNNING", "FINISHED", "KILLED"
 CHAMPION = "champion"  # the registered model's alias for a run's best evaluated version
+# Evaluation metrics are logged at step = model version under `eval/` (`eval/<opponent>/win_rate`,
+# `.../ppg` with `_lo`/`_hi` 95% bounds, `eval/decisions/er`...); the trainer's at step = train
+# step, outside `eval/`: the MLflow UI groups charts by that first part, so no chart mixes them.
+EVAL_PREFIX = "eval/"
+
+
+def eval_key(group: str, name: str) -> str:
+    """`eval/<group>/<name>`: group is an opponent, or `decisions` for the decision set's ER."""
+    return f"{EVAL_PREFIX}{group}/{name}"
+
+
+def win_rate_keys(keys: Any) -> dict[str, str]:
+    """{opponent: its win-rate metric key} among `keys` (bounds left out)."""
+    out = {}
+    for k in keys:
+        group, _, name = str(k).removeprefix(EVAL_PREFIX).partition("/")
+        if str(k).startswith(EVAL_PREFIX) and name == "win_rate":
+            out[group] = str(k)
+    return out
 
 
 def client_env(cfg: MlflowConfig | None = None) -> None:
@@ -57,6 +76,7 @@ class RunSummary:
     start_time: float  # seconds since the epoch
     metrics: dict[str, float]  # latest value of each metric
     params: dict[str, str]
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 class Tracker:
@@ -83,10 +103,10 @@ class Tracker:
             )
         return self._experiment_id
 
-    def create_run(self, name: str, params: dict[str, str]) -> str:
+    def create_run(self, name: str, params: dict[str, str], tags: dict[str, str] | None = None) -> str:
         from mlflow.entities import Param
 
-        run = self.client.create_run(self.experiment_id(), run_name=name)
+        run = self.client.create_run(self.experiment_id(), run_name=name, tags=tags)
         run_id = str(run.info.run_id)
         items = [Param(k, v) for k, v in sorted(params.items())]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
@@ -194,6 +214,7 @@ def _summary(run: Any) -> RunSummary:
         start_time=(run.info.start_time or 0) / 1000.0,
         metrics=dict(run.data.metrics),
         params=dict(run.data.params),
+        tags=dict(run.data.tags),
     )
 
 
@@ -400,11 +421,7 @@ class TrackingQueue:
         if run is None:
             return
         losses = {k: self.tracker.history(run_id, k) for k in LOSSES if k in run.metrics}
-        evals = {
-            k.removeprefix("eval_win_rate_"): self.tracker.history(run_id, k)
-            for k in run.metrics
-            if k.startswith("eval_win_rate_") and not k.endswith(("_lo", "_hi"))
-        }
+        evals = {opp: self.tracker.history(run_id, k) for opp, k in win_rate_keys(run.metrics).items()}
         with tempfile.TemporaryDirectory() as tmp:
             path = plot_curves(losses, evals, Path(tmp) / "training_curves.png")
             self.tracker.log_artifact(run_id, path, "curves")

@@ -145,14 +145,15 @@ class Coordinator:
         RUNNING that Redis lost: `blocked`)."""
         if self.tracker is None:
             return uuid.uuid4().hex
-        from bgai.runs.manager import log_config, run_name, run_params
+        from bgai.runs.manager import log_config, run_name, run_params, run_tags
 
         try:
             running = self.lost_runs(self.tracker)
             if running:
                 self.block(running)
                 return None
-            run_id = self.tracker.create_run(run_name(self.cfg, self.clock.now()), run_params(self.cfg))
+            name = run_name(self.cfg, self.clock.now())
+            run_id = self.tracker.create_run(name, run_params(self.cfg), run_tags(self.cfg))
             log_config(self.tracker, run_id, self.cfg)
             return run_id
         except Exception as exc:  # MLflow down or refusing: the fleet waits for a run
@@ -164,7 +165,11 @@ class Coordinator:
         """Runs of this fleet (its `redis.prefix`, or no prefix recorded) that MLflow shows
         RUNNING, newest first: with none in Redis, Redis has lost them."""
         prefix = self.cfg.redis.prefix
-        return [r for r in tracker.runs(RUNNING) if r.params.get("redis.prefix", prefix) == prefix]
+
+        def fleet_of(run: RunSummary) -> str:  # a tag; a param in runs made before stop 36
+            return run.tags.get("bgai.redis_prefix", run.params.get("redis.prefix", prefix))
+
+        return [r for r in tracker.runs(RUNNING) if fleet_of(r) == prefix]
 
     def block(self, running: list[RunSummary]) -> None:
         """Wait for `bgai-runs` instead of starting a new run; said once per set of runs."""

@@ -8,7 +8,7 @@ share a version this way, and a slice whose worker died is handed out again (sto
 A slice also scores its part of the decision set (`eval.er_decisions` decisions of
 `bgai bench strength`'s set, the same part for every version) with the version's greedy 0-ply
 player; the parts add up in Redis like the games, so each version gets an error rate (overall
-and per class) beside its win rates: in `bgai status`, MLflow (`eval_er`, `eval_er_contact`...)
+and per class) beside its win rates: in `bgai status`, MLflow (`eval/decisions/er`, `.../er_contact`)
 and Prometheus (`bgai_eval_error_rate`).
 
 A cube opponent (`gnubg_Nply_cube`) plays its part of a slice as cubeful money games inside
@@ -42,7 +42,7 @@ from bgai.core.evaluate import MatchResult, paired_match, run_pairs
 from bgai.core.network import init_params
 from bgai.errors import CorruptDataError, IncompatibleError
 from bgai.obs.metrics import RoleMetrics
-from bgai.obs.tracking import TrackingQueue
+from bgai.obs.tracking import TrackingQueue, eval_key
 from bgai.opponent_names import parse_opponent
 from bgai.opponents.cubeful import play_cubeful
 from bgai.opponents.players import Built, ExternalAgent, build_opponent
@@ -263,17 +263,13 @@ class EvalWorker:
 
 
 def eval_metrics(opponent: str, s: dict[str, int]) -> dict[str, float]:
-    """MLflow metrics of one finished (version, opponent): win rate and ppg with 95% bounds; of
-    the decision-set table (`evals.ER`): `eval_er`, `eval_er_contact`... and `eval_best`."""
+    """MLflow metrics of one finished (version, opponent), logged at step = version:
+    `eval/<opponent>/win_rate` and `.../ppg` with 95% bounds (`_lo`, `_hi`); of the decision-set
+    table (`evals.ER`): `eval/decisions/er`, `.../er_contact`... and `.../best`."""
     if opponent == evals.ER:
-        return {f"eval_{k}": float(v) for k, v in er_of_sums(s).items() if k != "decisions"}
+        return {eval_key("decisions", k): float(v) for k, v in er_of_sums(s).items() if k != "decisions"}
     res = MatchResult.of_sums(s)
     (lo, hi), (plo, phi) = res.win_rate_ci(), res.ppg_ci()
-    return {
-        f"eval_win_rate_{opponent}": res.win_rate,
-        f"eval_win_rate_{opponent}_lo": lo,
-        f"eval_win_rate_{opponent}_hi": hi,
-        f"eval_ppg_{opponent}": res.ppg,
-        f"eval_ppg_{opponent}_lo": plo,
-        f"eval_ppg_{opponent}_hi": phi,
-    }
+    values = {"win_rate": res.win_rate, "win_rate_lo": lo, "win_rate_hi": hi}
+    values |= {"ppg": res.ppg, "ppg_lo": plo, "ppg_hi": phi}
+    return {eval_key(opponent, k): v for k, v in values.items()}

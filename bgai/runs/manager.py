@@ -24,7 +24,8 @@ from typing import Any
 import jax
 
 from bgai.agent import net_of, optimizer_of
-from bgai.config import Config, config_hash, config_to_dict, model_hash
+from bgai.config import DEPLOYMENT_SECTIONS, Config, config_hash, config_to_dict, model_hash
+from bgai.config_bounds import PATHS
 from bgai.core.network import init_params
 from bgai.core.train_step import init_train_state
 from bgai.errors import BgaiError
@@ -49,11 +50,35 @@ class Resumed:
 
 
 def run_params(cfg: Config) -> dict[str, str]:
-    """Every resolved config value as `section.key` -> text (secrets masked)."""
+    """What defines the run, as `section.key` -> text: every resolved value of the learning
+    sections (model, selfplay, search, training, buffer, eval...), none of the deployment ones
+    (local, redis, head, mlflow, jax: addresses, credentials, this host's view) and no path on a
+    host. The whole resolved config (secrets masked) is the run's `config.yaml` artifact."""
     data = config_to_dict(cfg, masked=True)
     return {
-        f"{section}.{key}": str(value) for section, values in data.items() for key, value in values.items()
+        f"{section}.{key}": str(value)
+        for section, values in data.items()
+        if section not in DEPLOYMENT_SECTIONS
+        for key, value in values.items()
+        if f"{section}.{key}" not in PATHS
     }
+
+
+def run_tags(cfg: Config) -> dict[str, str]:
+    """The run's tags: its fleet (`bgai.redis_prefix`), hashes and code."""
+    from bgai.obs.metrics import bgai_version
+    from bgai.roles.champion import git_commit
+
+    code = bgai_version()
+    tags = {
+        "bgai.redis_prefix": cfg.redis.prefix,
+        "bgai.config_hash": config_hash(cfg),
+        "bgai.model_hash": model_hash(cfg),
+        "bgai.version": code,
+    }
+    if git_commit(code):
+        tags["mlflow.source.git.commit"] = git_commit(code)
+    return tags
 
 
 def run_name(cfg: Config, now: float) -> str:
@@ -118,7 +143,7 @@ class RunManager:
 
     def start(self, config_file: Path | None, now: float | None = None) -> str:
         run_id = self.tracker.create_run(
-            run_name(self.cfg, time.time() if now is None else now), run_params(self.cfg)
+            run_name(self.cfg, time.time() if now is None else now), run_params(self.cfg), run_tags(self.cfg)
         )
         source = f"from {config_file.name}, BGAI_* env and --set" if config_file else ""
         log_config(self.tracker, run_id, self.cfg, source)
@@ -180,9 +205,15 @@ class RunManager:
             if local.is_dir():
                 shutil.rmtree(local)
                 done.append(f"removed {local}")
-            if "checkpoints" in self.tracker.list_artifacts(run_id):
+            stored = self.tracker.list_artifacts(run_id)
+            if "checkpoints" in stored:
                 self.tracker.delete_artifacts(run_id, "checkpoints")
                 done.append("removed the run's checkpoints from MLflow")
+            if "champion" in stored:  # registered models point at them: the registry decides
+                done.append(
+                    f"kept its champions (champion/: versions of the registered model "
+                    f"{self.cfg.mlflow.model_name}; delete those in MLflow's model registry)"
+                )
         self.tracker.delete_run(run_id)
         done.append(f"deleted run {run_id} from MLflow")
         return done

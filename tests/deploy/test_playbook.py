@@ -6,30 +6,20 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from ansible_run import BIN, ENV, EXAMPLE_INVENTORY, MINIMAL, REPO, results, run
 
 from bgai.store.acl import ROLES, acl_lines
 from bgai.store.keys import Keys
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-ENV = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", NO_COLOR="1")
-
-
-def run(*cmd: str | Path) -> subprocess.CompletedProcess[str]:
-    argv = [str(c) for c in cmd]
-    return subprocess.run(argv, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
-
 
 def test_syntax_check() -> None:
-    out = run(BIN / "ansible-playbook", "--syntax-check", "deploy.yml")
+    out = run(BIN / "ansible-playbook", "-i", EXAMPLE_INVENTORY, "--syntax-check", "deploy.yml")
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -47,7 +37,10 @@ def test_collection_is_installed_offline() -> None:
 
 
 def test_inventory_commits_no_address_or_secret() -> None:
-    text = (REPO / "inventory.yml").read_text()
+    """The example inventory is committed, the real one (a copy of it) git-ignored."""
+    assert run("git", "check-ignore", "-q", "inventory.yml").returncode == 0, "inventory.yml: not ignored"
+    assert run("git", "ls-files", "--error-unmatch", "inventory.example.yml").returncode == 0
+    text = EXAMPLE_INVENTORY.read_text()
     for found in re.findall(r"\b\d{1,3}(?:\.\d{1,3}){3}\b", text):
         assert ipaddress.ip_address(found).is_loopback, found
     inv = yaml.safe_load(text)
@@ -121,22 +114,26 @@ def test_redis_maxmemory_filter_is_bgai_budget() -> None:
 
 
 def render_templates(tmp: Path) -> dict[str, str]:
-    """The templates deploy.yml writes, from the roles' own defaults, for the head (h0), a
-    worker host (w1: game only) and a host with TLS and MLflow's auth off (x0):
-    {"h0/bgai-env.conf": text, ...}."""
+    """The templates deploy.yml writes, from the roles' own defaults and vars, and bgai's program
+    files with a host's values written in (bgai_program_conf), for the head (h0), a worker host
+    (w1: game only) and a host with TLS and MLflow's auth off (x0): {"h0/bgai-head.conf": text, ...}."""
     secrets = {role: f"pw-{role}-0123456789abcdef" for role in (*ROLES, "mlflow_password", "grafana_admin")}
     roles = REPO / "ansible" / "roles"
     templates = {
-        "bgai-env.conf": roles / "bgai" / "templates" / "bgai-env.conf.j2",
         "redis.conf": roles / "redis" / "templates" / "redis.conf.j2",
         "mlflow.conf": roles / "mlflow" / "templates" / "program.conf.j2",
         "basic_auth.ini": roles / "mlflow" / "templates" / "basic_auth.ini.j2",
         "grafana.conf": roles / "grafana" / "templates" / "program.conf.j2",
     }
     role_vars = [
-        roles / r / "defaults" / "main.yml" for r in ("supervisor", "bgai", "redis", "mlflow", "grafana")
+        roles / r / d / "main.yml"
+        for r in ("supervisor", "bgai", "redis", "mlflow", "grafana")
+        for d in ("defaults", "vars")
+        if (roles / r / d / "main.yml").exists()
     ]
-    role_vars.append(roles / "grafana" / "vars" / "Debian.yml")
+    programs = {
+        f"bgai-{n}.conf": REPO / "supervisor" / f"{n}.conf" for n in ("head", "game-workers", "eval-workers")
+    }
     off = {"bgai_redis_tls": False, "bgai_mlflow_auth": False}
     # (set_fact: above the included defaults, as an inventory's host vars are above a role's defaults)
     gpu = {
@@ -145,8 +142,12 @@ def render_templates(tmp: Path) -> dict[str, str]:
         "bgai_jax_preallocate": False,
     }
     rendered = {n: f"{{{{ lookup('ansible.builtin.template', '{t}') }}}}" for n, t in templates.items()}
+    program_conf = "bgai_program_conf(bgai_program_expansions, bgai_program_env)"  # (as bgai_head's task)
+    rendered |= {
+        n: f"{{{{ lookup('ansible.builtin.file', '{f}') | {program_conf} }}}}" for n, f in programs.items()
+    }
     play = [{
-        "hosts": "all", "gather_facts": False,
+        "hosts": "all", "gather_facts": True, "gather_subset": ["min"],  # (the OS's own values)
         "tasks": [
             *({"ansible.builtin.include_vars": str(v)} for v in role_vars),
             {"ansible.builtin.set_fact": off, "when": "inventory_hostname == 'x0'"},
@@ -164,46 +165,47 @@ def render_templates(tmp: Path) -> dict[str, str]:
         "hosts": {"x0": {"bgai_address": "10.9.0.3"}}, "children": {
         "head": {"hosts": {"h0": {"bgai_address": "10.9.0.1"}}},
         "workers": {"hosts": {"w1": {"bgai_address": "10.9.0.2", "bgai_game_workers": 1}}}}}}))  # fmt: skip
-    env = {**ENV, "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.minimal"}  # host | SUCCESS => {json}
-    argv = [
-        BIN / "ansible-playbook",
-        "-i",
-        tmp / "hosts.yml",
-        "-e",
-        f"@{tmp / 'vars.json'}",
-        tmp / "play.yml",
-    ]
-    out = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    play_file, vars_file = tmp / "play.yml", tmp / "vars.json"
+    out = run(
+        BIN / "ansible-playbook", "-i", tmp / "hosts.yml", "-e", f"@{vars_file}", play_file, env=MINIMAL
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     rendered = {}
-    for m in re.finditer(r"^(\S+) \| SUCCESS => ", out.stdout, re.M):
-        result, _ = json.JSONDecoder().raw_decode(out.stdout, m.end())
-        rendered.update({f"{m.group(1)}/{n}": t for n, t in result.get("msg", {}).items()})
+    for host, result in results(out.stdout):
+        rendered.update({f"{host}/{n}": t for n, t in result.get("msg", {}).items()})
     rendered["secrets"] = "\n".join(secrets.values())
     return rendered
 
 
 def test_no_secret_in_any_environment_and_tls_and_auth_on(tmp_path: Path) -> None:
-    """What deploy.yml writes: supervisord's shared environment names where each secret is (a
-    file), never a secret (every program inherits it: Redis, MLflow, Prometheus, Grafana); Redis
-    speaks only TLS and asks every client for a certificate; MLflow runs its basic-auth app and
-    Grafana reads its admin password from a file; off, TLS leaves a plain port."""
+    """What deploy.yml writes: bgai's programs' environment names where each secret is (a file),
+    never a secret, and is their own (no program but bgai's gets it); Redis speaks only TLS and
+    asks every client for a certificate; MLflow runs its basic-auth app and Grafana reads its
+    admin password from a file; off, TLS leaves a plain port."""
     got = render_templates(tmp_path)
     secrets = got.pop("secrets").splitlines()
     for name, text in got.items():
         if not name.endswith("basic_auth.ini"):  # (MLflow's own settings: 0600, the admin's password)
             assert not [s for s in secrets if s in text], f"a secret in {name}"
-    env = got["h0/bgai-env.conf"]
+    head = got["h0/bgai-head.conf"]
     home = tmp_path / "home"
-    assert f'BGAI_SECRETS_DIR="{home}/etc/secrets"' in env and "BGAI_SECRET_" not in env
-    assert f'BGAI_TRACKING_PASSWORD_FILE="{home}/etc/secrets/mlflow"' in env
-    assert 'BGAI_TRACKING_PASSWORD_FILE=""' in got["w1/bgai-env.conf"]  # game workers: no MLflow password
-    # a host's own settings and JAX's GPU memory, in its environment only
-    w1 = got["w1/bgai-env.conf"]
+    assert f'BGAI_REDIS__PASSWORD_FILE="{home}/etc/secrets/coordinator"' in head
+    assert "BGAI_SECRET_" not in head
+    assert f'BGAI_MLFLOW__PASSWORD_FILE="{home}/etc/secrets/mlflow"' in head
+    assert f"{home}/venv/bin/bgai coordinator --config {home}/etc/bgai.yaml" in head
+    for name in ("bgai-head.conf", "bgai-game-workers.conf", "bgai-eval-workers.conf"):
+        # every name the repository's files expand is one the bgai role gives them
+        assert "%(ENV_" not in got[f"w1/{name}"], name
+    # w1 runs no eval worker, so talks to no MLflow: no password file for one
+    assert 'BGAI_MLFLOW__PASSWORD_FILE=""' in got["w1/bgai-eval-workers.conf"]
+    # a host's own settings and JAX's GPU memory, in its programs' environment only
+    w1 = got["w1/bgai-game-workers.conf"]
+    assert "numprocs=1" in w1 and f'BGAI_REDIS__PASSWORD_FILE="{home}/etc/secrets/game"' in w1
     assert 'BGAI_SELFPLAY__BATCH_SIZE="4096"' in w1 and 'BGAI_SELFPLAY__MODE="mcts"' in w1
     assert 'XLA_PYTHON_CLIENT_MEM_FRACTION="0.45"' in w1 and 'XLA_PYTHON_CLIENT_PREALLOCATE="false"' in w1
-    assert "BGAI_SELFPLAY__BATCH_SIZE" not in env and "XLA_PYTHON_CLIENT" not in env
-    assert 'BGAI_REDIS__TLS="true"' in env and f'BGAI_REDIS__CA_FILE="{home}/etc/tls/ca.crt"' in env
+    assert "BGAI_SELFPLAY__BATCH_SIZE" not in head and "XLA_PYTHON_CLIENT" not in head
+    assert 'BGAI_REDIS__TLS="true"' in head and f'BGAI_REDIS__CA_FILE="{home}/etc/tls/ca.crt"' in head
+    assert 'BGAI_REDIS__HOST="10.9.0.1"' in w1 and "--metrics-addr 10.9.0.2 " in w1
     redis_conf = got["h0/redis.conf"].splitlines()
     assert {"port 0", "tls-port 6379", "tls-auth-clients yes"} <= set(redis_conf)
     assert (
@@ -214,7 +216,7 @@ def test_no_secret_in_any_environment_and_tls_and_auth_on(tmp_path: Path) -> Non
     assert "GF_SECURITY_ADMIN_PASSWORD__FILE" in got["h0/grafana.conf"]
     off = {name: text for name, text in got.items() if name.startswith("x0/")}
     assert "port 6379" in off["x0/redis.conf"].splitlines() and "tls-port" not in off["x0/redis.conf"]
-    assert "BGAI_REDIS__TLS" not in off["x0/bgai-env.conf"] and "basic-auth" not in off["x0/mlflow.conf"]
+    assert "BGAI_REDIS__TLS" not in off["x0/bgai-head.conf"] and "basic-auth" not in off["x0/mlflow.conf"]
 
 
 def test_worker_hosts_get_users_and_passwords_of_their_own() -> None:

@@ -284,7 +284,7 @@ def test_local_fleet_trains_evaluates_and_stops_warmly(
     for worker_id, port in ports.items():
         kind = worker_id.split(":", 1)[1]
         want = [
-            f'bgai_system_cpu_percent{{hostname="{host}",worker_id="{worker_id}"}}',
+            f'bgai_system_cpu_ratio{{hostname="{host}",worker_id="{worker_id}"}}',
             "bgai_worker_status{",
         ]
         want += [must[kind]] if kind in must else []
@@ -350,7 +350,7 @@ def check_mlflow(env: dict[str, str], r: redis.Redis) -> str:
 
     def logged() -> bool:
         run = tracker.get_run(run_id)
-        want = {"loss", "model_version", "eval_er", *(f"eval_win_rate_{o}" for o in OPPONENTS)}
+        want = {"loss", "model_version", "eval/decisions/er", *(f"eval/{o}/win_rate" for o in OPPONENTS)}
         return run is not None and want <= set(run.metrics)
 
     wait_for("training and eval metrics in MLflow", logged, 300)

@@ -18,24 +18,24 @@ def scrape(port: int) -> str:
 
 
 def test_served_metrics() -> None:
-    now = [1000.0]
-    m = RoleMetrics("h:game:0", "game", "h", clock=lambda: now[0])
+    m = RoleMetrics("h:game:0", "game", "h")
     port = m.serve(0, addr="127.0.0.1")
     try:
         m.add_games(10)
-        now[0] += 120
         m.add_games(20)
         m.set_model_version(7)
         m.set_status("running")
         m.training({"total": 2.5, "policy": 1.5, "value": 1.0}, 12.0, 3072.0)
         m.buffer({"size": 1000, "episodes": 12, "evicted_episodes": 3})
+        m.buffer({"size": 1000, "episodes": 12, "evicted_episodes": 5})  # Redis's total, as read
         m.eval_result("pubeval", 0.45, -0.1)
         m.eval_error_rate({"er": 13.5, "er_contact": 18.75, "best": 0.6, "decisions": 800})
         text = scrape(port)
     finally:
         m.close()
     assert 'bgai_games_total{worker_id="h:game:0",worker_type="game"} 30.0' in text
-    assert 'bgai_games_per_minute{worker_id="h:game:0"} 15.0' in text  # 30 games over 2 minutes
+    assert 'bgai_buffer_evicted_episodes_total{worker_id="h:game:0"} 5.0' in text
+    assert "# TYPE bgai_buffer_evicted_episodes_total counter" in text
     assert 'bgai_model_version{worker_id="h:game:0",worker_type="game"} 7.0' in text
     assert 'bgai_worker_status{status="running",worker_id="h:game:0"} 1.0' in text
     assert 'bgai_worker_status{status="starting",worker_id="h:game:0"} 0.0' in text
@@ -45,10 +45,13 @@ def test_served_metrics() -> None:
     assert 'bgai_eval_error_rate{class="all",worker_id="h:game:0"} 13.5' in text
     assert 'bgai_eval_error_rate{class="contact",worker_id="h:game:0"} 18.75' in text
     assert 'bgai_build_info{version="' in text
-    for name in ("bgai_system_cpu_percent", "bgai_system_memory_percent", "bgai_system_memory_bytes"):
+    for name in ("bgai_system_cpu_ratio", "bgai_system_memory_ratio", "bgai_system_memory_bytes"):
         assert f'{name}{{hostname="h",worker_id="h:game:0"}}' in text
+    for name in ("bgai_system_cpu_ratio", "bgai_system_memory_ratio"):
+        (line,) = [x for x in text.splitlines() if x.startswith(name + "{")]
+        assert 0.0 <= float(line.split()[-1]) <= 1.0, line
     # no GPU here: no GPU series, and no error either
-    assert "bgai_gpu_" not in text or "bgai_gpu_utilization_percent{" in text
+    assert "bgai_gpu_" not in text or "bgai_gpu_utilization_ratio{" in text
     assert 'role="' not in text and 'device="' not in text  # target labels stay the coordinator's
 
 
@@ -66,6 +69,21 @@ def test_selfplay_and_run_info() -> None:
     assert 'bgai_search_simulations_per_second{worker_id="h:coordinator"} 5000.0' in text
     assert 'bgai_run_info{run_id="abc",run_status="paused"} 1.0' in text
     assert 'run_status="running"' not in text
+
+
+def test_spool_drops_count_up_from_the_spools_running_count() -> None:
+    from prometheus_client import generate_latest
+
+    m = RoleMetrics("h:game:0", "game", "h")
+    dropped = 'bgai_spool_dropped_episodes_total{worker_id="h:game:0"}'
+    assert f"{dropped} 0.0" in generate_latest(m.registry).decode()  # before any drop
+    m.spool(5, 0)
+    m.spool(5, 3)
+    m.spool(5, 3)  # no new drop
+    m.spool(5, 4)
+    assert f"{dropped} 4.0" in generate_latest(m.registry).decode()
+    m.spool(5, 2)  # a new spool's count: all of it new
+    assert f"{dropped} 6.0" in generate_latest(m.registry).decode()
 
 
 class FakeNvml:
@@ -107,6 +125,7 @@ def test_gpu_metrics_from_nvml() -> None:
         for name in GPU_METRICS:
             assert f'{name}{{gpu_id="{gpu_id}",worker_id="h:game:0"}}' in text
     assert 'bgai_gpu_temperature_celsius{gpu_id="1",worker_id="h:game:0"} 61.0' in text
+    assert 'bgai_gpu_utilization_ratio{gpu_id="0",worker_id="h:game:0"} 0.42' in text
     assert 'bgai_gpu_memory_total_bytes{gpu_id="0",worker_id="h:game:0"} 8.589934592e+10' in text
 
 

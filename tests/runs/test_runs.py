@@ -34,7 +34,7 @@ from bgai.roles.game_worker import GameWorker
 from bgai.roles.identity import Identity
 from bgai.roles.training_worker import TrainingWorker
 from bgai.runs.manager import checkpoint_dir, run_params
-from bgai.store import runstate, weights
+from bgai.store import evals, runstate, weights
 from bgai.store.client import connect
 from bgai.store.codec import decode_weights
 from bgai.store.keys import Keys
@@ -116,7 +116,12 @@ def test_start_creates_the_run_and_resets_redis(env: Env) -> None:
     run = e.tracker.get_run(run_id)
     assert run is not None and run.status == "RUNNING"
     assert re.fullmatch(rf"{config_hash(e.cfg)}_\d{{8}}-\d{{6}}", run.name)
-    assert run.params == run_params(e.cfg) and len(run.params) > 60  # every resolved value
+    # every resolved value that defines the run; no address, credential or path of a host
+    assert run.params == run_params(e.cfg) and len(run.params) > 40
+    assert not any(k.split(".")[0] in ("redis", "mlflow", "head", "local", "jax") for k in run.params)
+    assert "training.checkpoint_dir" not in run.params and "selfplay.spool_dir" not in run.params
+    assert run.tags["bgai.redis_prefix"] == e.cfg.redis.prefix and run.tags["bgai.version"]
+    assert run.tags["bgai.model_hash"] == model_hash(e.cfg)
     assert "config.yaml" in e.tracker.list_artifacts(run_id)
     e.state["run1"] = run_id
 
@@ -126,7 +131,7 @@ def test_training_and_eval_are_logged(env: Env) -> None:
     train_until(e, 2)
     for _ in range(20):  # eval: a whole version, both opponents
         e.eval.run_once()
-        if any(k.startswith("eval_win_rate_") for k in pending_metric_keys(e, run_id)):
+        if any(k.startswith("eval/") for k in pending_metric_keys(e, run_id)):
             break
     assert e.queue.flush(120), "tracking queue not drained"
     e.queue.curves(run_id)
@@ -138,9 +143,12 @@ def test_training_and_eval_are_logged(env: Env) -> None:
     steps = [s for s, _ in e.tracker.history(run_id, "loss")]
     assert steps == sorted(steps) and steps[-1] == e.trainer.step
     for opp in e.cfg.eval.opponents:
-        for key in (f"eval_win_rate_{opp}", f"eval_ppg_{opp}"):
+        for key in (f"eval/{opp}/win_rate", f"eval/{opp}/ppg"):
             lo, mid, hi = (run.metrics[f"{key}_lo"], run.metrics[key], run.metrics[f"{key}_hi"])
             assert lo <= mid <= hi
+        # evaluation is at step = model version; the trainer's metrics at step = train step
+        steps = {s for s, _ in e.tracker.history(run_id, f"eval/{opp}/win_rate")}
+        assert steps and steps <= set(evals.results(e.r, e.keys)), steps
     local = [p.name for p in list_checkpoints(e.trainer.dir)]
     remote = [Path(a).name for a in e.tracker.list_artifacts(run_id, "checkpoints")]
     # a checkpoint still queued when a newer one came is replaced by it (only the newest needs
@@ -230,7 +238,9 @@ def test_pause_stop_list_delete(env: Env) -> None:
     assert out.exit_code == 0, out.output
     assert e.tracker.get_run(run1) is None and not checkpoint_dir(e.cfg, run1).exists()
     stored = [p for p in (e.server.root / "artifacts").rglob("*.bgai") if run1 in str(p)]
-    assert stored == []
+    # the checkpoints are gone; its champions stay, as the registered model's versions hold them
+    assert all(p.parent.parent.name == "champion" for p in stored), stored
+    assert not stored or "kept its champions" in out.output
 
 
 def test_mlflow_outage_training_goes_on(env: Env) -> None:
@@ -304,8 +314,9 @@ def test_no_secret_reaches_mlflow_whichever_way_it_is_given(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A password given in the config file, in BGAI_* env, by --set or in a password file reaches
-    MLflow masked: the run's params and its config.yaml (the resolved config, never the file as
-    given) say `***`, and nothing the server stored (database, artifacts) holds a password."""
+    MLflow masked: the run's params hold no redis key at all, its config.yaml (the resolved
+    config, never the file as given) says `***`, and nothing the server stored (database,
+    artifacts) holds a password."""
     import secrets as tokens
 
     import yaml
@@ -341,8 +352,7 @@ def test_no_secret_reaches_mlflow_whichever_way_it_is_given(
         e.r.acl_deluser("pwtest")
     for run_id in started:
         run = e.tracker.get_run(run_id)
-        assert run is not None and run.params["redis.password"] == "***", run_id
-        assert run.params["redis.username"] == "pwtest"
+        assert run is not None and not [k for k in run.params if k.startswith("redis.")], run_id
         logged = yaml.safe_load(e.tracker.download(run_id, "config.yaml", e.tmp / run_id).read_text())
         assert logged["redis"]["password"] == "***" and logged["redis"]["username"] == "pwtest"
         assert logged["redis"]["port"] == e.cfg.redis.port  # the resolved values, --set included
