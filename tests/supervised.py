@@ -96,6 +96,8 @@ def supervised_fleet(run_dir: Path, overrides: dict[str, str], game_workers: int
         "BGAI_REDIS__PORT": str(port),
         "BGAI_PROMETHEUS_PORT": str(free_port()),
         "BGAI_ALERTMANAGER_PORT": str(free_port()),
+        "BGAI_EXPECTED_GAME_WORKERS": str(game_workers),
+        "BGAI_EXPECTED_EVAL_WORKERS": "1",
         "BGAI_ALERT_RULES": str(REPO / "configs" / "rules"),
         "BGAI_TRACKING_PORT": str(mlflow_port),
         "BGAI_TRACKING_HOST": "127.0.0.1",

@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,7 +50,15 @@ WORKERS = {"w1": {"bgai_game_workers": 1, "bgai_eval_workers": 1}, "w2": {"bgai_
 HEAD = "bgai-head"  # the head's inventory name
 RECAP = {"localhost", HEAD, *WORKERS}  # localhost: the controller builds bgai's wheel
 EXPECTED = {
-    HEAD: {"redis", "mlflow", "prometheus", "node-exporter", "coordinator", "training-worker"},
+    HEAD: {
+        "redis",
+        "mlflow",
+        "prometheus",
+        "alertmanager",
+        "node-exporter",
+        "coordinator",
+        "training-worker",
+    },
     "w1": {"node-exporter", "game-worker-0", "eval-worker-0"},
     "w2": {"node-exporter", "game-worker-0"},
 }
@@ -162,7 +171,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
             [BIN / "python", "-m", "http.server", "--bind", HEAD_ADDRESS, "-d", wheels, str(wheel_port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        ports = {k: free_port() for k in ("redis", "mlflow", "prometheus", "node")}
+        ports = {k: free_port() for k in ("redis", "mlflow", "prometheus", "node", "alertmanager")}
         inventory = tmp / "inventory.yml"
         inventory.write_text(
             yaml.safe_dump(make_inventory(tmp, key, {h.name: h for h in hosts.hosts}, ports, wheel_port))
@@ -215,6 +224,7 @@ def make_inventory(
                 "bgai_mlflow_port": ports["mlflow"],
                 "bgai_prometheus_port": ports["prometheus"],
                 "bgai_node_exporter_port": ports["node"],
+                "bgai_alertmanager_port": ports["alertmanager"],
                 "grafana_install": False,  # not installable here: the provisioning files are tested
                 "grafana_provisioning_dir": str(tmp / "grafana" / "provisioning"),
                 "grafana_dashboards_dir": str(tmp / "grafana" / "dashboards"),
@@ -277,6 +287,29 @@ def test_workers_register_are_scraped_and_training_advances(deployed: Deployed) 
     wait_for("Prometheus scraping every worker and node_exporter", lambda: up() >= scraped | nodes, 120)
     groups = d.prometheus("/api/v1/rules")["data"]["groups"]
     assert "bgai" in {g["name"] for g in groups}, groups  # the alerting rules, installed and loaded
+    # ... and what fires goes to the head's Alertmanager: the Watchdog arrives there
+    am = f"{HEAD_ADDRESS}:{d.ports['alertmanager']}"
+
+    def watchdog_at_alertmanager() -> bool:
+        active = d.prometheus("/api/v1/alertmanagers")["data"]["activeAlertmanagers"]
+        if am not in {a["url"].split("/")[2] for a in active}:
+            return False
+        with urllib.request.urlopen(f"http://{am}/api/v2/alerts", timeout=5) as resp:
+            return any(a["labels"]["alertname"] == "Watchdog" for a in json.load(resp))
+
+    wait_for("the Watchdog at the head's Alertmanager", watchdog_at_alertmanager, 120)
+    # the coordinator expects the inventory's worker counts (BgaiFewerWorkers compares them)
+    want = {
+        t: sum(int(w.get(f"bgai_{t}_workers", d)) for w in WORKERS.values())
+        for t, d in (("game", 1), ("eval", 0))
+    }
+
+    def expected() -> dict[str, int]:
+        q = urllib.parse.quote('max by (worker_type) (bgai_expected_workers{role="coordinator"})')
+        found = d.prometheus(f"/api/v1/query?query={q}")["data"]["result"]
+        return {s["metric"]["worker_type"]: int(float(s["value"][1])) for s in found}
+
+    wait_for(f"the coordinator to expect {want}", lambda: expected() == want, 120)
 
     version = lambda: int(r.get(KEYS.model_version) or -1)  # noqa: E731
     wait_for("the model version to advance past 2", lambda: version() >= 2, 300)

@@ -99,6 +99,8 @@ def supervisord() -> Iterator[Supervisord]:
             "BGAI_METRICS_ADDR": "127.0.0.1",
             "BGAI_SECRETS_DIR": home / "secrets",
             "BGAI_TRACKING_PASSWORD_FILE": "",
+            "BGAI_EXPECTED_GAME_WORKERS": 1,
+            "BGAI_EXPECTED_EVAL_WORKERS": 0,
         }
         sv = Supervisord(home, expansions)
         sv.install({"BGAI_REDIS__HOST": "10.9.0.1"})

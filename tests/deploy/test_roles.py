@@ -100,7 +100,7 @@ def test_the_deployment_tests_inventory_passes_every_role_spec(tmp_path: Path) -
     from test_deploy import WORKERS, make_inventory
 
     hosts = {name: Host(name, f"10.231.0.{11 + i}", tmp_path, f"ns-{name}") for i, name in enumerate(WORKERS)}
-    ports = {"redis": 16379, "mlflow": 15000, "prometheus": 19090, "node": 19100}
+    ports = {"redis": 16379, "mlflow": 15000, "prometheus": 19090, "node": 19100, "alertmanager": 19093}
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(yaml.safe_dump(make_inventory(tmp_path, tmp_path / "key", hosts, ports, 18000)))
     out = playbook("-i", inventory, "deploy.yml", "-e", "ansible_connection=local", *VALIDATE_ONLY)
