@@ -125,3 +125,33 @@ URL = "BGAI_REDIS_URL"
 def test_what_a_redis_url_cannot_say_is_refused(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("?", r"\?")):
         load_config(None, env=env)
+
+
+def test_status_flags_a_fleet_on_mixed_bgai_versions_and_shows_the_champion(tmp_path: Path) -> None:
+    from bgai.roles.identity import Identity
+    from bgai.store import evals, registry
+
+    with redis_server(tmp_path / "redis") as port:
+        r = redis.Redis(port=port)
+        keys = Keys()
+        runstate.start_run(r, keys, "run-a")
+        for host, code in (
+            ("h1", "0.1.1.dev5+gaaaaaaa"),
+            ("h2", "0.1.1.dev5+gaaaaaaa"),
+            ("h3", "0.1.1.dev9+gbbbbbbb"),
+        ):
+            ident = Identity(f"{host}:game:0", "game", host, "cpu", "", bgai_version=code)
+            registry.heartbeat(r, keys, ident.info(0.0, "running"), 60.0)
+        same = status("--set", f"redis.port={port}")
+        assert "warning: the fleet runs 2 bgai versions" in same.output, same.output
+        assert "0.1.1.dev5+gaaaaaaa on h1, h2; 0.1.1.dev9+gbbbbbbb on h3" in same.output
+        assert "champion: none yet" in same.output
+        evals.promote(r, keys, "run-a", 7, "er", -12.5)
+        out = status("--set", f"redis.port={port}", "--json")
+        data = json.loads(out.output)
+        assert data["champion"] == {"version": 7, "metric": "er", "value": -12.5}
+        assert data["bgai_versions"] == {"0.1.1.dev5+gaaaaaaa": ["h1", "h2"], "0.1.1.dev9+gbbbbbbb": ["h3"]}
+        assert "champion: version 7 (ER 12.5)" in status("--set", f"redis.port={port}").output
+        registry.deregister(r, keys, "h3:game:0")
+        assert "bgai versions" not in status("--set", f"redis.port={port}").output
+        r.close()

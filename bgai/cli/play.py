@@ -1,5 +1,6 @@
-"""`bgai gnubg-player`: the model as GNU Backgammon's external player, to play against it or let
-gnubg analyse it in gnubg's own interface.
+"""`bgai gnubg-player`: the model (a checkpoint, a version of the current run, or a model
+registered in MLflow: `--model champion`) as GNU Backgammon's external player, to play against
+it or let gnubg analyse it in gnubg's own interface.
 
 It listens on localhost:PORT; in gnubg, `set player 1 external localhost:PORT` connects (gnubg
 keeps that one connection for all games) and player 1's moves, and with the cube in use its
@@ -25,6 +26,13 @@ from bgai.cli.common import config_option, load_for_compute, set_option
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Checkpoint file.")
 @click.option("--version", "version", type=int, default=None, help="Model version N of the current run.")
 @click.option(
+    "--model",
+    "registered",
+    default=None,
+    metavar="champion|models:/NAME@ALIAS|models:/NAME/N",
+    help="A model registered in MLflow (`champion`: the run's best).",
+)
+@click.option(
     "--port", type=click.IntRange(1, 65535), default=8765, show_default=True, help="Port on localhost."
 )
 @click.option(
@@ -44,6 +52,7 @@ def gnubg_player(
     sets: tuple[str, ...],
     checkpoint: str | None,
     version: int | None,
+    registered: str | None,
     port: int,
     plies: int | None,
     cube_plies: int,
@@ -53,21 +62,23 @@ def gnubg_player(
     """Serve the model as GNU Backgammon's external player (`set player 1 external localhost:PORT`)."""
     from dataclasses import replace
 
-    from bgai.cli.eval import from_checkpoint, from_version, load_model
+    from bgai.cli.eval import from_checkpoint, from_registry, from_version, load_model
     from bgai.opponents.players import ExternalAgent
     from bgai.opponents.referee import ExternalPlayer
 
     cfg = load_for_compute(config, sets)
-    if (checkpoint is None) == (version is None):
-        raise click.UsageError("give either --checkpoint PATH or --version N")
+    if (checkpoint is not None, version is not None, registered is not None).count(True) != 1:
+        raise click.UsageError("give one of --checkpoint PATH, --version N or --model champion")
     if plies is not None:
         cfg = replace(cfg, eval=replace(cfg.eval, plies=plies))
-    label = Path(checkpoint).name if checkpoint else f"version {version}"
+    load: Any
     if checkpoint is not None:
-        load: Any = partial(from_checkpoint, cfg, Path(checkpoint))
+        label, load = Path(checkpoint).name, partial(from_checkpoint, cfg, Path(checkpoint))
+    elif registered is not None:
+        label, load = registered, partial(from_registry, cfg, registered)
     else:
         assert version is not None
-        load = partial(from_version, cfg, version)
+        label, load = f"version {version}", partial(from_version, cfg, version)
     agent = ExternalAgent(cfg, cube_plies=cube_plies, jacoby=jacoby).load(load_model(label, load))
     served = 0
     try:

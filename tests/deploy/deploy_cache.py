@@ -60,9 +60,11 @@ def rootfs_tarball() -> Path:
 
 
 def wheelhouse() -> Path:
-    """Every wheel the hosts need (bgai's dependencies, with the head extra, and supervisor),
-    cached per pyproject.toml; bgai itself is not among them (deploy.yml builds and ships it)."""
-    key = hashlib.sha256((REPO / "pyproject.toml").read_bytes() + " ".join(PY3112).encode())
+    """Every wheel the hosts need (bgai's dependencies, with the head and worker extras, at the
+    versions constraints.txt pins), cached per pyproject.toml and constraints.txt; bgai itself is
+    not among them (deploy.yml builds and ships it)."""
+    pins = (REPO / "pyproject.toml").read_bytes() + (REPO / "constraints.txt").read_bytes()
+    key = hashlib.sha256(pins + " ".join(PY3112).encode())
     wheels = CACHE / f"wheels-{key.hexdigest()[:12]}"
     with _locked("wheels"):
         if wheels.is_dir():
@@ -70,7 +72,8 @@ def wheelhouse() -> Path:
         partial = Path(f"{wheels}.tmp")
         shutil.rmtree(partial, ignore_errors=True)
         subprocess.run(
-            [BIN / "python", "-m", "pip", "download", "-q", "-d", partial, f"{REPO}[head]", *PY3112],
+            [BIN / "python", "-m", "pip", "download", "-q", "-d", partial, "-c", REPO / "constraints.txt",
+             f"{REPO}[head,worker]", *PY3112],
             check=True, capture_output=True, text=True, timeout=900,
         )  # fmt: skip
         for sdist in partial.glob("bgai-*"):

@@ -10,9 +10,11 @@ from __future__ import annotations
 import configparser
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
 import yaml
 from ansible_run import BIN, EXAMPLE_INVENTORY, MINIMAL, REPO, ROLES, playbook, results, run
@@ -221,3 +223,36 @@ def test_the_example_inventory_is_committed_and_parses() -> None:
     out = run(BIN / "ansible-playbook", "-i", REPO / "no-such-inventory.yml", "deploy.yml")
     assert out.returncode != 0
     assert "no head in the inventory: copy inventory.example.yml to inventory.yml" in out.stdout, out.stdout
+
+
+def test_an_old_python_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    """A host whose Python is older than requires-python stops at the bgai role's check, with
+    the fix, before any virtualenv or pip; a new enough one passes."""
+    old = tmp_path / "python3.10"
+    old.write_text("#!/bin/sh\necho 3.10.12\n")
+    old.chmod(0o755)
+    checks = ROLES / "bgai" / "tasks" / "python.yml"  # alone: not the role's dependencies
+    play = [{
+        "hosts": "localhost", "gather_facts": False,
+        "vars": {"bgai_python_min": "3.11"},
+        "tasks": [{"ansible.builtin.import_tasks": str(checks)}],
+    }]  # fmt: skip
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
+    for python, ok in ((old, False), (Path(sys.executable), True)):
+        out = playbook(tmp_path / "play.yml", "-e", f"supervisor_os_python={python}")
+        assert (out.returncode == 0) == ok, out.stdout[-2000:]
+        if not ok:
+            assert "is Python 3.10.12; bgai needs 3.11 or newer" in out.stdout
+            assert "set supervisor_os_python" in out.stdout
+
+
+def test_a_mac_runs_jax_on_its_cpu_and_says_so() -> None:
+    """bgai_accelerator metal installs no Metal plugin (jax-metal cannot load beside the pinned
+    JAX) and tells bgai doctor the backend is the CPU; cuda adds the CUDA wheels."""
+    defaults = yaml.safe_load((ROLES / "bgai" / "defaults" / "main.yml").read_text())
+    assert defaults["bgai_jax_packages"] == {"cuda": ["jax[cuda12]"], "metal": [], "cpu": []}
+    tasks = (ROLES / "bgai" / "tasks" / "main.yml").read_text()
+    assert "bgai_accelerator metal runs JAX on the CPU" in tasks
+    backend = jinja2.Template(defaults["bgai_jax_backend"])
+    for accelerator, want in (("metal", "cpu"), ("cuda", "cuda"), ("cpu", "cpu")):
+        assert backend.render(bgai_accelerator=accelerator) == want

@@ -10,12 +10,14 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from mlflow_server import mlflow_server
 from redis_server import redis_server
 
 from bgai.agent import net_of
 from bgai.bench.strength import er_of_sums
 from bgai.cli.eval import from_registry, registered_model
+from bgai.cli.main import cli
 from bgai.config import config_hash, load_config, model_hash
 from bgai.core.network import init_params
 from bgai.errors import BgaiError
@@ -137,6 +139,17 @@ def test_the_best_evaluated_version_is_registered_as_the_champion(tmp_path: Path
             )
         with pytest.raises(BgaiError, match="in MLflow"):
             from_registry(cfg, "models:/nosuch@champion")
+        # the command lines: `bgai eval --model champion` plays it; gnubg-player takes it too
+        sets = ["--set", f"redis.port={port}", "--set", f"mlflow.tracking_uri={server.uri}"]
+        base = ["--config", str(FLEET_YAML), *sets]
+        out = CliRunner().invoke(
+            cli, ["eval", *base, "--model", "champion", "--opponent", "random", "--games", "2"]
+        )
+        assert out.exit_code == 0 and "champion" in out.output and "vs random" in out.output, out.output
+        out = CliRunner().invoke(cli, ["eval", *base, "--model", "models:/nosuch@champion", "--games", "2"])
+        assert out.exit_code == 2 and "cannot use models:/nosuch@champion" in out.output, out.output
+        out = CliRunner().invoke(cli, ["gnubg-player", *base, "--model", "champion", "--version", "1"])
+        assert out.exit_code == 2 and "give one of" in out.output, out.output
         worker.teardown()
         r.close()
 
