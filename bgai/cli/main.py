@@ -13,6 +13,7 @@ from bgai.cli.common import config_option, load_for_compute, load_or_exit, set_o
 from bgai.cli.cube import build_cubes
 from bgai.cli.doctor import doctor
 from bgai.cli.eval import eval_command
+from bgai.cli.export import export_games
 from bgai.cli.fleet import ROLE_COMMANDS, check_config, status
 from bgai.cli.fleetbench import bench_fleet
 from bgai.cli.play import gnubg_player
@@ -293,7 +294,7 @@ def redis_maxmemory(config: str | None, sets: tuple[str, ...]) -> None:
     click.echo(budget(load_or_exit(config, sets)))
 
 
-for _command in (*ROLE_COMMANDS, check_config, status, doctor, eval_command):
+for _command in (*ROLE_COMMANDS, check_config, status, doctor, eval_command, export_games):
     cli.add_command(_command)
 
 
