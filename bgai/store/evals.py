@@ -347,9 +347,11 @@ def target(r: redis.Redis, keys: Keys, run: str | None = None) -> dict[str, int]
 
 # Promote a version to champion when it beats the one there by the same yardstick (or there is
 # none, or the yardstick changed): one atomic step, so two eval workers finishing versions at
-# once cannot both win. KEYS: champion, run id. ARGV: version, metric, value, record, run, NO_RUN.
+# once cannot both win. KEYS: champion. ARGV: version, metric, value, record, run, NO_RUN, the
+# run id's key (an argument, as in _ADD: Redis checks a script's KEYS for write access, and an
+# eval worker's user may only read the run id).
 _PROMOTE = """
-if (redis.call('GET', KEYS[2]) or ARGV[6]) ~= ARGV[5] then return 0 end
+if (redis.call('GET', ARGV[7]) or ARGV[6]) ~= ARGV[5] then return 0 end
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local c = cjson.decode(cur)
@@ -366,8 +368,8 @@ def promote(r: redis.Redis, keys: Keys, run: str, version: int, metric: str, val
     longer the fleet's."""
     record = json.dumps({"version": version, "metric": metric, "value": value})
     ek = keys.eval(run)
-    args = (version, metric, repr(value), record, run, NO_RUN)
-    return bool(r.eval(_PROMOTE, 2, ek.champion, keys.run_id, *args))
+    args = (version, metric, repr(value), record, run, NO_RUN, keys.run_id)
+    return bool(r.eval(_PROMOTE, 1, ek.champion, *args))
 
 
 def champion(r: redis.Redis, keys: Keys, run: str | None = None) -> dict[str, Any] | None:
