@@ -53,3 +53,13 @@ class AlertWebhook:
             for n in recent
             for a in n["alerts"]
         )
+
+    def last_status(self, alertname: str) -> str | None:
+        """`alertname`'s status in the newest notification that carried it (None: never sent)."""
+        with self._lock:
+            sent = list(self.notifications)
+        for n in reversed(sent):
+            for a in n["alerts"]:
+                if a["labels"].get("alertname") == alertname:
+                    return str(a["status"])
+        return None
