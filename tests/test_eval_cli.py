@@ -8,19 +8,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from tiny_model import ARGS, SETS
 
 from bgai.cli.main import cli
 from bgai.config import load_config, model_hash
 from bgai.runs.manager import train_template
 from bgai.train.checkpoint import save_checkpoint
-
-SETS = {
-    "model.hidden": "[16]",
-    "movegen.max_plays": "64",
-    "movegen.frontier2": "48",
-    "movegen.frontier3": "96",
-}
-ARGS = [x for k, v in SETS.items() for x in ("--set", f"{k}={v}")]
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from tiny_model import ARGS, SETS
 
 from bgai.cli.eval import from_checkpoint
 from bgai.cli.main import cli
@@ -28,13 +29,6 @@ from bgai.train.checkpoint import save_checkpoint
 
 GNUBG = "/usr/games/gnubg"
 needs_gnubg = pytest.mark.skipif(not os.access(GNUBG, os.X_OK), reason="needs Debian's gnubg")
-SETS = {
-    "model.hidden": "[16]",
-    "movegen.max_plays": "64",
-    "movegen.frontier2": "48",
-    "movegen.frontier3": "96",
-}
-ARGS = [x for k, v in SETS.items() for x in ("--set", f"{k}={v}")]
 START = np.asarray(start_board())
 
 

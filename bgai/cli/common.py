@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from bgai import compile_cache
@@ -60,3 +62,14 @@ set_option = click.option(
     metavar="SECTION.KEY=VALUE",
     help="Override one config value (repeatable).",
 )
+
+
+def registered_option(f: Any) -> Any:
+    """`--model champion|models:/NAME@ALIAS|models:/NAME/N`: a model registered in MLflow."""
+    return click.option(
+        "--model",
+        "registered",
+        default=None,
+        metavar="champion|models:/NAME@ALIAS|models:/NAME/N",
+        help="A model registered in MLflow: `champion` is mlflow.model_name's champion alias.",
+    )(f)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from bgai.cli.common import config_option, load_for_compute, set_option
+from bgai.cli.common import config_option, load_for_compute, registered_option, set_option
 from bgai.config import Config, model_hash
 from bgai.errors import BgaiError
 
@@ -35,13 +35,7 @@ if TYPE_CHECKING:  # JAX loads only when a command computes: `bgai --help` stays
     help="Checkpoint file (repeatable: one row each).",
 )
 @click.option("--version", "version", type=int, default=None, help="Model version N of the current run.")
-@click.option(
-    "--model",
-    "registered",
-    default=None,
-    metavar="champion|models:/NAME@ALIAS|models:/NAME/N",
-    help="A model registered in MLflow: `champion` is mlflow.model_name's champion alias.",
-)
+@registered_option
 @click.option(
     "--opponent",
     default="pubeval",

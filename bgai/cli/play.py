@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from bgai.cli.common import config_option, load_for_compute, set_option
+from bgai.cli.common import config_option, load_for_compute, registered_option, set_option
 
 
 @click.command("gnubg-player")
@@ -25,13 +25,7 @@ from bgai.cli.common import config_option, load_for_compute, set_option
 @set_option
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Checkpoint file.")
 @click.option("--version", "version", type=int, default=None, help="Model version N of the current run.")
-@click.option(
-    "--model",
-    "registered",
-    default=None,
-    metavar="champion|models:/NAME@ALIAS|models:/NAME/N",
-    help="A model registered in MLflow (`champion`: the run's best).",
-)
+@registered_option
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=8765, show_default=True, help="Port on localhost."
 )
