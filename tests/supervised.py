@@ -20,6 +20,7 @@ import redis
 from redis_server import free_port, redis_binary
 
 from bgai.config import load_config
+from bgai.obs.ports import DEFAULT_METRICS_PORTS, port_env
 from bgai.store.acl import ensure_secrets, env_name, host_passwords, local_host, write_password_files
 from bgai.store.budget import redis_maxmemory
 from bgai.store.keys import Keys
@@ -28,6 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CONF = REPO / "supervisor" / "local.conf"
 KEYS = Keys()
+# /metrics on any free port (BGAI_METRICS_PORT_<KIND>=0, which the program files need set):
+# several fleets run on this machine at once, and the fixed ports may be taken
+ANY_METRICS_PORTS = {port_env(kind): "0" for kind in DEFAULT_METRICS_PORTS}
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout_s: float, poll_s: float = 0.2) -> float:
@@ -103,6 +107,7 @@ def supervised_fleet(run_dir: Path, overrides: dict[str, str], game_workers: int
         "BGAI_TRACKING_HOST": "127.0.0.1",
         "BGAI_MLFLOW__TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
         "BGAI_METRICS_ADDR": "127.0.0.1",
+        **ANY_METRICS_PORTS,
         "BGAI_TRAINING__CHECKPOINT_DIR": str(run_dir / "checkpoints"),
         "BGAI_SELFPLAY__SPOOL_DIR": str(run_dir / "spool"),
         "BGAI_HEAD__TARGETS_FILE": str(run_dir / "targets" / "bgai.json"),

@@ -1,11 +1,17 @@
 """The program files supervisord runs: a role that exits 2 (a refusal only an operator can fix:
 a bad config, a wrong password, a checkpoint of another model) stays EXITED instead of being
-restarted into the same refusal forever; a crash (exit 1, a signal) is restarted."""
+restarted into the same refusal forever; a crash (exit 1, a signal) is restarted. Each serves
+/metrics on a fixed port, its kind's base plus its number, which every starter of the files sets."""
 
 from __future__ import annotations
 
 import configparser
 from pathlib import Path
+
+import yaml
+from supervised import ANY_METRICS_PORTS
+
+from bgai.obs.ports import DEFAULT_METRICS_PORTS, port_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,3 +51,40 @@ def test_no_program_is_handed_a_password_through_its_environment() -> None:
         env = program.get("environment", "")
         assert "BGAI_REDIS__PASSWORD_FILE=" in env, name
         assert "PASSWORD=" not in env and "BGAI_SECRET_" not in env, f"{name}: {env}"
+
+
+# program -> (its kind, whether supervisord runs several: numprocs)
+KINDS = {
+    "program:coordinator": ("coordinator", False),
+    "program:training-worker": ("training", False),
+    "program:game-worker": ("game", True),
+    "program:eval-worker": ("eval", True),
+}
+
+
+def test_every_bgai_program_serves_metrics_on_its_kinds_port_plus_its_number() -> None:
+    """Fixed ports a firewall can open: the program's kind's base (BGAI_METRICS_PORT_<KIND>, which
+    every starter sets) plus its process number where supervisord runs several (game-worker-N)."""
+    for name, program in bgai_programs().items():
+        kind, numbered = KINDS[name.split()[1]]
+        command = program["command"]
+        assert f"--metrics-port %(ENV_{port_env(kind)})s " in command, name
+        assert ("--metrics-port-offset %(process_num)d " in command) == numbered, name
+        assert "--metrics-addr %(ENV_BGAI_METRICS_ADDR)s " in command, name
+
+
+def test_every_starter_of_the_program_files_sets_every_metrics_port() -> None:
+    """supervisord refuses a file naming an unset %(ENV_X)s: scripts/fleet-local defaults each base
+    to bgai.obs.ports's (its caller's environment first), the Ansible bgai role writes its
+    bgai_metrics_ports (the same defaults) into the programs, and the tests use 0 (any free
+    port: several fleets run at once)."""
+    fleet_local = (REPO / "scripts" / "fleet-local").read_text()
+    role = REPO / "ansible" / "roles" / "bgai"
+    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
+    expansions = yaml.safe_load((role / "vars" / "main.yml").read_text())["bgai_program_expansions"]
+    assert defaults["bgai_metrics_ports"] == DEFAULT_METRICS_PORTS
+    for kind, port in DEFAULT_METRICS_PORTS.items():
+        name = port_env(kind)
+        assert f"{name}=${{{name}:-{port}}}" in fleet_local, name
+        assert expansions[name] == f"{{{{ bgai_metrics_ports.{kind} }}}}", name
+        assert ANY_METRICS_PORTS[name] == "0", name

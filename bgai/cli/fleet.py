@@ -18,6 +18,7 @@ import click
 
 from bgai import compile_cache, cpu_threads
 from bgai.cli.common import OperatorError, config_option, load_or_exit, redis_failure, set_option
+from bgai.obs import ports
 
 if TYPE_CHECKING:
     from bgai.config import Config
@@ -29,7 +30,17 @@ metrics_port_option = click.option(
     "--metrics-port",
     type=click.IntRange(0, 65535),
     default=None,
-    help="Serve /metrics on this port (0: any free port, reported in the registry). Default: none.",
+    help="Serve /metrics on this port plus --metrics-port-offset (0: any free port, reported in the "
+    "registry). Default: none.",
+)
+# The supervisor programs pass their kind's base port (bgai.obs.ports) and their process number
+metrics_port_offset_option = click.option(
+    "--metrics-port-offset",
+    type=click.IntRange(0, 1000),
+    default=0,
+    show_default=True,
+    help="Added to --metrics-port (this program's number among its kind's: game-worker-N's N); "
+    "ignored when --metrics-port is 0.",
 )
 # Loopback unless told: /metrics is unauthenticated, so it listens only where it is asked to
 # (the supervisor programs pass the host's fleet address, BGAI_METRICS_ADDR).
@@ -119,14 +130,21 @@ def _role_command(name: str, kind: str, doc: str) -> click.Command:
     @set_option
     @worker_id_option
     @metrics_port_option
+    @metrics_port_offset_option
     @metrics_addr_option
     def command(
         config: str | None,
         sets: tuple[str, ...],
         worker_id: str | None,
         metrics_port: int | None,
+        metrics_port_offset: int,
         metrics_addr: str,
     ) -> None:
+        if metrics_port is not None:
+            try:
+                metrics_port = ports.metrics_port(metrics_port, metrics_port_offset)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--metrics-port-offset") from None
         _serve(kind, config, sets, worker_id, metrics_port, metrics_addr)
 
     return command

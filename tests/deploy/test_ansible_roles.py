@@ -89,6 +89,18 @@ def test_a_wrong_accelerator_is_refused_before_anything_runs(tmp_path: Path) -> 
     assert validated_roles(out.stdout) == {"supervisor", "bgai"}  # (supervisor: bgai's dependency)
 
 
+def test_metrics_ports_are_given_whole(tmp_path: Path) -> None:
+    """bgai_metrics_ports replaces the default dict whole (Ansible merges no dicts): one with a
+    kind left out is refused by the bgai role's spec, naming the missing ones, before any task."""
+    inventory = tmp_path / "inventory.yml"
+    partial = example_inventory(bgai_metrics_ports={"game": 9400}, bgai_home=str(tmp_path))
+    inventory.write_text(yaml.safe_dump(partial))
+    out = playbook("-i", inventory, "deploy.yml", *VALIDATE_ONLY)
+    assert out.returncode != 0
+    refused = "missing required arguments: coordinator, eval, training found in bgai_metrics_ports"
+    assert refused in out.stdout, out.stdout[-3000:]
+
+
 def test_the_example_inventory_passes_every_role_spec() -> None:
     out = playbook("-i", EXAMPLE_INVENTORY, "deploy.yml", *VALIDATE_ONLY)
     assert out.returncode == 0, out.stdout[-4000:]

@@ -225,6 +225,9 @@ def make_inventory(
                 "bgai_prometheus_port": ports["prometheus"],
                 "bgai_node_exporter_port": ports["node"],
                 "bgai_alertmanager_port": ports["alertmanager"],
+                # /metrics on any free port: a restarted worker is told from its old process by its
+                # new port (test_restarted_worker_comes_back_and_reregisters)
+                "bgai_metrics_ports": {"coordinator": 0, "training": 0, "game": 0, "eval": 0},
                 "grafana_install": False,  # not installable here: the provisioning files are tested
                 "grafana_provisioning_dir": str(tmp / "grafana" / "provisioning"),
                 "grafana_dashboards_dir": str(tmp / "grafana" / "dashboards"),

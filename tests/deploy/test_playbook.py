@@ -206,6 +206,9 @@ def test_no_secret_in_any_environment_and_tls_and_auth_on(tmp_path: Path) -> Non
     assert "BGAI_SELFPLAY__BATCH_SIZE" not in head and "XLA_PYTHON_CLIENT" not in head
     assert 'BGAI_REDIS__TLS="true"' in head and f'BGAI_REDIS__CA_FILE="{home}/etc/tls/ca.crt"' in head
     assert 'BGAI_REDIS__HOST="10.9.0.1"' in w1 and "--metrics-addr 10.9.0.2 " in w1
+    # /metrics on fixed ports (bgai_metrics_ports): the kind's base plus the process number
+    assert "--metrics-port 9320 --metrics-port-offset %(process_num)d " in w1
+    assert "--metrics-port 9310 " in head and "--metrics-port 9311 " in head
     redis_conf = got["h0/redis.conf"].splitlines()
     assert {"port 0", "tls-port 6379", "tls-auth-clients yes"} <= set(redis_conf)
     assert (

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from ansible_run import BIN, MINIMAL, REPO, ROLES, playbook, results
-from supervised import wait_for
+from supervised import ANY_METRICS_PORTS, wait_for
 
 FILES = {"head": "bgai-head.conf", "game-workers": "bgai-game-workers.conf"}
 # Not bgai's: Redis, and a Prometheus that ignores SIGHUP as the real one does (it rereads its files)
@@ -97,6 +97,7 @@ def supervisord() -> Iterator[Supervisord]:
             "BGAI_CONFIG": home / "bgai.yaml",
             "BGAI_RUN_DIR": home / "log",
             "BGAI_METRICS_ADDR": "127.0.0.1",
+            **ANY_METRICS_PORTS,
             "BGAI_SECRETS_DIR": home / "secrets",
             "BGAI_TRACKING_PASSWORD_FILE": "",
             "BGAI_EXPECTED_GAME_WORKERS": 1,

@@ -30,6 +30,7 @@ from alert_webhook import AlertWebhook
 from dashboards import panel_queries
 from prometheus_api import PromAPI, has_gpu
 from redis_server import free_port, redis_binary
+from supervised import ANY_METRICS_PORTS
 
 from bgai.config import load_config
 from bgai.obs.metrics import GPU_METRICS, declared_metrics
@@ -104,6 +105,7 @@ def fleet(tmp_path: Path, webhook: AlertWebhook) -> Iterator[tuple[dict[str, str
         "BGAI_TRACKING_HOST": "127.0.0.1",
         "BGAI_MLFLOW__TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
         "BGAI_METRICS_ADDR": "127.0.0.1",
+        **ANY_METRICS_PORTS,  # (any free port: other fleets may run on this machine)
         "BGAI_TRAINING__CHECKPOINT_DIR": str(run_dir / "checkpoints"),
         "BGAI_HEAD__TARGETS_FILE": str(run_dir / "targets" / "bgai.json"),
         # the eval worker also plays Debian's GNU Backgammon (a gnubg child process)
