@@ -243,7 +243,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("bgai.config_parse", "bgai.config_section", "bgai.config_deploy", "bgai.config"),
     ("bgai.agent", "bgai.devices", "bgai.compile_cache", "bgai.cpu_threads", "bgai.bearoff_file"),
     ("bgai.store", "bgai.obs", "bgai.opponents", "bgai.train"),
-    ("bgai.runs", "bgai.roles", "bgai.bench"),
+    ("bgai.runs", "bgai.roles", "bgai.bench", "bgai.join"),
     ("bgai.cli",),
 )
 

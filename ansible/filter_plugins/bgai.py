@@ -33,16 +33,18 @@ def _acl() -> Any:
 
 
 def bgai_acl_lines(
-    passwords: dict[str, str], prefix: str = "bgai", hosts: list[str] | None = None
+    passwords: dict[str, str], prefix: str = "bgai", hosts: list[str] | None = None, current: str = ""
 ) -> list[str]:
-    """The head's users.acl: every role, and game@HOST / eval@HOST for each worker host."""
+    """The head's users.acl: every role, and game@HOST / eval@HOST for each worker host, and
+    the users of hosts joined by token that the `current` file holds (`bgai token`: Redis's
+    own, removed by `bgai token revoke` alone)."""
     acl = _acl()
     from bgai.store.keys import Keys
 
     missing = [role for role in acl.ROLES if not passwords.get(role)]
     if missing:
         raise ValueError(f"no Redis password for {', '.join(missing)} (bgai_secrets)")
-    return list(acl.acl_lines(Keys(prefix), passwords, hosts or []))
+    return [*acl.acl_lines(Keys(prefix), passwords, hosts or []), *acl.joined_lines(current)]
 
 
 def bgai_host_password(secret: str, role: str, host: str) -> str:

@@ -54,6 +54,13 @@ metrics_addr_option = click.option(
     "scraped at this host's name).",
 )
 
+metrics_pushed_option = click.option(
+    "--metrics-pushed",
+    is_flag=True,
+    help="A Prometheus agent on this host scrapes /metrics and pushes the series to the head "
+    "(`bgai join`): register no scrape target.",
+)
+
 
 def _serve(
     kind: str,
@@ -62,6 +69,7 @@ def _serve(
     worker_id: str | None,
     metrics_port: int | None,
     metrics_addr: str = DEFAULT_METRICS_ADDR,
+    metrics_pushed: bool = False,
 ) -> None:
     from bgai.clock import SystemClock
     from bgai.obs.metrics import RoleMetrics
@@ -92,7 +100,9 @@ def _serve(
     metrics = RoleMetrics(worker_id, kind, socket.gethostname())
     port = 0 if metrics_port is None else metrics.serve(metrics_port, metrics_addr)
     advertised = "" if metrics_addr in ("0.0.0.0", "::") else metrics_addr
-    identity = make_identity(kind, worker_id, port, metrics_host=advertised)
+    # pushed: an agent on this host scrapes it and remote-writes (a host joined by token, which
+    # the head cannot reach): no scrape target for the head's Prometheus
+    identity = make_identity(kind, worker_id, 0 if metrics_pushed else port, metrics_host=advertised)
     role: Any
     if kind == "coordinator":
         from bgai.roles.coordinator import Coordinator
@@ -132,6 +142,7 @@ def _role_command(name: str, kind: str, doc: str) -> click.Command:
     @metrics_port_option
     @metrics_port_offset_option
     @metrics_addr_option
+    @metrics_pushed_option
     def command(
         config: str | None,
         sets: tuple[str, ...],
@@ -139,13 +150,14 @@ def _role_command(name: str, kind: str, doc: str) -> click.Command:
         metrics_port: int | None,
         metrics_port_offset: int,
         metrics_addr: str,
+        metrics_pushed: bool,
     ) -> None:
         if metrics_port is not None:
             try:
                 metrics_port = ports.metrics_port(metrics_port, metrics_port_offset)
             except ValueError as exc:
                 raise click.BadParameter(str(exc), param_hint="--metrics-port-offset") from None
-        _serve(kind, config, sets, worker_id, metrics_port, metrics_addr)
+        _serve(kind, config, sets, worker_id, metrics_port, metrics_addr, metrics_pushed)
 
     return command
 

@@ -16,6 +16,7 @@ from bgai.cli.eval import eval_command
 from bgai.cli.export import export_games
 from bgai.cli.fleet import ROLE_COMMANDS, check_config, status
 from bgai.cli.fleetbench import bench_fleet
+from bgai.cli.join import JOIN_COMMANDS
 from bgai.cli.play import gnubg_player
 from bgai.errors import BgaiError
 from bgai.store.keys import Keys
@@ -294,7 +295,7 @@ def redis_maxmemory(config: str | None, sets: tuple[str, ...]) -> None:
     click.echo(budget(load_or_exit(config, sets)))
 
 
-for _command in (*ROLE_COMMANDS, check_config, status, doctor, eval_command, export_games):
+for _command in (*ROLE_COMMANDS, *JOIN_COMMANDS, check_config, status, doctor, eval_command, export_games):
     cli.add_command(_command)
 
 

@@ -224,7 +224,8 @@ class RoleRunner:
                     return 2
                 except REFUSED as exc:  # wrong password or a key this role may not touch
                     log.error(
-                        "%s: refused by Redis as user %r: %s (check redis.username / password)",
+                        "%s: refused by Redis as user %r: %s (check redis.username / password;"
+                        " a host joined by token: the token was revoked or replaced)",
                         self.worker_id,
                         self.cfg.redis.username or "default",
                         exc,

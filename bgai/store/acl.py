@@ -52,6 +52,12 @@ _COMMANDS = (
     " +time"  # Redis's clock, which `bgai doctor` compares with the host's (in no category but @fast)
 )
 _HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+# A host joined by token (`bgai token create`) has game@/eval@ users that Redis alone knows
+# (`ACL SETUSER`, `ACL SAVE`), their passwords in the token only. This channel pattern marks
+# them (no role may use pub/sub, so it grants nothing): whoever rewrites the ACL file from the
+# inventory (`bgai acl`, the redis role) keeps the marked lines, and `bgai token revoke` is what
+# removes one.
+JOINED_MARK = "&bgai-joined"
 
 
 def check_host(host: str) -> str:
@@ -132,6 +138,28 @@ def acl_lines(keys: Keys, passwords: dict[str, str], hosts: Iterable[str] = ()) 
     return lines
 
 
+def joined_rules(keys: Keys, role: str, host: str, password: str) -> list[str]:
+    """`ACL SETUSER role@host ...`'s rules for a host joined by token: the per-host user's keys
+    and commands, marked as joined (JOINED_MARK)."""
+    if role not in HOST_ROLES:
+        raise ValueError(f"a joined host runs game or eval workers, not {role!r}")
+    line = _user(username(role, host), password, key_rules(keys, host)[role], _COMMANDS)
+    rules = line.split()[2:]  # after `user NAME`
+    return [
+        "reset",
+        *rules[: rules.index("resetchannels") + 1],
+        JOINED_MARK,
+        *rules[rules.index("resetchannels") + 1 :],
+    ]
+
+
+def joined_lines(acl_text: str) -> list[str]:
+    """The lines of an ACL file (`ACL SAVE`'s) that belong to hosts joined by token."""
+    return [
+        ln.strip() for ln in acl_text.splitlines() if ln.startswith("user ") and JOINED_MARK in ln.split()
+    ]
+
+
 def _user(name: str, password: str, key_patterns: str, commands: str) -> str:
     digest = hashlib.sha256(password.encode()).hexdigest()
     return f"user {name} on #{digest} resetkeys {key_patterns} resetchannels {commands}"
@@ -163,7 +191,8 @@ def ensure_secrets(
     passwords = {role: have.get(role) or secrets.token_urlsafe(24) for role in ROLES}
     if passwords != have:
         _write_private(secrets_file, "".join(f"export {env_name(r)}={pw}\n" for r, pw in passwords.items()))
-    _write_private(acl_file, "\n".join(acl_lines(keys, passwords, hosts)) + "\n")
+    joined = joined_lines(acl_file.read_text()) if acl_file.exists() else []
+    _write_private(acl_file, "\n".join([*acl_lines(keys, passwords, hosts), *joined]) + "\n")
     return passwords
 
 

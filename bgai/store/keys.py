@@ -39,6 +39,8 @@ two prefixes. Writers and readers name roles: coordinator (C), game worker (G), 
 | P:buffer:{run}:sources       | hash   | -     | G         | G         | game worker process -> highest    |
 |                              |        |       |           |           | episode seq pushed (dedup)        |
 | P:metrics:targets            | string | -     | C         | S, Prom.  | JSON [{host, port, labels}]       |
+| P:joined:{host}              | string | -     | S (admin) | S         | JSON {roles, created, expires}: a |
+|                              |        |       |           |           | host joined by token (`bgai token`)|
 | P:trainer:lock               | string | 30 s  | T         | T S       | holder's owner token (one trainer)|
 | P:eval:{run}:target          | string | -     | E         | E S       | JSON {version, games, slice}      |
 |                              |        |       |           |           | the version being evaluated       |
@@ -155,6 +157,14 @@ class Keys:
     @property
     def metrics_targets(self) -> str:
         return self._k("metrics", "targets")
+
+    # hosts joined by token (bgai token create / revoke; their ACL users are Redis's own)
+    def joined(self, host: str) -> str:
+        return self._k("joined", host)
+
+    @property
+    def joined_pattern(self) -> str:
+        return self._k("joined", "*")
 
     # training
     @property

@@ -242,7 +242,7 @@ def test_worker_hosts_get_users_and_passwords_of_their_own() -> None:
         assert got == host_passwords(passwords, "w1")[role]
         assert (got != passwords[role]) == (role in ("game", "eval"))
     tasks = (REPO / "ansible" / "roles" / "redis" / "tasks" / "main.yml").read_text()
-    assert "bgai_acl_lines(redis_prefix, redis_worker_nodes)" in tasks
+    assert "bgai_acl_lines(redis_prefix, redis_worker_nodes, redis_acl_text)" in tasks
     assert (
         "bgai_host_password(item, ansible_facts.nodename)"
         in (REPO / "ansible" / "roles" / "bgai" / "tasks" / "main.yml").read_text()

@@ -1,0 +1,69 @@
+"""Prometheus's web config (`--web.config.file`): TLS and basic-auth users.
+
+A head that takes metrics from hosts it cannot reach (workers joined by token, behind NAT) runs
+its Prometheus with `--web.enable-remote-write-receiver` and this file: the port then speaks only
+TLS, and every request, a remote write or a query, needs a user of `basic_auth_users` (bcrypt
+hashes). Prometheus reads the file again on every request, so `bgai token create` adds a
+joined host's user and `bgai token revoke` removes it with no restart: a revoked host's metrics
+are refused at once.
+
+    tls_server_config: {cert_file: ..., key_file: ...}
+    basic_auth_users: {admin: $2b$..., <joined host>: $2b$...}
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _hash(password: str) -> str:
+    import bcrypt  # the head extra: only the head writes this file
+
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
+
+
+def read(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a Prometheus web config (a mapping)")
+    return data
+
+
+def write_new(path: Path, cert_file: str, key_file: str, users: dict[str, str]) -> None:
+    """A web config serving TLS with this certificate and key, for these users (name -> password)."""
+    data = {
+        "tls_server_config": {"cert_file": cert_file, "key_file": key_file, "min_version": "TLS12"},
+        "basic_auth_users": {name: _hash(pw) for name, pw in sorted(users.items())},
+    }
+    _write(path, data)
+
+
+def add_user(path: Path, name: str, password: str) -> None:
+    """Add (or replace) one basic-auth user of the web config at `path`."""
+    data = read(path)
+    users = dict(data.get("basic_auth_users") or {})
+    users[name] = _hash(password)
+    _write(path, {**data, "basic_auth_users": users})
+
+
+def remove_user(path: Path, name: str) -> bool:
+    """Remove one user; whether it was there."""
+    data = read(path)
+    users = dict(data.get("basic_auth_users") or {})
+    if name not in users:
+        return False
+    del users[name]
+    _write(path, {**data, "basic_auth_users": users})
+    return True
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(data, f, sort_keys=True)
+    os.replace(tmp, path)
