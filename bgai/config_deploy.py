@@ -129,6 +129,11 @@ class HeadConfig(_Section):
     targets_file: str = "runs/fleet/targets/bgai.json"
     # Prometheus's HTTP address, e.g. http://head:9090 ("" = unknown): `bgai doctor` checks it answers.
     prometheus_url: str = ""
+    # Prometheus's web config (`--web.config.file`: TLS and basic-auth users), for a head that
+    # takes remote writes from hosts joined by token ("" = none). The coordinator writes it: the
+    # users of `<name>.base.<ext>` beside it (the admin's, TLS settings) plus one per joined host
+    # (`bgai token create` stores its bcrypt hash in Redis; revoked: gone at the next pass).
+    prometheus_web_config: str = ""
     # TTL of the single-trainer lock; the holder refreshes it every unit of work.
     trainer_lock_ttl_s: float = 30.0
     # A worker whose unit of work in progress (a self-play chunk, train steps, an eval slice, its

@@ -75,13 +75,11 @@ def _shareable_config(cfg: Config) -> dict[str, dict[str, Any]]:
     help="The CA certificate (default: redis.ca_file).",
 )
 @click.option(
-    "--web-config", type=click.Path(dir_okay=False, exists=True), default=None,
-    help="The head Prometheus's web config: the host gets a basic-auth user there, its metrics "
-    "are remote-written.",
+    "--metrics-url", default=None,
+    help="The head Prometheus's remote-write URL (default: head.prometheus_url's host and port if "
+    "it is https, else https://ADDRESS:9090; path /api/v1/write).",
 )  # fmt: skip
-@click.option(
-    "--metrics-url", default=None, help="Remote-write URL (default: https://ADDRESS:9090/api/v1/write)."
-)
+@click.option("--no-metrics", is_flag=True, help="Its metrics stay on the host (no Prometheus user).")
 @click.option("--replace", is_flag=True, help="The host joined before: its old token stops working.")
 def token_create(
     config: str | None,
@@ -91,11 +89,15 @@ def token_create(
     expires: str,
     address: str | None,
     ca_file: str | None,
-    web_config: str | None,
     metrics_url: str | None,
+    no_metrics: bool,
     replace: bool,
 ) -> None:
-    """Make HOST's Redis users and print its join token (stdout; how to use it on stderr)."""
+    """Make HOST's Redis users and print its join token (stdout; how to use it on stderr). Its
+    metrics password's bcrypt hash goes to Redis, and the coordinator adds the user to the head
+    Prometheus's web config (head.prometheus_web_config)."""
+    import secrets
+
     from bgai.join.token import JoinToken, MetricsAccess, RedisAccess, parse_duration
     from bgai.obs import webconfig
     from bgai.store import acl, joined
@@ -111,18 +113,29 @@ def token_create(
         raise OperatorError(
             "Redis here is not TLS (redis.tls): a host outside the fleet's network must not log in in clear"
         )
-    address = address or cfg.redis.host
-    if _loopback(address):
+    if address is None and _loopback(cfg.redis.host):
         raise click.BadParameter(
-            f"{address} is this host's loopback: name the address the new host dials", param_hint="--address"
+            f"redis.host ({cfg.redis.host}) is this host's loopback: name the address the new host dials",
+            param_hint="--address",
         )
+    address = address or cfg.redis.host
     ca_path = ca_file or cfg.redis.ca_file
     if not ca_path:
         raise click.BadParameter(
             "the CA that signed Redis's certificate is needed (redis.ca_file)", param_hint="--ca"
         )
     now = int(time.time())
-    record = joined.JoinedHost(host, tuple(dict.fromkeys(roles)), now, now + lifetime if lifetime else 0)
+    metrics = None
+    if not no_metrics:
+        url = metrics_url or _remote_write_url(cfg.head.prometheus_url, address)
+        metrics = MetricsAccess(url, host, secrets.token_urlsafe(24))
+    record = joined.JoinedHost(
+        host,
+        tuple(dict.fromkeys(roles)),
+        now,
+        now + lifetime if lifetime else 0,
+        "" if metrics is None else webconfig.hash_password(metrics.password),
+    )
     r, keys = connect(cfg.redis), keys_for(cfg.redis)
     try:
         passwords = joined.add(r, keys, record, replace=replace)
@@ -133,14 +146,6 @@ def token_create(
         if failure is None:
             raise
         raise failure from None
-    metrics = None
-    if web_config is not None:
-        import secrets as _secrets
-
-        metrics = MetricsAccess(
-            metrics_url or f"https://{address}:9090/api/v1/write", host, _secrets.token_urlsafe(24)
-        )
-        webconfig.add_user(Path(web_config), host, metrics.password)
     tok = JoinToken(
         host=host,
         roles=record.roles,
@@ -160,11 +165,21 @@ def token_create(
     )
     click.echo(
         f"token for {host} ({', '.join(record.roles)}; usable until {until}"
-        f"{'' if metrics else '; no metrics: give --web-config to have them pushed here'}). On that host:\n"
+        f"{'' if metrics else '; its metrics stay there'}). On that host:\n"
         "  git clone <bgai repository> bgai && bgai/scripts/join 'TOKEN'\n"
         f"Revoke it with: bgai token revoke {host}",
         err=True,
     )
+
+
+def _remote_write_url(prometheus_url: str, address: str) -> str:
+    """The head Prometheus's remote-write URL: head.prometheus_url's host if it is https."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(prometheus_url)
+    if parts.scheme == "https" and parts.netloc:
+        return f"https://{parts.netloc}/api/v1/write"
+    return f"https://{address}:9090/api/v1/write"
 
 
 @token.command("list")
@@ -192,15 +207,9 @@ def token_list(config: str | None, sets: tuple[str, ...]) -> None:
 @config_option
 @set_option
 @click.argument("host")
-@click.option(
-    "--web-config",
-    type=click.Path(dir_okay=False, exists=True),
-    default=None,
-    help="Also remove its metrics user there.",
-)
-def token_revoke(config: str | None, sets: tuple[str, ...], host: str, web_config: str | None) -> None:
-    """Delete HOST's Redis users: its workers are cut off at once and exit."""
-    from bgai.obs import webconfig
+def token_revoke(config: str | None, sets: tuple[str, ...], host: str) -> None:
+    """Delete HOST's Redis users (its workers are cut off at once and exit) and its metrics user
+    (gone from Prometheus's web config at the coordinator's next pass)."""
     from bgai.store import joined
     from bgai.store.client import connect, keys_for
 
@@ -212,11 +221,10 @@ def token_revoke(config: str | None, sets: tuple[str, ...], host: str, web_confi
         if failure is None:
             raise
         raise failure from None
-    metrics = web_config is not None and webconfig.remove_user(Path(web_config), host)
-    if not gone and not metrics:
+    if not gone:
         raise OperatorError(f"no joined host {host} (bgai token list)")
     click.echo(
-        f"revoked {host}: {', '.join(gone) or 'no Redis users'}{'; metrics user removed' if metrics else ''}"
+        f"revoked {host}: {', '.join(gone)} removed; its metrics user goes at the coordinator's next pass"
     )
 
 

@@ -3,9 +3,13 @@
 A head that takes metrics from hosts it cannot reach (workers joined by token, behind NAT) runs
 its Prometheus with `--web.enable-remote-write-receiver` and this file: the port then speaks only
 TLS, and every request, a remote write or a query, needs a user of `basic_auth_users` (bcrypt
-hashes). Prometheus reads the file again on every request, so `bgai token create` adds a
-joined host's user and `bgai token revoke` removes it with no restart: a revoked host's metrics
-are refused at once.
+hashes). Prometheus reads the file again on every request, so users come and go with no
+restart.
+
+Two files: `web.base.yml` holds the TLS settings and the head's own users (the admin's, written
+by deploy.yml or `bgai tls init`'s operator); the coordinator writes `web.yml` from it plus one
+user per host joined by token (`bgai token create` keeps the bcrypt hash of the host's password
+in Redis, `P:joined:{host}`), so a revoked host's metrics are refused at its next pass.
 
     tls_server_config: {cert_file: ..., key_file: ...}
     basic_auth_users: {admin: $2b$..., <joined host>: $2b$...}
@@ -20,7 +24,7 @@ from typing import Any
 import yaml
 
 
-def _hash(password: str) -> str:
+def hash_password(password: str) -> str:
     import bcrypt  # the head extra: only the head writes this file
 
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
@@ -37,7 +41,7 @@ def write_new(path: Path, cert_file: str, key_file: str, users: dict[str, str]) 
     """A web config serving TLS with this certificate and key, for these users (name -> password)."""
     data = {
         "tls_server_config": {"cert_file": cert_file, "key_file": key_file, "min_version": "TLS12"},
-        "basic_auth_users": {name: _hash(pw) for name, pw in sorted(users.items())},
+        "basic_auth_users": {name: hash_password(pw) for name, pw in sorted(users.items())},
     }
     _write(path, data)
 
@@ -46,7 +50,7 @@ def add_user(path: Path, name: str, password: str) -> None:
     """Add (or replace) one basic-auth user of the web config at `path`."""
     data = read(path)
     users = dict(data.get("basic_auth_users") or {})
-    users[name] = _hash(password)
+    users[name] = hash_password(password)
     _write(path, {**data, "basic_auth_users": users})
 
 
@@ -58,6 +62,28 @@ def remove_user(path: Path, name: str) -> bool:
         return False
     del users[name]
     _write(path, {**data, "basic_auth_users": users})
+    return True
+
+
+def base_path(path: Path) -> Path:
+    """The base file beside the web config `path`: web.yml -> web.base.yml."""
+    return path.with_name(f"{path.stem}.base{path.suffix}")
+
+
+def compose(base: dict[str, Any], joined: dict[str, str]) -> dict[str, Any]:
+    """The web config: `base` with the joined hosts' users (name -> bcrypt hash) added; a base
+    user keeps its hash if a joined host has its name."""
+    users = {**joined, **dict(base.get("basic_auth_users") or {})}
+    return {**base, "basic_auth_users": dict(sorted(users.items()))}
+
+
+def sync(path: Path, joined: dict[str, str]) -> bool:
+    """Rewrite the web config at `path` from its base file and `joined` if that changes it;
+    whether it did. A missing base file is an error (FileNotFoundError: the operator's)."""
+    want = compose(read(base_path(path)), joined)
+    if path.exists() and read(path) == want:
+        return False
+    _write(path, want)
     return True
 
 

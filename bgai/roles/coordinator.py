@@ -26,11 +26,12 @@ from typing import Any
 
 from bgai.clock import Clock
 from bgai.config import Config
+from bgai.obs import webconfig
 from bgai.obs.metrics import RoleMetrics, bgai_version
 from bgai.obs.tracking import RUNNING, RunSummary, Tracker
 from bgai.roles.base import Unit
 from bgai.roles.identity import Identity
-from bgai.store import head, registry, runstate
+from bgai.store import head, joined, registry, runstate
 from bgai.store.client import Redis
 from bgai.store.keys import Keys
 from bgai.store.registry import WorkerInfo
@@ -81,11 +82,29 @@ class Coordinator:
         self.reaped = 0  # workers reaped by this process (a count: a list would grow forever)
         self.stalled: set[str] = set()  # live workers stalled as of the last pass
         self._last_targets: str | None = None
+        self._web_config_error = ""  # the last failure to write Prometheus's web config (logged once)
         self.orphans: tuple[str, ...] = ()  # RUNNING MLflow runs it waits on (Redis has none)
         self.head = head.HeadInfo(bgai_version(), identity.hostname)
 
     def setup(self) -> None:
         self.targets_path = Path(self.cfg.head.targets_file)
+
+    def sync_web_config(self) -> None:
+        """Prometheus's basic-auth users = its base file's + one per host joined by token
+        (`head.prometheus_web_config`; bgai.obs.webconfig): a revoked host is refused from here on."""
+        path = self.cfg.head.prometheus_web_config
+        if not path:
+            return
+        users = joined.metrics_users(self.r, self.keys)
+        try:
+            if webconfig.sync(Path(path), users):
+                log.info("Prometheus web config %s: %d joined host(s)", path, len(users))
+        except (OSError, ValueError) as exc:  # a missing or broken base file: the operator's to fix
+            if str(exc) != self._web_config_error:
+                log.error("cannot write Prometheus's web config %s: %s", path, exc)
+            self._web_config_error = str(exc)
+        else:
+            self._web_config_error = ""
 
     def run_once(self) -> Unit:
         h = self.cfg.head
@@ -117,6 +136,7 @@ class Coordinator:
         if text != self._last_targets or not self.targets_path.exists():
             write_atomic(self.targets_path, json.dumps(file_sd(targets), indent=1, sort_keys=True) + "\n")
             self._last_targets = text
+        self.sync_web_config()
         summary = f"reaped {', '.join(dead)}" if dead else ""
         return Unit(summary, idle_s=h.coordinator_every_s)
 

@@ -6,7 +6,8 @@ only the keys its role needs.
 | game@{host}   | model, run                    | buffer (push, evict), `workers:{host}:*` |
 | eval@{host}   | model, run, heartbeats        | eval (claims, results), `workers:{host}:*`|
 | training      | buffer, run, eval             | model (publish), trainer lock, heartbeat |
-| coordinator   | model, buffer, eval, workers  | run, metrics targets, workers (reaping)  |
+| coordinator   | model, buffer, eval, workers, | run, metrics targets, workers (reaping)  |
+|               | joined hosts                  |                                          |
 | admin         | everything                    | everything (`bgai-runs`, `bgai status`)  |
 
 A game or eval worker host has users of its own, `game@{host}` and `eval@{host}`, whose only
@@ -113,7 +114,9 @@ def key_rules(keys: Keys, host: str | None = None) -> dict[str, str]:
     return {
         **(per_host if host is not None else {}),
         "training": f"{ro('buffer', 'run', 'eval')} {rw('model', 'trainer', 'workers')}",
-        "coordinator": f"{ro('model', 'buffer', 'eval', 'trainer')} {rw('run', 'metrics', 'workers')}",
+        "coordinator": (
+            f"{ro('model', 'buffer', 'eval', 'trainer', 'joined')} {rw('run', 'metrics', 'workers')}"
+        ),
         "admin": "~*",
     }
 

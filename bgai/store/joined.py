@@ -25,6 +25,7 @@ class JoinedHost:
     roles: tuple[str, ...]
     created: int
     expires: int  # 0: never (the token's expiry; the users last until revoked)
+    metrics_hash: str = ""  # bcrypt hash of its Prometheus remote-write password ("": none)
 
 
 class HostExistsError(ValueError):
@@ -73,8 +74,22 @@ def hosts(r: Redis, keys: Keys) -> list[JoinedHost]:
         if raw is None:
             continue
         d = json.loads(raw)
-        out.append(JoinedHost(str(d["host"]), tuple(d["roles"]), int(d["created"]), int(d["expires"])))
+        out.append(
+            JoinedHost(
+                str(d["host"]),
+                tuple(d["roles"]),
+                int(d["created"]),
+                int(d["expires"]),
+                str(d.get("metrics_hash", "")),
+            )
+        )
     return out
+
+
+def metrics_users(r: Redis, keys: Keys) -> dict[str, str]:
+    """host -> the bcrypt hash of its metrics password, for the joined hosts that have one (what
+    the coordinator writes into Prometheus's web config)."""
+    return {h.host: h.metrics_hash for h in hosts(r, keys) if h.metrics_hash}
 
 
 def _save(r: Redis) -> None:

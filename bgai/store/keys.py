@@ -39,8 +39,9 @@ two prefixes. Writers and readers name roles: coordinator (C), game worker (G), 
 | P:buffer:{run}:sources       | hash   | -     | G         | G         | game worker process -> highest    |
 |                              |        |       |           |           | episode seq pushed (dedup)        |
 | P:metrics:targets            | string | -     | C         | S, Prom.  | JSON [{host, port, labels}]       |
-| P:joined:{host}              | string | -     | S (admin) | S         | JSON {roles, created, expires}: a |
-|                              |        |       |           |           | host joined by token (`bgai token`)|
+| P:joined:{host}              | string | -     | S (admin) | C S       | JSON {host, roles, created,       |
+|                              |        |       |           |           | expires, metrics_hash}: a host    |
+|                              |        |       |           |           | joined by token (`bgai token`)    |
 | P:trainer:lock               | string | 30 s  | T         | T S       | holder's owner token (one trainer)|
 | P:eval:{run}:target          | string | -     | E         | E S       | JSON {version, games, slice}      |
 |                              |        |       |           |           | the version being evaluated       |

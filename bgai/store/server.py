@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 def free_port() -> int:
@@ -33,7 +35,9 @@ def local_redis(directory: Path, port: int | None = None, extra: tuple[str, ...]
     directory.mkdir(parents=True, exist_ok=True)
     args = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", ""]
     proc = subprocess.Popen([*args, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    client = redis.Redis(port=port, socket_timeout=1)
+    # no retries: redis-py's default retries an AuthenticationError (a ConnectionError) with
+    # backoff, seconds lost on every server started with an ACL file
+    client = redis.Redis(port=port, socket_timeout=1, retry=Retry(NoBackoff(), 0))
     try:
         deadline = time.monotonic() + 20
         while True:  # wait on the condition "the server answers PING", bounded

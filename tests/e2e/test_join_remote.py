@@ -141,10 +141,13 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
             "--tls-ca-cert-file", str(tls / "ca.crt"), "--tls-auth-clients", "optional",
             "--aclfile", str(tmp / "users.acl"), "--dir", str(tmp), "--save", "",
         ], tmp / "redis.log"))  # fmt: skip
+        # the head's own users and TLS in web.base.yml; web.yml is the coordinator's (+ joined hosts)
         web = tmp / "web.yml"
+        base = webconfig.base_path(web)
         webconfig.write_new(
-            web, str(tls / "prometheus.crt"), str(tls / "prometheus.key"), {"admin": passwords["admin"]}
+            base, str(tls / "prometheus.crt"), str(tls / "prometheus.key"), {"admin": passwords["admin"]}
         )
+        shutil.copy(base, web)
         (tmp / "prometheus.yml").write_text("global: {scrape_interval: 5s}\n")
         procs.append(_start([
             "prometheus", f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
@@ -161,16 +164,21 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
             "BGAI_REDIS__USERNAME": "admin",
             "BGAI_REDIS__PASSWORD_FILE": str(tmp / "secrets" / "admin"),
             "BGAI_HEAD__TARGETS_FILE": str(tmp / "targets" / "bgai.json"),
+            "BGAI_HEAD__PROMETHEUS_WEB_CONFIG": str(web),
             "BGAI_TRAINING__CHECKPOINT_DIR": str(tmp / "checkpoints"),
             "BGAI_MLFLOW__TRACKING_URI": "",
             "BGAI_JAX__CACHE_DIR": str(REPO / "runs" / "cache" / "jax"),
         }
         h = Head(tmp, env, redis_port, prom_port, passwords["admin"], web, procs)
         wait_for("Redis over TLS", lambda: _answers(h), 30)
-        for role in ("coordinator", "training-worker"):
-            procs.append(
-                _start([str(BIN / "bgai"), role, "--worker-id", f"head:{role}"], tmp / f"{role}.log", env)
-            )
+        for program, user in (("coordinator", "coordinator"), ("training-worker", "training")):
+            own = {
+                **env,
+                "BGAI_REDIS__USERNAME": user,
+                "BGAI_REDIS__PASSWORD_FILE": str(tmp / "secrets" / user),
+            }
+            argv = [str(BIN / "bgai"), program, "--worker-id", f"head:{program}"]
+            procs.append(_start(argv, tmp / f"{program}.log", own))
         yield h
     finally:
         for p in procs:
@@ -213,7 +221,6 @@ class Joined:
 @pytest.fixture(scope="module")
 def joined(head: Head, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Joined]:
     made = head.bgai("token", "create", "--host", HOST, "--address", HEAD, "--expires", "1d",
-                     "--web-config", str(head.web_config),
                      "--metrics-url", f"https://{HEAD}:{head.prom_port}/api/v1/write")  # fmt: skip
     assert made.returncode == 0, made.stderr
     token = made.stdout.strip()
@@ -311,10 +318,15 @@ def test_a_man_in_the_middle_certificate_and_plain_text_are_refused(
 
 def test_a_revoked_token_stops_the_hosts_workers_and_metrics(head: Head, joined: Joined) -> None:
     wait_for("the joined worker running", lambda: _record(head, f"{HOST}:game:0") is not None, 240)
-    done = head.bgai("token", "revoke", HOST, "--web-config", str(head.web_config))
+    assert HOST in (webconfig.read(head.web_config).get("basic_auth_users") or {})  # the coordinator's doing
+    done = head.bgai("token", "revoke", HOST)
     assert done.returncode == 0, done.stderr
     wait_for("the joined game worker to exit", lambda: "EXITED" in joined.ctl("status", "game-worker:*"), 60)
     assert "refused by Redis" in joined.log("game-worker-0")
-    assert HOST not in (webconfig.read(head.web_config).get("basic_auth_users") or {})
+    wait_for(
+        "its metrics user gone from Prometheus's web config",
+        lambda: HOST not in (webconfig.read(head.web_config).get("basic_auth_users") or {}),
+        30,
+    )
     listed = head.bgai("token", "list")
     assert HOST not in listed.stdout
