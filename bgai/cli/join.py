@@ -18,6 +18,7 @@ from bgai.cli.common import OperatorError, config_option, load_or_exit, redis_fa
 if TYPE_CHECKING:
     from bgai.config import Config
     from bgai.join.token import JoinToken
+    from bgai.store.client import Redis
 
 TLS_SCRIPT = Path(__file__).resolve().parent.parent / "join" / "tls-certs.sh"
 
@@ -138,7 +139,8 @@ def token_create(
     )
     r, keys = connect(cfg.redis), keys_for(cfg.redis)
     try:
-        passwords = joined.add(r, keys, record, replace=replace)
+        users_file = _acl_file(r)
+        passwords, lines = joined.add(r, keys, record, replace=replace)
     except joined.HostExistsError as exc:
         raise OperatorError(str(exc)) from None
     except Exception as exc:
@@ -146,6 +148,8 @@ def token_create(
         if failure is None:
             raise
         raise failure from None
+    if users_file is not None:
+        acl.set_joined(users_file, host, lines)
     tok = JoinToken(
         host=host,
         roles=record.roles,
@@ -170,6 +174,22 @@ def token_create(
         f"Revoke it with: bgai token revoke {host}",
         err=True,
     )
+
+
+def _acl_file(r: Redis) -> Path | None:
+    """Redis's ACL file, if it has one; an OperatorError if this process cannot write it (the
+    joined users must be in it to outlive a restart: run `bgai token` on the head)."""
+    from bgai.store import joined
+
+    path = joined.acl_file(r)
+    if not path:
+        return None
+    if not (os.path.isfile(path) and os.access(path, os.W_OK)):
+        raise OperatorError(
+            f"Redis's ACL file {path} is not writable here: run `bgai token` on the head, as a user "
+            "that can write it (the joined host's users must be in it to outlive a restart)"
+        )
+    return Path(path)
 
 
 def _remote_write_url(prometheus_url: str, address: str) -> str:
@@ -210,17 +230,21 @@ def token_list(config: str | None, sets: tuple[str, ...]) -> None:
 def token_revoke(config: str | None, sets: tuple[str, ...], host: str) -> None:
     """Delete HOST's Redis users (its workers are cut off at once and exit) and its metrics user
     (gone from Prometheus's web config at the coordinator's next pass)."""
-    from bgai.store import joined
+    from bgai.store import acl, joined
     from bgai.store.client import connect, keys_for
 
     cfg = load_or_exit(config, sets)
+    r = connect(cfg.redis)
     try:
-        gone = joined.revoke(connect(cfg.redis), keys_for(cfg.redis), host)
+        users_file = _acl_file(r)
+        gone = joined.revoke(r, keys_for(cfg.redis), host)
     except Exception as exc:
         failure = redis_failure(exc, cfg)
         if failure is None:
             raise
         raise failure from None
+    if users_file is not None:
+        acl.set_joined(users_file, host, [])
     if not gone:
         raise OperatorError(f"no joined host {host} (bgai token list)")
     click.echo(

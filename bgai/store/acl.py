@@ -141,26 +141,39 @@ def acl_lines(keys: Keys, passwords: dict[str, str], hosts: Iterable[str] = ()) 
     return lines
 
 
-def joined_rules(keys: Keys, role: str, host: str, password: str) -> list[str]:
-    """`ACL SETUSER role@host ...`'s rules for a host joined by token: the per-host user's keys
-    and commands, marked as joined (JOINED_MARK)."""
+def joined_line(keys: Keys, role: str, host: str, password: str) -> str:
+    """The ACL file line of `role@host` for a host joined by token: the per-host user's keys and
+    commands, marked as joined (JOINED_MARK)."""
     if role not in HOST_ROLES:
         raise ValueError(f"a joined host runs game or eval workers, not {role!r}")
     line = _user(username(role, host), password, key_rules(keys, host)[role], _COMMANDS)
-    rules = line.split()[2:]  # after `user NAME`
-    return [
-        "reset",
-        *rules[: rules.index("resetchannels") + 1],
-        JOINED_MARK,
-        *rules[rules.index("resetchannels") + 1 :],
-    ]
+    return line.replace(" resetchannels ", f" resetchannels {JOINED_MARK} ", 1)
+
+
+def joined_rules(line: str) -> list[str]:
+    """`ACL SETUSER NAME ...`'s rules for an ACL file line (`user NAME rules...`)."""
+    return ["reset", *line.split()[2:]]
 
 
 def joined_lines(acl_text: str) -> list[str]:
-    """The lines of an ACL file (`ACL SAVE`'s) that belong to hosts joined by token."""
+    """The lines of an ACL file that belong to hosts joined by token."""
     return [
         ln.strip() for ln in acl_text.splitlines() if ln.startswith("user ") and JOINED_MARK in ln.split()
     ]
+
+
+def set_joined(acl_file: Path, host: str, lines: list[str]) -> None:
+    """Replace the joined lines of `host`'s users in the ACL file with `lines` (none: remove
+    them), keeping every other line as it is: Redis reads the file when it starts, so a joined
+    host outlives a restart, and the file stays byte for byte what `bgai acl` or the redis role
+    wrote (it is never `ACL SAVE`d, which would rewrite every line in Redis's own form)."""
+    names = {username(role, host) for role in HOST_ROLES}
+    kept = [
+        ln
+        for ln in acl_file.read_text().splitlines()
+        if not (ln.startswith("user ") and ln.split()[1] in names and JOINED_MARK in ln.split())
+    ]
+    _write_private(acl_file, "\n".join([*kept, *lines]) + "\n")
 
 
 def _user(name: str, password: str, key_patterns: str, commands: str) -> str:

@@ -1,11 +1,11 @@
 """Hosts joined by token: their Redis users, made and removed at run time (admin only).
 
 `bgai token create` makes `game@{host}` / `eval@{host}` with a fresh password (in the token
-only; Redis keeps its SHA-256), saves Redis's ACL file (`ACL SAVE`, so a restart keeps them;
-the redis role and `bgai acl` keep the lines marked `JOINED_MARK` when they rewrite it) and
-records the host under `P:joined:{host}`. `bgai token revoke` deletes the users, which closes
-their connections at once (Redis disconnects a deleted user's clients): the host's workers then
-fail to log in again and exit with the reason.
+only; Redis keeps its SHA-256) and records the host under `P:joined:{host}`; the CLI writes the
+same users' lines into Redis's ACL file (`acl.set_joined`: a restart keeps them; the redis role
+and `bgai acl` keep the lines marked `JOINED_MARK` when they rewrite the file). `bgai token
+revoke` deletes the users, which closes their connections at once (Redis disconnects a deleted
+user's clients): the host's workers then fail to log in again and exit with the reason.
 """
 
 from __future__ import annotations
@@ -32,27 +32,28 @@ class HostExistsError(ValueError):
     """A host of that name already has Redis users (an inventory host, or joined before)."""
 
 
-def add(r: Redis, keys: Keys, joined: JoinedHost, replace: bool = False) -> dict[str, str]:
-    """Make the host's users; role -> its new password. HostExistsError unless `replace`."""
+def acl_file(r: Redis) -> str:
+    """The path of the server's ACL file ("" where it has none)."""
+    return str(r.config_get("aclfile").get("aclfile") or "")
+
+
+def add(r: Redis, keys: Keys, joined: JoinedHost, replace: bool = False) -> tuple[dict[str, str], list[str]]:
+    """Make the host's users: (role -> its new password, their ACL file lines). HostExistsError
+    unless `replace`."""
     names = [acl.username(role, joined.host) for role in acl.HOST_ROLES]
     taken = [n for n in names if r.acl_getuser(n)]
     if taken and not replace:
         raise HostExistsError(f"Redis already has {', '.join(taken)}: revoke it, or pick another --host")
-    for name in taken:  # a fresh token for the host: the old one stops working
-        r.acl_deluser(name)
+    if taken:  # a fresh token for the host: the old one stops working
+        r.acl_deluser(*taken)
     passwords = {role: secrets.token_urlsafe(24) for role in joined.roles}
-    for role, password in passwords.items():
-        r.execute_command(
-            "ACL",
-            "SETUSER",
-            acl.username(role, joined.host),
-            *acl.joined_rules(keys, role, joined.host, password),
-        )
-    _save(r)
+    lines = [acl.joined_line(keys, role, joined.host, pw) for role, pw in passwords.items()]
+    for line in lines:
+        r.execute_command("ACL", "SETUSER", line.split()[1], *acl.joined_rules(line))
     r.set(
         keys.joined(joined.host), json.dumps({**asdict(joined), "roles": list(joined.roles)}, sort_keys=True)
     )
-    return passwords
+    return passwords, lines
 
 
 def revoke(r: Redis, keys: Keys, host: str) -> list[str]:
@@ -61,7 +62,6 @@ def revoke(r: Redis, keys: Keys, host: str) -> list[str]:
     gone = [n for n in names if r.acl_getuser(n)]
     if gone:
         r.acl_deluser(*gone)
-        _save(r)
     r.delete(keys.joined(host))
     return gone
 
@@ -90,9 +90,3 @@ def metrics_users(r: Redis, keys: Keys) -> dict[str, str]:
     """host -> the bcrypt hash of its metrics password, for the joined hosts that have one (what
     the coordinator writes into Prometheus's web config)."""
     return {h.host: h.metrics_hash for h in hosts(r, keys) if h.metrics_hash}
-
-
-def _save(r: Redis) -> None:
-    """ACL SAVE where Redis has an ACL file (a Redis without one keeps its users in memory only)."""
-    if r.config_get("aclfile").get("aclfile"):
-        r.acl_save()

@@ -225,6 +225,7 @@ def joined(head: Head, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Joi
     assert made.returncode == 0, made.stderr
     token = made.stdout.strip()
     assert "bgai token revoke r1" in made.stderr
+    assert f"user game@{HOST} on #" in (head.tmp / "users.acl").read_text()  # a Redis restart keeps it
     home = tmp_path_factory.mktemp("joinedhost") / "bgai"
     env = {
         **os.environ,
@@ -323,6 +324,7 @@ def test_a_revoked_token_stops_the_hosts_workers_and_metrics(head: Head, joined:
     assert done.returncode == 0, done.stderr
     wait_for("the joined game worker to exit", lambda: "EXITED" in joined.ctl("status", "game-worker:*"), 60)
     assert "refused by Redis" in joined.log("game-worker-0")
+    assert f"game@{HOST}" not in (head.tmp / "users.acl").read_text()
     wait_for(
         "its metrics user gone from Prometheus's web config",
         lambda: HOST not in (webconfig.read(head.web_config).get("basic_auth_users") or {}),
