@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bgai.errors import BgaiError
+from bgai.store.acl import check_host
 
 PREFIX = "bgai1."
 JOIN_ROLES = ("game", "eval")
@@ -140,7 +141,7 @@ def _from_dict(data: Any) -> JoinToken:
     if not isinstance(config, dict):
         raise ValueError("config")
     return JoinToken(
-        host=str(data["host"]),
+        host=check_host(str(data["host"])),
         roles=roles,
         redis=redis,
         passwords={role: str(users[role]["password"]) for role in roles},

@@ -18,6 +18,7 @@ import importlib
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -88,7 +89,7 @@ def checks(cfg: Config, opts: Options, config_file: str | None) -> Iterator[Chec
         finally:
             r.close()
     yield guard("mlflow", check_mlflow, cfg.mlflow, opts.timeout_s, opts.env)
-    yield guard("prometheus", check_prometheus, cfg.head.prometheus_url, opts.timeout_s)
+    yield guard("prometheus", check_prometheus, cfg.head.prometheus_url, opts.timeout_s, cfg.redis.ca_file)
     yield guard("disk", check_disk, cfg.training.checkpoint_dir, opts.min_free_bytes)
     yield guard("gpu", check_gpu, cfg.jax.accelerator)
     if opts.jax:
@@ -232,15 +233,19 @@ def check_clock(r: Redis, cfg: RedisConfig, clock: Clock, warn_s: float, fail_s:
 # MLflow, Prometheus
 
 
-def http_get(url: str, timeout_s: float, auth: tuple[str, str] | None = None) -> tuple[int, bytes]:
-    """(HTTP status, the body's first 64 KB); OSError or HTTPException when nothing answered."""
+def http_get(
+    url: str, timeout_s: float, auth: tuple[str, str] | None = None, ca_file: str = ""
+) -> tuple[int, bytes]:
+    """(HTTP status, the body's first 64 KB); OSError or HTTPException when nothing answered.
+    https is verified against `ca_file` (else the system's CAs)."""
     headers = {"Accept": "application/json"}
     if auth is not None:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         headers["Authorization"] = f"Basic {token}"
     request = urllib.request.Request(url, headers=headers)
+    context = ssl.create_default_context(cafile=ca_file or None) if url.startswith("https://") else None
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+        with urllib.request.urlopen(request, timeout=timeout_s, context=context) as resp:
             return int(resp.status), resp.read(1 << 16)
     except urllib.error.HTTPError as exc:  # it answered, with an error status
         with exc:
@@ -302,7 +307,10 @@ def check_mlflow(cfg: MlflowConfig, timeout_s: float, env: Mapping[str, str]) ->
     )
 
 
-def check_prometheus(url: str, timeout_s: float) -> Check:
+def check_prometheus(url: str, timeout_s: float, ca_file: str = "") -> Check:
+    """Prometheus answers /-/healthy. A head that takes remote writes from joined hosts serves
+    https (its certificate from the fleet CA, `ca_file`) and wants a login for every request:
+    a 401 there still says it is up."""
     url = url.rstrip("/")
     if not url:
         return Check(
@@ -312,14 +320,17 @@ def check_prometheus(url: str, timeout_s: float) -> Check:
             "set head.prometheus_url (BGAI_HEAD__PROMETHEUS_URL), e.g. http://HEAD:9090",
         )
     try:
-        status, _ = http_get(f"{url}/-/healthy", timeout_s)
+        status, _ = http_get(f"{url}/-/healthy", timeout_s, ca_file=ca_file)
     except (OSError, http.client.HTTPException, ValueError) as exc:
         return Check(
             FAIL,
             "prometheus",
             f"{url} is unreachable: {_unreachable(exc, timeout_s)}",
-            "is Prometheus running on the head? head.prometheus_url",
+            "is Prometheus running on the head? head.prometheus_url"
+            + (" (https: its certificate must chain to redis.ca_file)" if url.startswith("https://") else ""),
         )
+    if status == 401 and url.startswith("https://"):
+        return Check(OK, "prometheus", f"{url}: answers over TLS (a login is needed to read it)")
     if status != 200:
         return Check(FAIL, "prometheus", f"{url}/-/healthy answered HTTP {status}", "see Prometheus's log")
     return Check(OK, "prometheus", f"{url}: healthy")
