@@ -22,6 +22,7 @@ import yaml
 from redis_server import free_port
 
 from bgai.obs import webconfig
+from bgai.obs.doctor import FAIL, OK, check_prometheus
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -184,6 +185,11 @@ def test_a_running_prometheus_serves_only_its_users_and_rereads_them_per_request
         # a certificate from another CA is refused
         with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
             urllib.request.urlopen(prom.base + buildinfo, timeout=10, context=ssl.create_default_context())
+        # `bgai doctor` finds it up over TLS with the fleet CA (a login is needed to read more)
+        up = check_prometheus(prom.base, 5.0, str(certs / "ca.crt"))
+        assert up.status is OK and "answers over TLS" in up.found, up
+        foreign = check_prometheus(prom.base, 5.0, "")  # the system's CAs do not vouch for it
+        assert foreign.status is FAIL and "certificate must chain to redis.ca_file" in foreign.fix, foreign
         # a host joined while it runs: its user works at the next request, no restart
         webconfig.add_user(web, "laptop", "pw-laptop")
         assert prom.status(buildinfo, "laptop", "pw-laptop") == 200
