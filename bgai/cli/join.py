@@ -332,7 +332,14 @@ def join(
         if not foreground:
             click.echo("neither systemd nor launchd runs here: running in the foreground", err=True)
         os.execv(args[0], args)
-    for note in service.install(svc, plan.bin_dir, plan.supervisord_conf):
+    try:
+        notes = service.install(svc, plan.bin_dir, plan.supervisord_conf)
+    except subprocess.CalledProcessError as exc:
+        said = (exc.stderr or "").strip().splitlines()
+        raise OperatorError(
+            f"`{' '.join(exc.cmd)}` failed{': ' + said[-1] if said else ''} (or run with --foreground)"
+        ) from None
+    for note in notes:
         click.echo(note, err=True)
     click.echo(f"started ({svc.kind}: {svc.path}); logs in {home_dir / 'log'}")
 
