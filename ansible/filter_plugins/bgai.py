@@ -9,7 +9,9 @@
 - `bgai_settings_env`: a host's `bgai_settings` ("section.key": value) as the environment
   variables bgai's config reads (BGAI_SECTION__KEY);
 - `bgai_program_conf`: one of the repository's program files (supervisor/*.conf) for one host,
-  with the host's values in the programs' own sections (see its docstring).
+  with the host's values in the programs' own sections (see its docstring);
+- `bgai_web_base`: Prometheus's web.base.yml (TLS, the admin's basic-auth user) as
+  bgai.obs.webconfig writes it, keeping the hashes of the file in place that still verify.
 Ansible runs from bgai's virtualenv; if bgai is not importable there, the repository this file
 lives in is put on the path.
 """
@@ -118,6 +120,28 @@ def bgai_program_conf(text: str, expansions: dict[str, Any], environment: dict[s
     return "\n".join(out) + "\n"
 
 
+def bgai_web_base(current: str, cert_file: str, key_file: str, users: dict[str, str]) -> str:
+    """Prometheus's web.base.yml as bgai.obs.webconfig writes it: TLS from `cert_file` and
+    `key_file`, a basic-auth user per name -> password of `users`. A user whose hash in `current`
+    (the file in place) still verifies keeps it (bcrypt salts every hash anew): a second run
+    writes the same file."""
+    import yaml
+
+    _acl()  # bgai importable
+    from bgai.obs import webconfig
+
+    try:
+        old = yaml.safe_load(str(current)) or {}
+    except yaml.YAMLError:
+        old = {}
+    kept = old.get("basic_auth_users") if isinstance(old, dict) else None
+    # (plain str: Ansible's own string types are nothing yaml.safe_dump can write)
+    plain = {str(name): str(password) for name, password in users.items()}
+    return webconfig.dumps(
+        webconfig.new_config(str(cert_file), str(key_file), plain, kept if isinstance(kept, dict) else None)
+    )
+
+
 def _trailing_blank(lines: list[str]) -> int:
     """How many blank or comment lines end `lines` (a section's own lines come before them)."""
     n = 0
@@ -136,4 +160,5 @@ class FilterModule:
             "bgai_redis_maxmemory": bgai_redis_maxmemory,
             "bgai_settings_env": bgai_settings_env,
             "bgai_program_conf": bgai_program_conf,
+            "bgai_web_base": bgai_web_base,
         }

@@ -39,11 +39,35 @@ def read(path: Path) -> dict[str, Any]:
 
 def write_new(path: Path, cert_file: str, key_file: str, users: dict[str, str]) -> None:
     """A web config serving TLS with this certificate and key, for these users (name -> password)."""
-    data = {
+    _write(path, new_config(cert_file, key_file, users))
+
+
+def new_config(
+    cert_file: str, key_file: str, users: dict[str, str], kept: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The web config `write_new` writes. bcrypt salts every hash anew: a user whose hash in
+    `kept` (name -> hash, e.g. the file in place) still verifies its password keeps that hash, so
+    writing it again changes nothing (deploy.yml's web.base.yml)."""
+    import bcrypt
+
+    def hashed(name: str, password: str) -> str:
+        have = (kept or {}).get(name)
+        try:
+            if isinstance(have, str) and bcrypt.checkpw(password.encode(), have.encode()):
+                return have
+        except ValueError:  # not a bcrypt hash
+            pass
+        return hash_password(password)
+
+    return {
         "tls_server_config": {"cert_file": cert_file, "key_file": key_file, "min_version": "TLS12"},
-        "basic_auth_users": {name: hash_password(pw) for name, pw in sorted(users.items())},
+        "basic_auth_users": {name: hashed(name, pw) for name, pw in sorted(users.items())},
     }
-    _write(path, data)
+
+
+def dumps(data: dict[str, Any]) -> str:
+    """A web config's text, as this module writes it."""
+    return str(yaml.safe_dump(data, sort_keys=True))
 
 
 def add_user(path: Path, name: str, password: str) -> None:
@@ -91,5 +115,5 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(data, f, sort_keys=True)
+        f.write(dumps(data))
     os.replace(tmp, path)

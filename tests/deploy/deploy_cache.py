@@ -24,7 +24,8 @@ CACHE = REPO / "runs" / "cache"
 BIN = Path(sys.executable).parent
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
-PACKAGES = "openssh-server,python3,python3-venv,python3-apt,prometheus-node-exporter,procps"
+# prometheus: the agent that sends the metrics of a host joined by token (test_deploy.py's r1)
+PACKAGES = "openssh-server,python3,python3-venv,python3-apt,prometheus-node-exporter,procps,prometheus"
 PY3112 = ["async-timeout>=4.0.3"]  # (supervisor comes with bgai's own dependencies)
 
 

@@ -5,7 +5,8 @@ The rootfs is built once with debootstrap (about a minute) and cached as a tarba
 runs/cache/ (deploy_cache.py); every host unpacks a fresh copy. It carries only what a bare
 Debian server would, plus what the roles install with apt (the namespaces have no route to the
 internet, so those packages must already be there: the apt tasks then find them installed):
-openssh-server, python3, python3-venv, python3-apt, prometheus-node-exporter. Python packages
+openssh-server, python3, python3-venv, python3-apt, prometheus-node-exporter, and prometheus
+(the metrics agent of a host joined by token, test_deploy.py's r1). Python packages
 reach the hosts through the deployment's own wheelhouse option (`bgai_wheelhouse`).
 
 Only addresses this module creates are used: a bridge on 10.231.0.1/24, hosts at .11, .12, ...

@@ -101,6 +101,17 @@ def test_metrics_ports_are_given_whole(tmp_path: Path) -> None:
     assert refused in out.stdout, out.stdout[-3000:]
 
 
+def test_remote_workers_without_redis_tls_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    """Hosts joined by token log in to Redis from outside the fleet's network: never in clear."""
+    inventory = tmp_path / "inventory.yml"
+    off = example_inventory(bgai_remote_workers=True, bgai_redis_tls=False, bgai_home=str(tmp_path))
+    inventory.write_text(yaml.safe_dump(off))
+    out = playbook("-i", inventory, "deploy.yml", *VALIDATE_ONLY)
+    assert out.returncode != 0
+    assert "bgai_remote_workers needs bgai_redis_tls" in out.stdout, out.stdout[-3000:]
+    assert not validated_roles(out.stdout), "the check comes before every role"
+
+
 def test_the_example_inventory_passes_every_role_spec() -> None:
     out = playbook("-i", EXAMPLE_INVENTORY, "deploy.yml", *VALIDATE_ONLY)
     assert out.returncode == 0, out.stdout[-4000:]

@@ -247,3 +247,36 @@ def test_worker_hosts_get_users_and_passwords_of_their_own() -> None:
         "bgai_host_password(item, ansible_facts.nodename)"
         in (REPO / "ansible" / "roles" / "bgai" / "tasks" / "main.yml").read_text()
     )
+
+
+def test_web_base_filter_keeps_a_hash_that_verifies(tmp_path: Path) -> None:
+    """Prometheus's web.base.yml (remote workers): bgai.obs.webconfig's form; a second run
+    writes the same file (the hash in place is kept while it verifies: bcrypt salts each one
+    anew); a new password or certificate path changes it."""
+    import bcrypt
+
+    from bgai.obs import webconfig
+
+    plugin = REPO / "ansible" / "filter_plugins" / "bgai.py"
+    spec = importlib.util.spec_from_file_location("bgai_filters", plugin)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    web_base = module.FilterModule().filters()["bgai_web_base"]
+    password = "pw-prometheus-0123456789"
+    first = web_base("", "/p/tls/prometheus.crt", "/p/tls/prometheus.key", {"admin": password})
+    (tmp_path / "web.base.yml").write_text(first)
+    data = webconfig.read(tmp_path / "web.base.yml")
+    assert data["tls_server_config"] == {
+        "cert_file": "/p/tls/prometheus.crt",
+        "key_file": "/p/tls/prometheus.key",
+        "min_version": "TLS12",
+    }
+    assert bcrypt.checkpw(password.encode(), data["basic_auth_users"]["admin"].encode())
+    assert password not in first
+    assert web_base(first, "/p/tls/prometheus.crt", "/p/tls/prometheus.key", {"admin": password}) == first
+    changed = web_base(first, "/p/tls/prometheus.crt", "/p/tls/prometheus.key", {"admin": password + "x"})
+    assert changed != first
+    moved = web_base(first, "/q/prometheus.crt", "/q/prometheus.key", {"admin": password})
+    assert yaml.safe_load(moved)["basic_auth_users"] == data["basic_auth_users"]
+    assert web_base("not: [yaml", "/c", "/k", {"admin": password}).startswith("basic_auth_users:")
