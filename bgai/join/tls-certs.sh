@@ -40,7 +40,8 @@ if [[ ! -s $dir/ca.key || ! -s $dir/ca.crt ]]; then
     openssl req -x509 -new -key "$dir/ca.key" -sha256 -days 3650 -subj "/CN=bgai Redis CA" \
         -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
         -out "$dir/ca.crt"
-    rm -f "$dir/$server.crt" "$dir"/clients/*.crt # what the old CA signed goes
+    find "$dir" -maxdepth 1 -name "*.crt" ! -name ca.crt -delete # what the old CA signed goes:
+    rm -f "$dir"/clients/*.crt                                   # every server's, every client's
     echo "made $dir/ca.crt"
 fi
 
