@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -37,6 +39,19 @@ def redis_failure(exc: BaseException, cfg: Config) -> OperatorError | None:
 
     hint = failure_hint(exc, cfg.redis)
     return None if hint is None else OperatorError(f"{hint[0]} ({hint[1]})")
+
+
+@contextmanager
+def redis_errors(cfg: Config) -> Iterator[None]:
+    """Within: a Redis that is unreachable or refuses these credentials becomes `redis_failure`'s
+    one line (exit 2); anything else passes through."""
+    try:
+        yield
+    except Exception as exc:
+        failure = redis_failure(exc, cfg)
+        if failure is None:
+            raise
+        raise failure from None
 
 
 def load_for_compute(config: str | None, sets: tuple[str, ...]) -> Config:

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bgai import compile_cache, cpu_threads
-from bgai.cli.common import OperatorError, config_option, load_or_exit, redis_failure, set_option
+from bgai.cli.common import (
+    OperatorError,
+    config_option,
+    load_or_exit,
+    redis_errors,
+    set_option,
+)
 from bgai.obs import ports
 
 if TYPE_CHECKING:
@@ -242,7 +248,7 @@ def _status_text(cfg: Config, r: Redis, keys: Keys, as_json: bool) -> str:
     from bgai.store import evals, registry, runstate, weights
     from bgai.store.replay import ReplayStore
 
-    try:
+    with redis_errors(cfg):
         run_id, run_status = runstate.get_run(r, keys)
         version = weights.current_version(r, keys)
         buffer = ReplayStore(r, keys, cfg.buffer.capacity_positions).stats()
@@ -250,11 +256,6 @@ def _status_text(cfg: Config, r: Redis, keys: Keys, as_json: bool) -> str:
         ages = registry.heartbeat_ages(r, keys, sorted(workers), cfg.head.heartbeat_ttl_s)
         results = evals.results(r, keys, limit=5)
         champion = evals.champion(r, keys)
-    except Exception as exc:
-        failure = redis_failure(exc, cfg)
-        if failure is not None:
-            raise failure from None
-        raise
     if as_json:
         return json.dumps(
             {

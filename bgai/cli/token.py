@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bgai.cli.common import OperatorError, config_option, load_or_exit, redis_failure, set_option
+from bgai.cli.common import OperatorError, config_option, load_or_exit, redis_errors, set_option
 
 if TYPE_CHECKING:
     from bgai.config import Config
@@ -133,16 +133,12 @@ def token_create(
         "" if metrics is None else webconfig.hash_password(metrics.password),
     )
     r, keys = connect(cfg.redis), keys_for(cfg.redis)
-    try:
+    with redis_errors(cfg):
         users_file = _acl_file(r)
-        passwords, lines = joined.add(r, keys, record, replace=replace)
-    except joined.HostExistsError as exc:
-        raise OperatorError(str(exc)) from None
-    except Exception as exc:
-        failure = redis_failure(exc, cfg)
-        if failure is None:
-            raise
-        raise failure from None
+        try:
+            passwords, lines = joined.add(r, keys, record, replace=replace)
+        except joined.HostExistsError as exc:
+            raise OperatorError(str(exc)) from None
     if users_file is not None:
         acl.set_joined(users_file, host, lines)
     tok = JoinToken(
@@ -206,13 +202,8 @@ def token_list(config: str | None, sets: tuple[str, ...]) -> None:
     from bgai.store.client import connect, keys_for
 
     cfg = load_or_exit(config, sets)
-    try:
+    with redis_errors(cfg):
         found = joined.hosts(connect(cfg.redis), keys_for(cfg.redis))
-    except Exception as exc:
-        failure = redis_failure(exc, cfg)
-        if failure is None:
-            raise
-        raise failure from None
     for h in found:
         until = time.strftime("%Y-%m-%d %H:%M", time.gmtime(h.expires)) if h.expires else "never"
         click.echo(f"{h.host}\t{','.join(h.roles)}\tjoin until {until}")
@@ -230,14 +221,9 @@ def token_revoke(config: str | None, sets: tuple[str, ...], host: str) -> None:
 
     cfg = load_or_exit(config, sets)
     r = connect(cfg.redis)
-    try:
+    with redis_errors(cfg):
         users_file = _acl_file(r)
         gone = joined.revoke(r, keys_for(cfg.redis), host)
-    except Exception as exc:
-        failure = redis_failure(exc, cfg)
-        if failure is None:
-            raise
-        raise failure from None
     if users_file is not None:
         acl.set_joined(users_file, host, [])
     if not gone:
