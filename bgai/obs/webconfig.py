@@ -70,25 +70,6 @@ def dumps(data: dict[str, Any]) -> str:
     return str(yaml.safe_dump(data, sort_keys=True))
 
 
-def add_user(path: Path, name: str, password: str) -> None:
-    """Add (or replace) one basic-auth user of the web config at `path`."""
-    data = read(path)
-    users = dict(data.get("basic_auth_users") or {})
-    users[name] = hash_password(password)
-    _write(path, {**data, "basic_auth_users": users})
-
-
-def remove_user(path: Path, name: str) -> bool:
-    """Remove one user; whether it was there."""
-    data = read(path)
-    users = dict(data.get("basic_auth_users") or {})
-    if name not in users:
-        return False
-    del users[name]
-    _write(path, {**data, "basic_auth_users": users})
-    return True
-
-
 def base_path(path: Path) -> Path:
     """The base file beside the web config `path`: web.yml -> web.base.yml."""
     return path.with_name(f"{path.stem}.base{path.suffix}")

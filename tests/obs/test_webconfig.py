@@ -57,30 +57,31 @@ def test_a_new_web_config_serves_tls_to_bcrypt_users(tmp_path: Path, umask_022: 
     assert [p.name for p in tmp_path.iterdir()] == ["web.yml"]  # no temporary file left
 
 
-def test_users_are_added_replaced_and_removed_and_the_rest_kept(tmp_path: Path, umask_022: None) -> None:
+def test_joined_users_are_added_replaced_and_removed_and_the_base_kept(
+    tmp_path: Path, umask_022: None
+) -> None:
     path = tmp_path / "web.yml"
-    webconfig.write_new(path, "c.pem", "k.pem", {"admin": "pw-admin"})
-    admin_hash = webconfig.read(path)["basic_auth_users"]["admin"]
-    webconfig.add_user(path, "laptop", "pw-1")
-    webconfig.add_user(path, "laptop", "pw-2")  # a new token for the host: its new password
+    webconfig.write_new(webconfig.base_path(path), "c.pem", "k.pem", {"admin": "pw-admin"})
+    admin_hash = webconfig.read(webconfig.base_path(path))["basic_auth_users"]["admin"]
+    webconfig.sync(path, {"laptop": webconfig.hash_password("pw-1")})
+    webconfig.sync(path, {"laptop": webconfig.hash_password("pw-2")})  # a new token for the host
     data = webconfig.read(path)
     assert data["basic_auth_users"]["admin"] == admin_hash  # untouched
     assert bcrypt.checkpw(b"pw-2", data["basic_auth_users"]["laptop"].encode())
     assert not bcrypt.checkpw(b"pw-1", data["basic_auth_users"]["laptop"].encode())
     assert data["tls_server_config"]["cert_file"] == "c.pem"
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
-    assert webconfig.remove_user(path, "laptop") is True
-    assert webconfig.remove_user(path, "laptop") is False  # gone already
+    assert webconfig.sync(path, {}) is True  # revoked
+    assert webconfig.sync(path, {}) is False  # gone already
     assert list(webconfig.read(path)["basic_auth_users"]) == ["admin"]
     assert webconfig.read(path)["tls_server_config"]["key_file"] == "k.pem"
 
 
-def test_a_web_config_without_users_gets_its_first(tmp_path: Path) -> None:
+def test_a_base_without_users_gets_the_joined_ones(tmp_path: Path) -> None:
     path = tmp_path / "web.yml"
-    path.write_text("tls_server_config: {cert_file: c.pem, key_file: k.pem}\n")
-    webconfig.add_user(path, "laptop", "pw")
+    webconfig.base_path(path).write_text("tls_server_config: {cert_file: c.pem, key_file: k.pem}\n")
+    webconfig.sync(path, {"laptop": "$2b$10$l"})
     assert list(webconfig.read(path)["basic_auth_users"]) == ["laptop"]
-    assert webconfig.remove_user(path, "nobody") is False
 
 
 def test_the_web_config_is_its_base_plus_the_joined_hosts_and_rewritten_only_on_change(
@@ -109,7 +110,7 @@ def test_a_file_that_is_no_mapping_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "web.yml"
     path.write_text("- a\n- list\n")
     with pytest.raises(ValueError, match="not a Prometheus web config"):
-        webconfig.add_user(path, "laptop", "pw")
+        webconfig.read(path)
 
 
 class Prometheus:
@@ -190,20 +191,21 @@ def test_a_running_prometheus_serves_only_its_users_and_rereads_them_per_request
         assert up.status is OK and "answers over TLS" in up.found, up
         foreign = check_prometheus(prom.base, 5.0, "")  # the system's CAs do not vouch for it
         assert foreign.status is FAIL and "certificate must chain to redis.ca_file" in foreign.fix, foreign
-        # a host joined while it runs: its user works at the next request, no restart
-        webconfig.add_user(web, "laptop", "pw-laptop")
+        # a host joined while it runs (the coordinator's way: the base plus the joined hosts'
+        # hashes): its user works at the next request, no restart
+        cert, key = str(certs / "prometheus.crt"), str(certs / "prometheus.key")
+        webconfig.write_new(webconfig.base_path(web), cert, key, {"admin": "pw-admin"})
+        assert webconfig.sync(web, {"laptop": webconfig.hash_password("pw-laptop")})
         assert prom.status(buildinfo, "laptop", "pw-laptop") == 200
         assert prom.status(buildinfo, "laptop", "pw-other") == 401
         # the remote-write receiver is behind the same login (a GET is the wrong method, no more)
         assert prom.status("/api/v1/write") == 401
         assert prom.status("/api/v1/write", "laptop", "pw-laptop") == 405
         # revoked: refused at the next request
-        assert webconfig.remove_user(web, "laptop")
+        assert webconfig.sync(web, {})
         assert prom.status(buildinfo, "laptop", "pw-laptop") == 401
         assert prom.status(buildinfo, "admin", "pw-admin") == 200
-        # the coordinator's way: the file rewritten from its base plus the joined hosts' hashes
-        cert, key = str(certs / "prometheus.crt"), str(certs / "prometheus.key")
-        webconfig.write_new(webconfig.base_path(web), cert, key, {"admin": "pw-admin"})
+        # a new token for the host: its new password
         assert webconfig.sync(web, {"laptop": webconfig.hash_password("pw-3")})
         assert prom.status(buildinfo, "laptop", "pw-3") == 200
         assert webconfig.sync(web, {})
