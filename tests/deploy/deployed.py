@@ -47,16 +47,6 @@ EXPECTED = {
 }
 JOINED = "r1"  # a worker host the head cannot reach, joined by token (not in the inventory)
 UNUSED = "r2"  # a host whose token is made and never used: its users must outlive a redeploy
-# The joined host's firewall: nothing opened towards it gets in (replies to its own connections do)
-FIREWALL = """
-table inet bgai_joined {
-  chain input {
-    type filter hook input priority 0; policy drop;
-    ct state established,related accept
-    iif lo accept
-  }
-}
-"""
 
 
 @dataclass

@@ -44,7 +44,6 @@ from deploy_cache import REPO, wheelhouse
 from deployed import (
     BIN,
     EXPECTED,
-    FIREWALL,
     HEAD,
     JOINED,
     KEYS,
@@ -60,6 +59,7 @@ from deployed import (
     recap,
     wid,
 )
+from firewall import wall_off
 from hosts import HEAD_ADDRESS, Hosts
 from redis_server import free_port
 from supervised import wait_for
@@ -89,9 +89,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         hosts.wait_ssh()
         # the joined host: its firewall up before anything is put on it (the head cannot ssh in)
         joined = hosts.add(JOINED)
-        subprocess.run(
-            ["ip", "netns", "exec", joined.netns, "nft", "-f", "-"], input=FIREWALL, text=True, check=True
-        )
+        wall_off(joined.netns)
         wheels = wheelhouse()  # (made in the background by scripts/test, if it ran)
         wheel_port = free_port()
         server = subprocess.Popen(

@@ -3,13 +3,13 @@ Redis ACL the redis role writes (bgai's own rules, through the filter plugin).""
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import json
 import re
 import sys
 from pathlib import Path
 
+import ansible_filters
 import pytest
 import yaml
 from ansible_run import BIN, ENV, EXAMPLE_INVENTORY, MINIMAL, REPO, results, run
@@ -55,11 +55,7 @@ def test_inventory_commits_no_address_or_secret() -> None:
 
 
 def test_acl_filter_is_bgai_acl() -> None:
-    plugin = REPO / "ansible" / "filter_plugins" / "bgai.py"
-    spec = importlib.util.spec_from_file_location("bgai_filters", plugin)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = ansible_filters.plugin()
     passwords = {role: f"pw-{role}-0123456789abcdef" for role in ROLES}
     lines = module.FilterModule().filters()["bgai_acl_lines"](passwords, "bgai")
     assert lines == acl_lines(Keys("bgai"), passwords)
@@ -100,11 +96,7 @@ def test_redis_maxmemory_filter_is_bgai_budget() -> None:
     from bgai.config import load_config
     from bgai.store.budget import redis_maxmemory
 
-    plugin = REPO / "ansible" / "filter_plugins" / "bgai.py"
-    spec = importlib.util.spec_from_file_location("bgai_filters", plugin)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = ansible_filters.plugin()
     config = REPO / "configs" / "distributed.yaml"
     got = module.FilterModule().filters()["bgai_redis_maxmemory"](str(config))
     assert got == redis_maxmemory(load_config(config, env={})) > 0
@@ -227,11 +219,7 @@ def test_worker_hosts_get_users_and_passwords_of_their_own() -> None:
     host only its own password (derived from the role's secret), as `bgai acl` does locally."""
     from bgai.store.acl import host_passwords
 
-    plugin = REPO / "ansible" / "filter_plugins" / "bgai.py"
-    spec = importlib.util.spec_from_file_location("bgai_filters", plugin)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = ansible_filters.plugin()
     filters = module.FilterModule().filters()
     passwords = {role: f"pw-{role}-0123456789abcdef" for role in ROLES}
     lines = filters["bgai_acl_lines"](passwords, "bgai", ["w1", "w2"])
@@ -257,11 +245,7 @@ def test_web_base_filter_keeps_a_hash_that_verifies(tmp_path: Path) -> None:
 
     from bgai.obs import webconfig
 
-    plugin = REPO / "ansible" / "filter_plugins" / "bgai.py"
-    spec = importlib.util.spec_from_file_location("bgai_filters", plugin)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = ansible_filters.plugin()
     web_base = module.FilterModule().filters()["bgai_web_base"]
     password = "pw-prometheus-0123456789"
     first = web_base("", "/p/tls/prometheus.crt", "/p/tls/prometheus.key", {"admin": password})

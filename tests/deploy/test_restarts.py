@@ -6,7 +6,6 @@ program names and settings."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import tempfile
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ansible_filters
 import pytest
 import yaml
 from ansible_run import BIN, MINIMAL, REPO, ROLES, playbook, results
@@ -34,10 +34,7 @@ startsecs=1
 
 
 def program_conf() -> Callable[[str, dict[str, Any], dict[str, Any]], str]:
-    spec = importlib.util.spec_from_file_location("bgai_filters", ROLES.parent / "filter_plugins" / "bgai.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = ansible_filters.plugin()
     return module.bgai_program_conf  # type: ignore[no-any-return]
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from firewall import wall_off
 from redis_server import free_port
 from supervised import wait_for
 
@@ -55,16 +56,6 @@ pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("nft") is None or shutil.which("prometheus") is None,
     reason="needs root (a network namespace), nft and prometheus",
 )
-
-FIREWALL = """
-table inet bgai_joined {
-  chain input {
-    type filter hook input priority 0; policy drop;
-    ct state established,related accept
-    iif lo accept
-  }
-}
-"""
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -112,7 +103,7 @@ def _network() -> None:
     sh("ip", "-n", NS, "addr", "add", f"{JOINED}/24", "dev", "eth0")
     sh("ip", "-n", NS, "link", "set", "eth0", "up")
     sh("ip", "-n", NS, "link", "set", "lo", "up")
-    subprocess.run(["ip", "netns", "exec", NS, "nft", "-f", "-"], input=FIREWALL, check=True, text=True)
+    wall_off(NS)
 
 
 def _start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

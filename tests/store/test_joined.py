@@ -7,11 +7,11 @@ connections at once."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import ansible_filters
 import pytest
 import redis
 from redis_server import redis_server
@@ -161,11 +161,7 @@ def test_the_ansible_filter_keeps_the_joined_lines_of_the_current_file(head: Hea
     _, lines = joined.add(head.admin, KEYS, both_roles())
     acl.set_joined(head.acl_file, "laptop", lines)
     current = head.acl_file.read_text()
-    plugin = REPO / "ansible" / "filter_plugins" / "bgai.py"
-    spec = importlib.util.spec_from_file_location("bgai_filters", plugin)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = ansible_filters.plugin()
     make = module.FilterModule().filters()["bgai_acl_lines"]
     made = make(head.secrets, "bgai", INVENTORY, current)
     assert made == [*acl.acl_lines(KEYS, head.secrets, INVENTORY), *lines]
