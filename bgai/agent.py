@@ -32,7 +32,7 @@ import numpy as np
 
 from bgai.bearoff_file import load_or_build
 from bgai.config import Config
-from bgai.core import rules
+from bgai.core import movegen_native, rules
 from bgai.core.episodes import Episode
 from bgai.core.evaluator import has_bearoff, weights_only, with_bearoff
 from bgai.core.network import OUTCOME_POINTS, BgNet, init_params
@@ -40,13 +40,21 @@ from bgai.core.players import afterstate_decider, greedy_decider, lookahead_deci
 from bgai.core.selfplay import Decide
 from bgai.core.targets import one_ply_distribution, outcome_distribution, td_lambda_targets
 from bgai.core.train_step import TrainState, make_optimizer, make_train_step
+from bgai.errors import ConfigError
 
 VALUE_ROWS = 4096  # forward-pass bucket (one compiled shape per multiple)
 ONE_PLY_ROWS = 256  # 1-ply targets: positions per compiled call (21 move generations each)
 
 
 def movegen_of(cfg: Config) -> rules.MoveGenConfig:
-    return rules.MoveGenConfig(**dataclasses.asdict(cfg.movegen))
+    """The move generator's static config, its backend resolved for this process's device."""
+    backend = cfg.movegen.backend
+    if backend == "auto":
+        native = movegen_native.available() and jax.default_backend() == "cpu"
+        backend = "native" if native else "jax"
+    elif backend == "native" and not movegen_native.available():
+        raise ConfigError("movegen.backend", "native needs numba, which is not installed here; use jax")
+    return rules.MoveGenConfig(**{**dataclasses.asdict(cfg.movegen), "backend": backend})
 
 
 def optimizer_of(cfg: Config) -> Any:

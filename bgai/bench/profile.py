@@ -4,8 +4,10 @@ One chunk is played as the trainer plays it (`play_chunk`, compiled whole), then
 are replayed stage by stage, each stage compiled on its own and run once per turn of the chunk
 on the same batch:
 
-    movegen      `rules.legal_plays_batch`: every play of every position (afterstates included)
-    encoding     `encoding.encode_as` on the afterstates the network sees (the packed legal ones)
+    movegen      `rules.legal_plays_batch`: every play of every position (afterstates included),
+                 by the configured generator (`movegen.backend`: on a CPU, numba's)
+    encoding     `encoding.encode_as` on the afterstates the network sees (the packed legal ones,
+                 in the rows of the packing rung each turn takes)
     network      the network alone on those afterstates: its encoding, the MLP, the bear-off values
     values       `afterstate_values`: packing, encoding and network together, as self-play runs it
     selection    softmax policy target and the chosen play (`choose`)
@@ -34,7 +36,7 @@ import numpy as np
 from bgai.agent import movegen_of, net_of, playing, self_play_decider
 from bgai.config import Config
 from bgai.core import rules
-from bgai.core.afterstate import afterstate_values, choose, softmax_policy
+from bgai.core.afterstate import afterstate_values, choose, packing_rungs, softmax_policy
 from bgai.core.encoding import encode_as
 from bgai.core.episodes import EpisodeAssembler
 from bgai.core.evaluator import net_outputs
@@ -77,16 +79,21 @@ def profile_selfplay(
 
     gen = jax.jit(lambda b, d: rules.legal_plays_batch(b, d, movegen))
     plays = [gen(boards[t], dice[t]) for t in range(length)]
-    slots = s.eval_slots if s.eval_slots is not None else movegen.max_plays
-    rows = batch * min(slots, movegen.max_plays)  # afterstates the network evaluates per turn
+    rungs = [batch * r for r in packing_rungs(s.eval_slots, movegen.max_plays)]
 
-    @jax.jit
-    def packed(p: rules.Plays) -> jax.Array:  # the rows `afterstate_values` hands the network
+    def rows_of(p: rules.Plays) -> int:  # the rows `afterstate_values` hands the network this turn
+        count = int(np.asarray(p.mask).sum())
+        return next((r for r in rungs if count <= r), batch * movegen.max_plays)
+
+    @partial(jax.jit, static_argnums=1)
+    def packed(p: rules.Plays, rows: int) -> jax.Array:
         flat = p.boards.reshape(-1, rules.BOARD_SIZE)
         idx, _, _ = rules.compact_index(p.mask.reshape(-1), rows)
         return rules.flip(flat[idx])
 
-    inputs = [packed(p) for p in plays]
+    turn_rows = [rows_of(p) for p in plays]
+    inputs = [packed(p, r) for p, r in zip(plays, turn_rows, strict=True)]
+    rows = sum(turn_rows) / length  # per turn, on average
     encode = jax.jit(lambda b: encode_as(cfg.model.inputs, b))
     network = jax.jit(lambda v, b: net_outputs(net.apply, v, b)[1])
     values = jax.jit(lambda v, p: afterstate_values(net.apply, v, p, s.eval_slots))
@@ -132,7 +139,7 @@ def profile_selfplay(
         f"{ceiling:,.0f} decisions/s; achieved {achieved:,.0f} decisions/s = {achieved / ceiling:.1%} of it"
     )
     log(
-        f"(self-play evaluates {rows // batch} rows a decision, eval_slots: the network alone at that "
+        f"(self-play evaluates {rows / batch:.1f} rows a decision, packed: the network alone at that "
         f"is {at_slots:,.0f} decisions/s, achieved {achieved / at_slots:.1%} of it)"
     )
     return {

@@ -32,27 +32,41 @@ def afterstate_values(
 
     `plays` may carry leading batch axes; the network runs once on all
     afterstates flattened into one batch. With `slots_per_position` (S) only the
-    legal afterstates are evaluated, packed into N*S rows (N positions): a
-    position has ~20 plays on average but K slots, so this saves most of the
-    network's work. If a batch holds more than N*S plays, all K*N are evaluated.
+    legal afterstates are evaluated, packed into rows: a position has ~18 plays
+    on average but K slots, so this saves most of the network's work. The rows
+    come in rungs (`packing_rungs`): N*S*5/8 rows (N positions) when the batch's
+    plays fit them, as they do in most of self-play's turns, else N*S, else all
+    K*N slots. Each rung is a branch of a `cond`: only the one taken runs.
     """
     boards = plays.boards  # [..., K, 28]
     flat = boards.reshape(-1, rules.BOARD_SIZE)
     mask = plays.mask.reshape(-1)
-    if slots_per_position is None or slots_per_position >= boards.shape[-2]:
-        value = _values_of(apply_fn, params, flat)
-    else:
-        cap = (flat.shape[0] // boards.shape[-2]) * slots_per_position
-        idx, used, count = rules.compact_index(mask, cap)
+    positions = flat.shape[0] // boards.shape[-2]
+    count = jnp.sum(mask)
+
+    def rung(caps: tuple[int, ...]) -> jax.Array:  # the first rung whose rows hold every play
+        if not caps:
+            return _values_of(apply_fn, params, flat)
+        idx, used, _ = rules.compact_index(mask, caps[0])
 
         def packed() -> jax.Array:
             v = _values_of(apply_fn, params, flat[idx])
-            return (
-                jnp.zeros(flat.shape[0], v.dtype).at[jnp.where(used, idx, flat.shape[0])].set(v, mode="drop")
-            )
+            drop = jnp.where(used, idx, flat.shape[0])
+            return jnp.zeros(flat.shape[0], v.dtype).at[drop].set(v, mode="drop")
 
-        value = jax.lax.cond(count <= cap, packed, lambda: _values_of(apply_fn, params, flat))
+        return jax.lax.cond(count <= caps[0], packed, lambda: rung(caps[1:]))
+
+    caps = tuple(positions * slots for slots in packing_rungs(slots_per_position, boards.shape[-2]))
+    value = rung(caps)
     return jnp.where(plays.mask, value.reshape(boards.shape[:-1]), NEG_INF)
+
+
+def packing_rungs(slots_per_position: int | None, k: int) -> tuple[int, ...]:
+    """The rows per position `afterstate_values` packs the legal plays into, smallest first."""
+    if slots_per_position is None or slots_per_position >= k:
+        return ()
+    small = max(1, (slots_per_position * 5) // 8)
+    return (small, slots_per_position) if small < slots_per_position else (slots_per_position,)
 
 
 def softmax_policy(values: jax.Array, mask: jax.Array, temperature: float | jax.Array) -> jax.Array:

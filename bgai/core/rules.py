@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bgai.core import movegen_native
 from bgai.core.layout import (  # noqa: F401 (the layout's names stay rules.X for every caller)
     BAR,
     BOARD_SIZE,
@@ -69,6 +70,9 @@ class MoveGenConfig(NamedTuple):
     max_plays: int = 128
     frontier2: int = 96
     frontier3: int = 192
+    # "jax": the XLA cascade below (any device); "native": the same plays from the sequential
+    # generator of `movegen_native` on the host (CPU only, ~3x faster there)
+    backend: str = "jax"
 
 
 DEFAULT_MOVEGEN = MoveGenConfig()
@@ -420,6 +424,28 @@ def _cascade(
     return plays
 
 
+def _native(
+    boards: jax.Array, dice_idx: jax.Array, select: jax.Array | None, cfg: MoveGenConfig, with_boards: bool
+) -> Plays:
+    """The cascade's plays from `movegen_native` (unselected rows: no plays, as `_cascade`)."""
+    fast, fast_double = fast_tier(cfg)
+    caps = (
+        cfg.max_plays,
+        0,
+        0,
+        fast.max_plays,
+        cfg.max_plays,
+        cfg.frontier2,
+        cfg.frontier3,
+        *fast_double[:3],
+    )
+    everyone = jnp.ones(boards.shape[:-1], bool)
+    plays = Plays(
+        *movegen_native.legal_plays_batch(boards, dice_idx, everyone if select is None else select, caps)
+    )
+    return plays if with_boards else plays._replace(boards=plays.boards[..., :0])
+
+
 def legal_plays_batch(
     boards: jax.Array, dice_idx: jax.Array, cfg: MoveGenConfig = DEFAULT_MOVEGEN, with_boards: bool = True
 ) -> Plays:
@@ -433,6 +459,8 @@ def legal_plays_batch(
     again with `cfg`'s. Without overflow both capacities give the same plays in
     the same order, so the result equals `legal_plays` game by game.
     """
+    if cfg.backend == "native":
+        return _native(boards, dice_idx, None, cfg, with_boards)
     batch = boards.shape[0]
     caps = (batch, max(1, batch // 4), max(1, batch // 3), max(1, batch // 8))
     return _cascade(cfg, boards.astype(jnp.int32), jnp.asarray(DICE)[dice_idx], None, caps, with_boards)
@@ -450,6 +478,8 @@ def legal_plays_rows(
     Only the steps are kept: `boards` is [B, K, 0] (`apply_play` rebuilds any
     afterstate), which spares every round a [B, K, 28] scatter.
     """
+    if cfg.backend == "native":
+        return _native(boards, dice_idx, select, cfg, False)
     small = max(1, cap // 4)  # doubles are 1 in 6 rolls, overflows rarer
     d = jnp.asarray(DICE)[dice_idx]
     return _cascade(cfg, boards.astype(jnp.int32), d, select, (cap, small, small, small), False)
