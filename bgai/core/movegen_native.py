@@ -26,12 +26,15 @@ CPU only: on an accelerator the callback would copy every batch to the host and 
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from bgai.core.layout import BOARD_SIZE, MAX_FIRST, MAX_STEPS_PER_PLAY, NO_STEP, NUM_SOURCES
 
+numba: Any
 try:  # numba is a dependency on the platforms it has wheels for; elsewhere the JAX generator runs
     import numba
 except ImportError:  # pragma: no cover - exercised only where numba has no wheel
@@ -132,17 +135,10 @@ def _push(
     csteps[n, 1] = s1
 
 
-def _non_double(
-    board: np.ndarray,
-    hi: int,
-    lo: int,
-    caps: np.ndarray,
-    out_b: np.ndarray,
-    out_s: np.ndarray,
-    out_m: np.ndarray,
-    scratch: tuple,
-) -> tuple[int, bool]:
-    """The plays of one non-double into out_*[K]; (count, overflow). `scratch`: `_scratch`'s."""
+def _non_double(board: np.ndarray, hi: int, lo: int, caps: np.ndarray, out: tuple, scratch: tuple) -> tuple:
+    """The plays of one non-double into out = (boards [K, 28], steps [K, 4], mask [K]);
+    (count, overflow). `scratch`: `_scratch`'s."""
+    out_b, out_s, out_m = out
     legal, first_b, first_src, n_first, cand, csteps, chash, first, counts, tmp = scratch[:10]
     k, fast_k = caps[0], caps[3]
     cap = 2 * k
@@ -186,16 +182,9 @@ def _non_double(
     return count, n_valid > cap or count > k
 
 
-def _double(
-    board: np.ndarray,
-    die: int,
-    caps: np.ndarray,
-    out_b: np.ndarray,
-    out_s: np.ndarray,
-    out_m: np.ndarray,
-    scratch: tuple,
-) -> tuple[int, bool]:
-    """The plays of one double into out_*[K]; (count, overflow). `scratch`: `_scratch`'s."""
+def _double(board: np.ndarray, die: int, caps: np.ndarray, out: tuple, scratch: tuple) -> tuple:
+    """The plays of one double into out (as `_non_double`'s); (count, overflow)."""
+    out_b, out_s, out_m = out
     legal = scratch[0]
     lb, ls, llast = scratch[10], scratch[11], scratch[12]  # two levels' rows: [2, width, ...]
     k, f2, f3 = caps[0], caps[1], caps[2]
@@ -278,10 +267,11 @@ def _batch(
         if not select[g]:  # no plays: the outputs keep their zeros and NO_STEP
             continue
         hi, lo = _DICE[dice[g], 0], _DICE[dice[g], 1]
+        out = (out_b[g], out_s[g], out_m[g])
         if hi == lo:
-            n, o = _double(boards[g], hi, caps[4:], out_b[g], out_s[g], out_m[g], scratch)
+            n, o = _double(boards[g], hi, caps[4:], out, scratch)
         else:
-            n, o = _non_double(boards[g], hi, lo, caps[:4], out_b[g], out_s[g], out_m[g], scratch)
+            n, o = _non_double(boards[g], hi, lo, caps[:4], out, scratch)
         out_n[g] = n
         out_o[g] = o
 

@@ -102,6 +102,7 @@ class GameRecorder:
             # gnubg may make a play that a list of movegen.max_plays dropped, and a play missing
             # from the list has no steps to write: against gnubg every list holds every play
             exact = rules.EXACT_MOVEGEN._asdict()
+            del exact["backend"]  # the capacities only: the host's generator stays
             cfg = dataclasses.replace(cfg, movegen=dataclasses.replace(cfg.movegen, **exact))
         self.cfg, self.op, self.batch = cfg, op, batch
 
