@@ -40,17 +40,14 @@ try:  # numba is a dependency on the platforms it has wheels for; elsewhere the 
 except ImportError:  # pragma: no cover - exercised only where numba has no wheel
     numba = None
 
-_DICE = np.array([(a, b) for a in range(1, 7) for b in range(1, a + 1)], dtype=np.int64)
-
 
 def available() -> bool:
     """Whether the native generator can run here (numba imports)."""
     return numba is not None
 
 
-def _legal(board: np.ndarray, die: int, last: int, out: np.ndarray) -> int:
-    """out[s] = may a checker step `die` pips from source s <= last (24 = bar); the count."""
-    n = 0
+def _legal(board: np.ndarray, die: int, last: int, out: np.ndarray) -> None:
+    """out[s] = may a checker step `die` pips from source s <= last (24 = bar)."""
     all_home = board[24] <= 0
     if all_home:
         for i in range(6, 24):
@@ -71,8 +68,6 @@ def _legal(board: np.ndarray, die: int, last: int, out: np.ndarray) -> int:
                         ok = False
                         break
         out[s] = ok
-        n += ok
-    return n
 
 
 def _apply(board: np.ndarray, src: int, die: int, out: np.ndarray) -> None:
@@ -114,21 +109,20 @@ def _push(
     if n >= cand.shape[0]:
         return
     h = _hash(board)
+    new = True
     for u in range(counts[1]):
         c = first[u]
         if chash[c] == h:
-            same = True
+            new = False
             for i in range(BOARD_SIZE):
                 if cand[c, i] != board[i]:
-                    same = False
+                    new = True
                     break
-            if same:
-                n = -1
+            if not new:
                 break
-    if n >= 0:
-        first[counts[1]] = counts[0] - 1
+    if new:
+        first[counts[1]] = n
         counts[1] += 1
-    n = counts[0] - 1
     cand[n] = board
     chash[n] = h
     csteps[n, 0] = s0
@@ -266,7 +260,7 @@ def _batch(
     for g in range(boards.shape[0]):  # one thread: XLA's own threads have the other cores
         if not select[g]:  # no plays: the outputs keep their zeros and NO_STEP
             continue
-        hi, lo = _DICE[dice[g], 0], _DICE[dice[g], 1]
+        hi, lo = dice[g, 0], dice[g, 1]
         out = (out_b[g], out_s[g], out_m[g])
         if hi == lo:
             n, o = _double(boards[g], hi, caps[4:], out, scratch)
@@ -289,13 +283,13 @@ if numba is not None:
 
 
 def generate(
-    boards: np.ndarray, dice_idx: np.ndarray, select: np.ndarray, caps: tuple[int, ...]
+    boards: np.ndarray, dice: np.ndarray, select: np.ndarray, caps: tuple[int, ...]
 ) -> tuple[np.ndarray, ...]:
-    """The plays of boards [..., 28] for rolls [...], selected rows only, as numpy arrays
+    """The plays of boards [..., 28] for dice [..., 2] (high die first), selected rows only, as numpy arrays
     (boards, steps, mask, num_plays, overflow). `caps`: see `legal_plays_batch`."""
     lead = boards.shape[:-1]
     b = np.ascontiguousarray(boards.reshape(-1, BOARD_SIZE), np.int8)
-    d = np.ascontiguousarray(dice_idx.reshape(-1), np.int64)
+    d = np.ascontiguousarray(dice.reshape(-1, 2), np.int64)
     sel = np.ascontiguousarray(np.broadcast_to(select, lead).reshape(-1), np.bool_)
     k = caps[0]
     out_b = np.zeros((len(b), k, BOARD_SIZE), np.int8)  # narrow: the copies to and from XLA
@@ -314,9 +308,9 @@ def generate(
 
 
 def legal_plays_batch(
-    boards: jax.Array, dice_idx: jax.Array, select: jax.Array, caps: tuple[int, ...]
+    boards: jax.Array, dice: jax.Array, select: jax.Array, caps: tuple[int, ...]
 ) -> tuple[jax.Array, ...]:
-    """`rules.legal_plays_batch`'s arrays for boards [..., 28], rolls [...] and the rows to
+    """`rules.legal_plays_batch`'s arrays for boards [..., 28], dice [..., 2] (high first), the rows to
     generate [...] (the others get no plays), computed on the host.
 
     caps: (K, 0, 0, fast K) of a non-double, then (K, F2, F3, fast K, fast F2, fast F3) of a
@@ -337,7 +331,7 @@ def legal_plays_batch(
         lambda b, d, s: generate(np.asarray(b), np.asarray(d), np.asarray(s), caps),
         shapes,
         boards.astype(jnp.int8),
-        dice_idx.astype(jnp.int8),
+        dice.astype(jnp.int8),
         jnp.broadcast_to(select, lead),
         vmap_method="expand_dims",
     )

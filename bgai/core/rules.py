@@ -441,7 +441,9 @@ def _native(
     )
     everyone = jnp.ones(boards.shape[:-1], bool)
     plays = Plays(
-        *movegen_native.legal_plays_batch(boards, dice_idx, everyone if select is None else select, caps)
+        *movegen_native.legal_plays_batch(
+            boards, jnp.asarray(DICE)[dice_idx], everyone if select is None else select, caps
+        )
     )
     return plays if with_boards else plays._replace(boards=plays.boards[..., :0])
 
