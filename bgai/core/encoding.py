@@ -25,19 +25,23 @@ INPUTS = ("raw", "extended", "escapes")
 _EXTRA = {"raw": 0, "extended": features.NUM_EXTRA, "escapes": features.NUM_EXTRA + features.ESCAPE_FEATURES}
 
 
+_AT_LEAST = jnp.asarray([1.0, 2.0, 3.0, 0.0])  # the first three units' thresholds (the fourth: spare)
+
+
 def _units(n: jax.Array) -> jax.Array:
-    """[..., 24] counts -> [..., 96] truncated unary units."""
-    n = n.astype(jnp.float32)
-    u = jnp.stack([n >= 1, n >= 2, n >= 3], axis=-1).astype(jnp.float32)
-    spare = jnp.maximum(n - 3.0, 0.0)[..., None] / 2.0
-    return jnp.concatenate([u, spare], axis=-1).reshape(*n.shape[:-1], NUM_POINTS * 4)
+    """[..., m] counts -> [..., 4m] truncated unary units (a point's four side by side)."""
+    n = n.astype(jnp.float32)[..., None]
+    spare = jnp.maximum(n - 3.0, 0.0) / 2.0
+    u = jnp.where(jnp.arange(4) < 3, (n >= _AT_LEAST).astype(jnp.float32), spare)
+    return u.reshape(*n.shape[:-2], n.shape[-2] * 4)
 
 
 def encode(board: jax.Array) -> jax.Array:
     """Board(s) [..., 28] int -> features [..., 196] float32."""
     pts = board[..., :NUM_POINTS]
-    mine = _units(jnp.maximum(pts, 0))
-    theirs = _units(jnp.maximum(-pts, 0))
+    # both sides' units in one pass: the mover's 96, then the opponent's (measured 2x faster than
+    # two passes joined, docs/results.md, stop 40)
+    units = _units(jnp.concatenate([jnp.maximum(pts, 0), jnp.maximum(-pts, 0)], -1))
     extra = jnp.stack(
         [
             board[..., BAR] / 2.0,
@@ -47,7 +51,7 @@ def encode(board: jax.Array) -> jax.Array:
         ],
         axis=-1,
     ).astype(jnp.float32)
-    return jnp.concatenate([mine, theirs, extra], axis=-1)
+    return jnp.concatenate([units, extra], axis=-1)
 
 
 def num_inputs(inputs: str) -> int:

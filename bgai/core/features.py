@@ -61,44 +61,55 @@ _CONTAIN_STARTS = 10  # places 0..9: the bar and idx 0..8 (the moving side's 25 
 _ROLL_WEIGHT = np.where(rules.DICE[:, 0] == rules.DICE[:, 1], 1.0, 2.0).astype(np.float32)
 
 
-def _shift(x: jax.Array, d: int) -> jax.Array:
-    """x [..., 25] moved d places up the last axis (what lands past the end is gone)."""
-    return jnp.concatenate([jnp.zeros((*x.shape[:-1], d), x.dtype), x[..., :-d]], -1)
+_PLACES = (1 << 25) - 1  # the 25 places idx -1..23 of `_shots`' sets, as bits 0..24
+
+
+def _bits(b: jax.Array, first: int = 0) -> jax.Array:
+    """A set as bits: [..., n] bool -> [...] int32 with bit `first` + i set where b[..., i]."""
+    weight = jnp.left_shift(jnp.int32(1), jnp.arange(b.shape[-1], dtype=jnp.int32) + first)
+    return jnp.sum(jnp.where(b, weight, 0), -1, dtype=jnp.int32)
+
+
+def _up(places: jax.Array, d: int) -> jax.Array:
+    """A set of places moved d places up (what lands past idx 23 is gone)."""
+    return jnp.left_shift(places, d) & _PLACES
 
 
 def _shots(board: jax.Array) -> jax.Array:
     """Rolls (of 36) with which the opponent hits a blot of the side to move: [...] float32.
 
     The opponent moves up the board (idx 0 -> 23) and enters from its bar as from idx -1. Sets of
-    points are boolean vectors over idx -1..23 (25 places): the points each roll's steps reach
-    from all the opponent's checkers at once, a step going on only from an open point."""
+    places idx -1..23 are the bits 0..24 of an int32 (a set's shift is a bit shift, so a row costs
+    a few integer operations a roll): the places each roll's steps reach from all the opponent's
+    checkers at once, a step going on only from an open point."""
     pts = board[..., : rules.NUM_POINTS]
-    on_bar = board[..., rules.OPP_BAR] < 0
-    no = jnp.zeros((*pts.shape[:-1], 1), bool)
-    blot = jnp.concatenate([no, pts == 1], -1)  # [..., 25]
-    open_ = jnp.concatenate([no, pts < 2], -1)  # a point the opponent may land on and go on from
-    sources = jnp.concatenate([on_bar[..., None], (pts < 0) & ~on_bar[..., None]], -1)
-    one = [_shift(sources, d) for d in range(7)]  # one[d]: reached with a single die d (one[0] unused)
-    hits = []
-    for a, b in rules.DICE.tolist():
+    blot = _bits(pts == 1, 1)
+    open_ = _bits(pts < 2, 1)  # a point the opponent may land on and go on from
+    sources = jnp.where(board[..., rules.OPP_BAR] < 0, 1, _bits(pts < 0, 1))  # the bar first
+    one = [_up(sources, d) for d in range(7)]  # one[d]: reached with a single die d (one[0] unused)
+    total = jnp.zeros(pts.shape[:-1], jnp.float32)
+    for (a, b), weight in zip(rules.DICE.tolist(), _ROLL_WEIGHT.tolist(), strict=True):
         if a == b:
             reach, at = one[a], one[a]
             for _ in range(3):
-                at = _shift(at & open_, a)
+                at = _up(at & open_, a)
                 reach = reach | at
         else:
-            reach = one[a] | one[b] | _shift(one[a] & open_, b) | _shift(one[b] & open_, a)
-        hits.append(jnp.any(reach & blot, -1))
-    return jnp.stack(hits, -1).astype(jnp.float32) @ jnp.asarray(_ROLL_WEIGHT)
+            reach = one[a] | one[b] | _up(one[a] & open_, b) | _up(one[b] & open_, a)
+        total = total + weight * ((reach & blot) != 0)
+    return total
 
 
-def _longest_run(made: jax.Array) -> jax.Array:
-    """The longest run of True along the last axis [..., 24] -> [...] int32."""
-    run = best = jnp.zeros(made.shape[:-1], jnp.int32)
-    for i in range(made.shape[-1]):
-        run = jnp.where(made[..., i], run + 1, 0)
-        best = jnp.maximum(best, run)
-    return best
+def _prime(made: jax.Array) -> jax.Array:
+    """The longest run of made points, capped at 6: [..., 24] bool -> [...] int32. After k - 1
+    steps of `x & (x >> 1)` a bit is left where a run of k starts, so the count of steps that
+    leave any bit is the run's length."""
+    x = _bits(made)
+    run = jnp.zeros(made.shape[:-1], jnp.int32)
+    for _ in range(6):
+        run = run + (x != 0)
+        x = x & jnp.right_shift(x, 1)
+    return run
 
 
 def side_features(board: jax.Array) -> jax.Array:
@@ -110,7 +121,7 @@ def side_features(board: jax.Array) -> jax.Array:
     pips = jnp.sum(mine * jnp.arange(1, 25), -1) + 25 * b[..., rules.BAR]
     # the opponent's view: its shots at our blots are `_shots` of our board as it is
     shots = _shots(b) / 36.0
-    prime = jnp.minimum(_longest_run(made), 6) / 6.0
+    prime = _prime(made) / 6.0
     anchors = jnp.minimum(jnp.sum(made[..., 18:24], -1), 2) / 2.0
     back = jnp.minimum(jnp.sum(mine[..., 18:24], -1) + b[..., rules.BAR], 5) / 5.0
     home = jnp.sum(made[..., :6], -1) / 6.0

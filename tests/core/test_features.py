@@ -109,6 +109,19 @@ def test_hand_counted_shots() -> None:
     assert float(features.side_features(jnp.asarray(on_bar))[1]) * 36 == pytest.approx(15)
 
 
+def test_the_raw_units_by_hand() -> None:
+    # Tesauro's four units a point (n >= 1, n >= 2, n >= 3, (n - 3) / 2), the mover's 24 points,
+    # then the opponent's, then the bars / 2 and the checkers off / 15
+    b = board({0: 1, 5: 2, 7: 3, 12: 6}, {23: 1, 18: 5}, bar=3, opp_bar=-2)
+    f = np.asarray(encode_as("raw", jnp.asarray(b)))
+    want = np.zeros(NUM_FEATURES, np.float32)
+    for side, points in ((0, {0: 1, 5: 2, 7: 3, 12: 6}), (96, {23: 1, 18: 5})):
+        for p, n in points.items():
+            want[side + 4 * p : side + 4 * p + 4] = [n >= 1, n >= 2, n >= 3, max(n - 3, 0) / 2]
+    want[192:] = [3 / 2, 2 / 2, 0 / 15, 7 / 15]
+    np.testing.assert_array_equal(f, want)
+
+
 def test_the_start_position_by_hand() -> None:
     start = jnp.asarray(rules.start_board())
     f = np.asarray(features.extended_features(start))
