@@ -20,11 +20,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from bgai.core import bearoff
+from bgai.core import bearoff, rules
 
 ApplyFn = Callable[..., Any]  # flax apply: (variables, boards [N, 28]) -> (step logits, value logits)
 BEAROFF = "bearoff"
 _TINY = 1e-30  # log(0) stand-in: impossible outcomes get a vanishing probability
+PACK_FROM = 256  # batches of this many boards or more look the database up only where it applies
 
 
 def with_bearoff(variables: Mapping[str, Any], rolls: Any, first: Any) -> dict[str, Any]:
@@ -48,7 +49,36 @@ def net_outputs(apply_fn: ApplyFn, variables: Any, boards: jax.Array) -> tuple[j
     if not has_bearoff(variables):
         return apply_fn(variables, boards)
     step_logits, value_logits = apply_fn(weights_only(variables), boards)
-    tables = variables[BEAROFF]
-    exact = bearoff.race_outcomes(tables["rolls"], tables["first"], boards)
-    logits = jnp.log(jnp.maximum(exact, _TINY)).astype(value_logits.dtype)
-    return step_logits, jnp.where(bearoff.in_database(boards)[..., None], logits, value_logits)
+    inside = bearoff.in_database(boards)
+    flat = boards.reshape(-1, boards.shape[-1])
+    exact = _exact_logits(variables[BEAROFF], flat, inside.reshape(-1)).reshape(value_logits.shape)
+    return step_logits, jnp.where(inside[..., None], exact.astype(value_logits.dtype), value_logits)
+
+
+def _exact_logits(tables: Mapping[str, Any], boards: jax.Array, inside: jax.Array) -> jax.Array:
+    """Log outcome probabilities [N, 6] of the rows of `boards` [N, 28] in the database (`inside`
+    [N]); the other rows' are meaningless. A database value costs about as much as the network's
+    (its rolls distributions gathered and summed), and in self-play a small share of the
+    afterstates are in it: a large batch looks up only those rows, packed into N / 8 rows (else
+    N / 4, else all, as `cond` branches: the one taken runs)."""
+
+    def lookup(b: jax.Array) -> jax.Array:
+        return jnp.log(jnp.maximum(bearoff.race_outcomes(tables["rolls"], tables["first"], b), _TINY))
+
+    n = boards.shape[0]
+    count = jnp.sum(inside)
+
+    def rung(caps: tuple[int, ...]) -> jax.Array:
+        if not caps:
+            return lookup(boards)
+        idx, used, _ = rules.compact_index(inside, caps[0])
+
+        def packed() -> jax.Array:
+            rows = lookup(boards[idx])
+            return (
+                jnp.zeros((n, rows.shape[-1]), rows.dtype).at[jnp.where(used, idx, n)].set(rows, mode="drop")
+            )
+
+        return jax.lax.cond(count <= caps[0], packed, lambda: rung(caps[1:]))
+
+    return rung((n // 8, n // 4) if n >= PACK_FROM else ())

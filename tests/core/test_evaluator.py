@@ -18,7 +18,7 @@ from bgai.bench.bearoff import race_board, random_races
 from bgai.config import Config, JaxConfig, ValuesConfig
 from bgai.core import bearoff, rules
 from bgai.core.afterstate import afterstate_values
-from bgai.core.evaluator import BEAROFF, net_outputs, weights_only, with_bearoff
+from bgai.core.evaluator import BEAROFF, PACK_FROM, net_outputs, weights_only, with_bearoff
 from bgai.core.network import OUTCOME_POINTS, BgNet, init_params
 from bgai.core.targets import afterstate_distribution, outcome_distribution
 
@@ -61,6 +61,27 @@ def test_database_positions_get_exact_values_the_rest_the_networks(params: dict,
     # the targets' value function goes through the same door
     dist = np.asarray(outcome_distribution(NET.apply, variables, boards))
     np.testing.assert_allclose(dist[:64], exact, atol=1e-6)
+
+
+@pytest.mark.parametrize("races_in", [0, 10, 100, 300])
+def test_a_large_batch_gets_the_same_values_whatever_share_is_in_the_database(
+    params: dict, tables: tuple, races_in: int
+) -> None:
+    """400 boards (`PACK_FROM` or more): the database rows are looked up packed into 50 rows, else
+    100, else all 400; the values are the same as row by row."""
+    assert PACK_FROM <= 400
+    rng = np.random.default_rng(races_in)
+    races = random_races(7, 300).astype(np.int32)[:races_in]
+    contact = np.resize(contact_boards(), (400 - races_in, rules.BOARD_SIZE))
+    boards = jnp.asarray(rng.permutation(np.concatenate([races, contact])))
+    inside = np.asarray(bearoff.in_database(boards))
+    assert inside.sum() == races_in
+    variables = with_bearoff(params, *tables)
+    _, logits = jax.jit(lambda v, b: net_outputs(NET.apply, v, b))(variables, boards)
+    _, plain = net_outputs(NET.apply, params, boards)
+    exact = np.asarray(bearoff.race_outcomes(*tables, boards))
+    np.testing.assert_allclose(np.asarray(jax.nn.softmax(logits))[inside], exact[inside], atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(logits)[~inside], np.asarray(plain)[~inside])
 
 
 def test_a_bear_off_play_is_chosen_by_the_exact_race_value(params: dict, tables: tuple) -> None:
