@@ -106,7 +106,7 @@ def profile_selfplay(
     step = jax.jit(jax.vmap(advance))
     keys = jax.random.split(jax.random.key(4), batch)
     game = start_games(jax.random.key(5), batch)
-    chosen = [p.boards[:, 0] for p in plays]
+    chosen = [p.boards[:, 0].astype(jnp.int32) for p in plays]
 
     def per_turn(fn: Callable[[int], Any]) -> Callable[[], Any]:
         return lambda: [fn(t) for t in range(length)]

@@ -66,19 +66,4 @@ def _exact_logits(tables: Mapping[str, Any], boards: jax.Array, inside: jax.Arra
         return jnp.log(jnp.maximum(bearoff.race_outcomes(tables["rolls"], tables["first"], b), _TINY))
 
     n = boards.shape[0]
-    count = jnp.sum(inside)
-
-    def rung(caps: tuple[int, ...]) -> jax.Array:
-        if not caps:
-            return lookup(boards)
-        idx, used, _ = rules.compact_index(inside, caps[0])
-
-        def packed() -> jax.Array:
-            rows = lookup(boards[idx])
-            return (
-                jnp.zeros((n, rows.shape[-1]), rows.dtype).at[jnp.where(used, idx, n)].set(rows, mode="drop")
-            )
-
-        return jax.lax.cond(count <= caps[0], packed, lambda: rung(caps[1:]))
-
-    return rung((n // 8, n // 4) if n >= PACK_FROM else ())
+    return rules.packed_apply(lookup, boards, inside, (n // 8, n // 4) if n >= PACK_FROM else ())

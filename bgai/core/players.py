@@ -104,7 +104,7 @@ def lookahead_decider(
         del key
         values = afterstate_values(apply_fn, params, plays, eval_slots)  # [B, K]
         top_v, pick = jax.lax.top_k(values, min(candidates, values.shape[-1]))  # [B, M]
-        after = jnp.take_along_axis(plays.boards, pick[..., None], axis=1)  # [B, M, 28]
+        after = jnp.take_along_axis(plays.boards, pick[..., None], axis=1).astype(jnp.int32)  # [B, M, 28]
         todo = ~states.done
         eq = _lookahead_equities(apply_fn, params, after, top_v > NEG_INF / 2, todo, movegen, 1, eval_slots)
         for depth in range(2, plies + 1):
@@ -158,7 +158,14 @@ def host_decider(choose: HostChoose) -> Decide:
         b = states.dice.shape[0]
         out = (jax.ShapeDtypeStruct((b,), jnp.int32), jax.ShapeDtypeStruct((b, rules.BOARD_SIZE), jnp.int32))
         action, after = jax.pure_callback(
-            choose, out, states.board, states.dice, plays.boards, plays.mask, plays.overflow, ~states.done
+            choose,
+            out,
+            states.board,
+            states.dice,
+            plays.boards.astype(jnp.int32),
+            plays.mask,
+            plays.overflow,
+            ~states.done,
         )
         return action, jax.nn.one_hot(action, plays.mask.shape[-1]), after
 

@@ -165,8 +165,9 @@ def pubeval_choose(plays: rules.Plays, race: jax.Array | bool | None = None) -> 
     only wrong when the position had contact and every legal play breaks it.
     Ties go to the lowest index. Works on one position's Plays; vmap for a batch.
     """
+    boards = plays.boards.astype(jnp.int32)
     if race is None:
-        race = jnp.all(jax.vmap(is_race)(plays.boards) | ~plays.mask)
-    scores = jax.vmap(pubeval_score, in_axes=(0, None))(plays.boards, race)
+        race = jnp.all(jax.vmap(is_race)(boards) | ~plays.mask)
+    scores = jax.vmap(pubeval_score, in_axes=(0, None))(boards, race)
     scores = jnp.where(plays.mask, scores, -jnp.inf)
     return jnp.argmax(scores).astype(jnp.int32)

@@ -82,7 +82,9 @@ EXACT_MOVEGEN = MoveGenConfig(max_plays=1024, frontier2=320, frontier3=1536)
 class Plays(NamedTuple):
     """The legal plays of one position and roll (leading axes may be batched)."""
 
-    boards: jax.Array  # [K, 28] int32 afterstates, mover's point of view
+    # [K, 28] afterstates, mover's point of view: int32 from `legal_plays`, int8 from the batch
+    # generators, whose [B, K, 28] is the largest array of a turn (gather the rows, then widen)
+    boards: jax.Array
     steps: jax.Array  # [K, 4] int32 step indices making each play, NO_STEP padded
     mask: jax.Array  # [K] bool, True for a real play
     num_plays: jax.Array  # [] int32 number of distinct plays (may exceed K if overflow)
@@ -195,6 +197,33 @@ def compact_index(valid: jax.Array, size: int) -> tuple[jax.Array, jax.Array, ja
     index = jnp.zeros(size, jnp.int32).at[slot].set(jnp.arange(valid.shape[0], dtype=jnp.int32), mode="drop")
     count = jnp.sum(valid)
     return index, jnp.arange(size) < count, count
+
+
+def packed_apply(
+    fn: Callable[[jax.Array], jax.Array], rows: jax.Array, valid: jax.Array, caps: tuple[int, ...]
+) -> jax.Array:
+    """`fn(rows)` [M, ...] where `valid` [M], computed on the valid rows only; other rows are zeros.
+
+    The valid rows are packed into the first of `caps` (row counts, smallest first) that holds
+    them all, else `fn` runs on every row (and the others' values are `fn`'s). Each capacity is a
+    branch of a `switch`: only the one taken runs, so a batch pays for about the rows it needs.
+    """
+    m, count = rows.shape[0], jnp.sum(valid)
+
+    def packed(size: int) -> Callable[[], jax.Array]:
+        def run() -> jax.Array:
+            idx, used, _ = compact_index(valid, size)
+            out = fn(rows[idx])
+            slot = jnp.where(used, idx, m)  # `m` is out of range: the padding rows are dropped
+            return jnp.zeros((m, *out.shape[1:]), out.dtype).at[slot].set(out, mode="drop")
+
+        return run
+
+    caps = tuple(c for c in caps if c < m)
+    if not caps:
+        return fn(rows)
+    branch = jnp.sum(count > jnp.asarray(caps))  # the first cap >= count; len(caps): none holds them
+    return jax.lax.switch(branch, [*(packed(c) for c in caps), lambda: fn(rows)])
 
 
 def _first_of_duplicates(boards: jax.Array, mask: jax.Array) -> jax.Array:
@@ -465,7 +494,14 @@ def legal_plays_batch(
         return _native(boards, dice_idx, None, cfg, with_boards)
     batch = boards.shape[0]
     caps = (batch, max(1, batch // 4), max(1, batch // 3), max(1, batch // 8))
-    return _cascade(cfg, boards.astype(jnp.int32), jnp.asarray(DICE)[dice_idx], None, caps, with_boards)
+    return _narrow(
+        _cascade(cfg, boards.astype(jnp.int32), jnp.asarray(DICE)[dice_idx], None, caps, with_boards)
+    )
+
+
+def _narrow(plays: Plays) -> Plays:
+    """The batch generators' afterstates as int8 (see `Plays`)."""
+    return plays._replace(boards=plays.boards.astype(jnp.int8))
 
 
 def legal_plays_rows(
@@ -484,7 +520,7 @@ def legal_plays_rows(
         return _native(boards, dice_idx, select, cfg, False)
     small = max(1, cap // 4)  # doubles are 1 in 6 rolls, overflows rarer
     d = jnp.asarray(DICE)[dice_idx]
-    return _cascade(cfg, boards.astype(jnp.int32), d, select, (cap, small, small, small), False)
+    return _narrow(_cascade(cfg, boards.astype(jnp.int32), d, select, (cap, small, small, small), False))
 
 
 def win_points(board: jax.Array) -> jax.Array:

@@ -31,7 +31,8 @@ def decided(out: tuple[jax.Array, ...], plays: rules.Plays) -> tuple[jax.Array, 
     if len(out) == 3:
         return out[0], out[1], out[2]
     action, target = out
-    return action, target, jnp.take_along_axis(plays.boards, action[:, None, None], axis=1)[:, 0]
+    chosen = jnp.take_along_axis(plays.boards, action[:, None, None], axis=1)[:, 0]
+    return action, target, chosen.astype(jnp.int32)
 
 
 @struct.dataclass

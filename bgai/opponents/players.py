@@ -141,7 +141,7 @@ class ExternalAgent:
             zero = jnp.zeros((1,), jnp.int32)
             states = GameState(boards, dice_b, zero, jnp.zeros((1,), bool), zero, zero)
             action = decide(variables, key, states, plays)[0][0]
-            return plays.boards[0, action], plays.steps[0, action]
+            return plays.boards[0, action].astype(jnp.int32), plays.steps[0, action]
 
         @jax.jit
         def decision(variables: Any, board: jax.Array, state: jax.Array) -> tuple[jax.Array, jax.Array]:

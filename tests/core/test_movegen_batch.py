@@ -128,6 +128,26 @@ def test_prefix_sum_is_exact(n: int) -> None:
     assert np.array_equal(np.asarray(rules.prefix_sum(jnp.asarray(big))), np.cumsum(big, axis=-1))
 
 
+def test_packed_apply_takes_the_smallest_rung_that_holds_the_rows() -> None:
+    rows = jnp.arange(40 * 3, dtype=jnp.int32).reshape(40, 3)
+    caps = (8, 16, 24)
+
+    def fn(r: jax.Array) -> jax.Array:  # each row's own value, and the rows it was computed among
+        return jnp.stack([r.sum(-1) * 7 + 1, jnp.full(r.shape[0], r.shape[0], jnp.int32)], -1)
+
+    run = jax.jit(lambda valid: rules.packed_apply(fn, rows, valid, caps))
+    want = np.asarray(fn(rows))[:, 0]
+    rng = np.random.default_rng(0)
+    for count, size in [(0, 8), (1, 8), (8, 8), (9, 16), (16, 16), (17, 24), (24, 24), (25, 40), (40, 40)]:
+        valid = np.zeros(40, bool)
+        valid[rng.choice(40, count, replace=False)] = True
+        got = np.asarray(run(jnp.asarray(valid)))
+        assert np.array_equal(got[valid, 0], want[valid]), count
+        assert np.all(got[valid, 1] == size), (count, got[valid, 1])
+        if size < 40:
+            assert not np.any(got[~valid]), "rows left out are zeros"
+
+
 def test_applying_a_plays_steps_gives_its_afterstate(
     positions: tuple[np.ndarray, np.ndarray], expected: dict[str, list[rules.Plays]]
 ) -> None:

@@ -75,6 +75,22 @@ def test_native_equals_the_jax_cascade(positions: tuple[np.ndarray, np.ndarray],
     print(f"{name}: {count} positions, {overflowed} overflow")
 
 
+@pytest.mark.parametrize("cores", [2, 3, 8])
+def test_a_batch_split_between_threads_gives_the_plays_of_one_thread(
+    positions: tuple[np.ndarray, np.ndarray], cores: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    boards, rolls = positions[0][:300], positions[1][:300]
+    dice, caps = np.asarray(rules.DICE)[rolls], (128, 0, 0, 48, 128, 96, 192, 128, 40, 64)  # the defaults
+    select = np.random.default_rng(3).random(300) < 0.9
+    monkeypatch.setattr(movegen_native, "_cores", lambda: 1)
+    one = movegen_native.generate(boards, dice, select, caps)
+    monkeypatch.setattr(movegen_native, "_cores", lambda: cores)
+    split = movegen_native.generate(boards, dice, select, caps)
+    assert int(np.sum(one[2])) > 300 * 5  # plays were made
+    for a, b in zip(one, split, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
 @pytest.mark.parametrize("name", ["default", "tiny"])
 def test_native_rows_equal_the_jax_rows(positions: tuple[np.ndarray, np.ndarray], name: str) -> None:
     """`legal_plays_rows`: only the selected rows get plays, steps only (boards [B, K, 0])."""
