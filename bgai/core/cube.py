@@ -213,7 +213,7 @@ def one_ply_decision(
         plays = rules.legal_plays_batch(boards, jnp.full(boards.shape[0], roll, jnp.int32), movegen)
         values = afterstate_values(apply_fn, params, plays, eval_slots)
         best = jnp.argmax(values, axis=-1)
-        after = jnp.take_along_axis(plays.boards, best[:, None, None], axis=1)[:, 0].astype(jnp.int32)
+        after = rules.play_boards(plays, best)
         kept = leaf_equity(apply_fn, params, after, theirs_if_kept, jacoby, beavers)
         return jnp.stack([kept, leaf_equity(apply_fn, params, after, OWNED, jacoby, beavers)], -1)
 

@@ -104,7 +104,7 @@ def lookahead_decider(
         del key
         values = afterstate_values(apply_fn, params, plays, eval_slots)  # [B, K]
         top_v, pick = jax.lax.top_k(values, min(candidates, values.shape[-1]))  # [B, M]
-        after = jnp.take_along_axis(plays.boards, pick[..., None], axis=1).astype(jnp.int32)  # [B, M, 28]
+        after = rules.play_boards(plays, pick)  # [B, M, 28]
         todo = ~states.done
         eq = _lookahead_equities(apply_fn, params, after, top_v > NEG_INF / 2, todo, movegen, 1, eval_slots)
         for depth in range(2, plies + 1):

@@ -91,6 +91,15 @@ class Plays(NamedTuple):
     overflow: jax.Array  # [] bool, some plays were dropped for capacity
 
 
+def play_boards(plays: Plays, index: jax.Array) -> jax.Array:
+    """The afterstates of plays `index` [B] ([B, 28]) or [B, M] ([B, M, 28]) of a batch of
+    `plays` [B, K, ...], widened to int32: gather the rows, then widen (`Plays.boards`)."""
+    one = index.ndim == 1
+    idx = index[:, None] if one else index
+    rows = jnp.take_along_axis(plays.boards, idx[..., None], axis=1)
+    return (rows[:, 0] if one else rows).astype(jnp.int32)
+
+
 def start_board() -> jax.Array:
     return jnp.asarray(_START)
 

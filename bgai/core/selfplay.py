@@ -31,8 +31,7 @@ def decided(out: tuple[jax.Array, ...], plays: rules.Plays) -> tuple[jax.Array, 
     if len(out) == 3:
         return out[0], out[1], out[2]
     action, target = out
-    chosen = jnp.take_along_axis(plays.boards, action[:, None, None], axis=1)[:, 0]
-    return action, target, chosen.astype(jnp.int32)
+    return action, target, rules.play_boards(plays, action)
 
 
 @struct.dataclass

@@ -122,9 +122,7 @@ def n_ply_distribution(
         plays = rules.legal_plays_batch(boards, jnp.full(boards.shape[0], roll, jnp.int32), movegen)
         values = afterstate_values(apply_fn, params, plays, eval_slots)  # [N, K]
         best = jnp.argmax(values, axis=-1)
-        after = jnp.take_along_axis(plays.boards, best[:, None, None], axis=1)[:, 0].astype(
-            jnp.int32
-        )  # [N, 28]
+        after = rules.play_boards(plays, best)  # [N, 28]
         return afterstate_distribution(apply_fn, params, after, movegen, plies - 1, eval_slots)
 
     # one roll at a time: the compiled shapes (and the packing's prefix sums) stay those of N boards

@@ -148,6 +148,19 @@ def test_packed_apply_takes_the_smallest_rung_that_holds_the_rows() -> None:
             assert not np.any(got[~valid]), "rows left out are zeros"
 
 
+def test_play_boards_gathers_the_chosen_afterstates_widened() -> None:
+    """`rules.play_boards`: one index a position ([B, 28]) or several ([B, M, 28]), int32, the
+    rows the indices name (not merely the right shape: distinct rows, checked value by value)."""
+    boards = jnp.asarray(np.arange(3 * 5 * 28).reshape(3, 5, 28) % 31 - 15, jnp.int8)
+    plays = rules.Plays(boards, jnp.zeros((3, 5, 4), jnp.int32), jnp.ones((3, 5), bool), 5, False)
+    one = rules.play_boards(plays, jnp.asarray([4, 0, 2]))
+    assert one.dtype == jnp.int32 and one.shape == (3, 28)
+    assert np.array_equal(one, np.asarray(boards)[[0, 1, 2], [4, 0, 2]])
+    several = rules.play_boards(plays, jnp.asarray([[1, 3], [0, 0], [4, 2]]))
+    assert several.dtype == jnp.int32 and several.shape == (3, 2, 28)
+    assert np.array_equal(several, np.asarray(boards)[[[0, 0], [1, 1], [2, 2]], [[1, 3], [0, 0], [4, 2]]])
+
+
 def test_applying_a_plays_steps_gives_its_afterstate(
     positions: tuple[np.ndarray, np.ndarray], expected: dict[str, list[rules.Plays]]
 ) -> None:
