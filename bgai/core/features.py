@@ -139,48 +139,58 @@ def extended_features(board: jax.Array) -> jax.Array:
     return jnp.concatenate([mine, theirs, diff[..., None], contact[..., None]], -1)
 
 
-def _escape_count(window: jax.Array) -> jax.Array:
+def _escape_rolls(window: np.ndarray) -> np.ndarray:
     """Rolls (of 36) that escape a checker: `window` [..., 13] bool, True where a landing k pips
     ahead of it is open (k = 0 is its own place). One way and no doubles: the two dice in either
     order, so the sum 7+ ahead and a die's landing open; a double d: its first landing 7+ ahead
     and each one before it open (1-1 never gets there in four steps)."""
-    total = jnp.zeros(window.shape[:-1], jnp.float32)
+    total = np.zeros(window.shape[:-1], np.float32)
     for a, b in rules.DICE.tolist():
         if a == b:
             steps = -(-_ESCAPE // a)
-            if steps > 4:
-                continue
-            ok = jnp.all(window[..., a : a * steps + 1 : a], -1)
-            total = total + ok
+            if steps <= 4:
+                total += np.all(window[..., a : a * steps + 1 : a], -1)
         elif a + b >= _ESCAPE:
-            ok = window[..., a + b] & (window[..., a] | window[..., b])
-            total = total + 2.0 * ok
+            total += 2.0 * (window[..., a + b] & (window[..., a] | window[..., b]))
     return total
 
 
-def _open_places(b: jax.Array) -> jax.Array:
-    """[..., 25 + 13] bool: the places of a checker that moves up the board past the side to
-    move's points (place 0 its bar, place i + 1 idx i, then off the board): open where the side
-    to move has fewer than two checkers."""
-    pts = b[..., : rules.NUM_POINTS]
-    bar = jnp.ones((*pts.shape[:-1], 1), bool)
-    beyond = jnp.ones((*pts.shape[:-1], _WINDOW + 1), bool)
-    return jnp.concatenate([bar, pts < 2, beyond], -1)
+# `_escape_rolls` of every window, indexed by the window as bits (bit k: the landing k pips ahead
+# is open): a window's count is one lookup in 32 kB
+_ESCAPE_TABLE = _escape_rolls((np.arange(1 << _WINDOW)[:, None] >> np.arange(_WINDOW)) & 1 == 1)
+_WINDOW_BITS = (1 << _WINDOW) - 1
+_ALL = 0xFFFFFFFF
+
+
+def _open_bits(b: jax.Array) -> jax.Array:
+    """[...] uint32: the places of a checker that moves up the board past the side to move's
+    points as bits (bit 0 its bar, bit i + 1 idx i, bits 25-31 off the board): set where the
+    side to move has fewer than two checkers (the bar and off the board: always)."""
+    inside = _bits(b[..., : rules.NUM_POINTS] < 2, 1).astype(jnp.uint32)
+    return inside | jnp.uint32(1) | jnp.uint32(_ALL << (rules.NUM_POINTS + 1) & _ALL)
+
+
+def _escapes_from(open_bits: jax.Array, start: jax.Array | int) -> jax.Array:
+    """The escaping rolls [...] float32 of a checker on place `start` of `open_bits` (the places
+    past bit 31 are off the board: open)."""
+    start = jnp.asarray(start, jnp.uint32)
+    beyond = jnp.uint32(_ALL) ^ jnp.right_shift(jnp.uint32(_ALL), start)  # the top `start` bits
+    window = (jnp.right_shift(open_bits, start) | beyond) & jnp.uint32(_WINDOW_BITS)
+    return jnp.asarray(_ESCAPE_TABLE)[window.astype(jnp.int32)]
 
 
 def _side_escapes(b: jax.Array) -> jax.Array:
     """[..., 2] float32: the side to move's escapes and containment (see the module's table)."""
-    places = _open_places(b)
-    escaping = [_escape_count(places[..., s : s + _WINDOW]) for s in range(_CONTAIN_STARTS)]
-    contain = 1.0 - jnp.min(jnp.stack(escaping, -1), -1) / 36.0
+    places = _open_bits(b)
+    escaping = jnp.stack([_escapes_from(places, s) for s in range(_CONTAIN_STARTS)], -1)
+    contain = 1.0 - jnp.min(escaping, -1) / 36.0
     # our rearmost checker moves up the opponent's view past its points
     fb = rules.flip(b)
     ours = jnp.concatenate(
         [fb[..., rules.OPP_BAR : rules.OPP_BAR + 1] < 0, fb[..., : rules.NUM_POINTS] < 0], -1
     )
     start = jnp.argmax(ours, -1)
-    window = jnp.take_along_axis(_open_places(fb), start[..., None] + jnp.arange(_WINDOW), -1)
-    escapes = jnp.where(jnp.any(ours, -1), _escape_count(window) / 36.0, 1.0)
+    escapes = jnp.where(jnp.any(ours, -1), _escapes_from(_open_bits(fb), start) / 36.0, 1.0)
     return jnp.stack([escapes, contain], -1).astype(jnp.float32)
 
 

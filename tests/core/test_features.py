@@ -58,8 +58,13 @@ def test_hand_counted_escapes_and_containment() -> None:
     # (the doubles step over it): 17
     free = board({23: 1, 5: 14}, {0: 15})
     blocked = board({23: 1, 5: 14}, {16: 2, 0: 13})
-    for b, want in ((free, 23), (blocked, 17)):
+    # our rearmost checker on idx 2, so its landings 7+ pips ahead are off the board (past the
+    # 32 places a window is read from): open, 23 rolls; their points on idx 1 and 0 block 2-2: 22
+    home = board({2: 15}, {23: 15})
+    home_blocked = board({2: 15}, {1: 2, 0: 2, 23: 11})
+    for b, want in ((free, 23), (blocked, 17), (home, 23), (home_blocked, 22)):
         assert float(features.escape_features(jnp.asarray(b))[0]) * 36 == pytest.approx(want)
+        assert escape_features(b.astype(np.int64))[0] * 36 == pytest.approx(want)  # the reference
     # our full prime on idx 2..7 holds their checker on idx 0 (and any from the bar): it has no
     # escaping roll, and our containment is complete
     prime = board({2: 2, 3: 2, 4: 2, 5: 2, 6: 2, 7: 2, 12: 3}, {0: 1, 23: 14})
