@@ -56,6 +56,7 @@ def train_local(
     games: int | None,
 ) -> None:
     """Train in one process: self-play, train, checkpoint, then eval vs random and pubeval."""
+    from bgai.core.train_step import loss_text
     from bgai.train.local import LocalRun, Report
 
     cfg = load_for_compute(config, sets)
@@ -73,7 +74,7 @@ def train_local(
 
     def progress(rep: Report, elapsed: float) -> None:
         losses = (
-            f"loss {rep.loss:.4f} (policy {rep.policy_loss:.4f}, value {rep.value_loss:.4f})"
+            loss_text(rep.loss, rep.policy_loss, rep.value_loss)
             if rep.train_steps
             else f"filling the buffer ({run.replay.size}/{cfg.training.min_buffer_positions} positions)"
         )

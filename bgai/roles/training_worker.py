@@ -34,14 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bgai.agent import movegen_of, net_of, optimizer_of, train_step_of
 from bgai.clock import Clock, SystemClock
 from bgai.config import Config, config_hash, model_hash
 from bgai.core.network import init_params
-from bgai.core.train_step import BATCH_FIELDS, Batch, init_train_state
+from bgai.core.train_step import batch_fields, batch_of, init_train_state, loss_text
 from bgai.errors import BgaiError, NonFiniteWeightsError
 from bgai.obs.metrics import RoleMetrics
 from bgai.obs.tracking import TrackingQueue
@@ -290,24 +289,21 @@ class TrainingWorker:
             self.tracking.metrics(run_id, {**metrics, **progress}, self.step)
         if self.step // t.checkpoint_every != (self.step - steps) // t.checkpoint_every:
             note += f", checkpoint {self.checkpoint().name}"
-        return Unit(
-            f"step {self.step} loss {metrics['loss']:.4f} (policy {metrics['policy_loss']:.4f}, "
-            f"value {metrics['value_loss']:.4f}){note}"
-        )
+        losses_now = loss_text(metrics["loss"], metrics["policy_loss"], metrics["value_loss"])
+        return Unit(f"step {self.step} {losses_now}{note}")
 
     def _train(self, steps: int) -> dict[str, float]:
         t = self.cfg.training
         per_block = max(1, t.sample_block // t.batch_size)
         m: dict[str, Any] = {}
+        fields = batch_fields(t.policy_weight)
         done = 0
         while done < steps:
             n = min(per_block, steps - done)
             block = self.mirror.sample(n * t.batch_size, self.rng, self.cfg.buffer.surprise_fraction)
             for i in range(n):
-                part = {
-                    k: jnp.asarray(block[k][i * t.batch_size : (i + 1) * t.batch_size]) for k in BATCH_FIELDS
-                }
-                self.state, m = self.train_step(self.state, Batch(**part))
+                part = {k: block[k][i * t.batch_size : (i + 1) * t.batch_size] for k in fields}
+                self.state, m = self.train_step(self.state, batch_of(part))
             done += n
         return {k: float(v) for k, v in m.items()}
 

@@ -34,7 +34,7 @@ from bgai.core.episodes import EpisodeAssembler
 from bgai.core.evaluate import MatchResult, play_match
 from bgai.core.network import init_params
 from bgai.core.selfplay import play_chunk, start_games
-from bgai.core.train_step import Batch, TrainState, init_train_state
+from bgai.core.train_step import TrainState, batch_fields, batch_of, init_train_state
 from bgai.opponent_names import parse_opponent
 from bgai.opponents.players import build_opponent
 from bgai.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
@@ -140,10 +140,9 @@ class LocalRun:
         }
         if self.replay.size >= min(tc.min_buffer_positions, self.replay.capacity):
             steps = max(1, round(new_positions * tc.samples_per_position / tc.batch_size))
+            fields = batch_fields(tc.policy_weight)
             for _ in range(steps):
-                batch = Batch(
-                    **{k: jnp.asarray(v) for k, v in self.replay.sample(tc.batch_size, self.rng).items()}
-                )
+                batch = batch_of(self.replay.sample(tc.batch_size, self.rng, fields))
                 self._state, m = self.train_step(self.state, batch)
             metrics = {k: float(v) for k, v in m.items()}
             now_step = int(self.state.step)

@@ -10,6 +10,7 @@ import numpy as np
 
 from bgai.core import rules
 from bgai.core.episodes import Episode
+from bgai.core.train_step import BATCH_FIELDS
 
 
 class LocalReplay:
@@ -39,15 +40,11 @@ class LocalReplay:
         self.size = min(self.capacity, self.size + n)
         self.added += n
 
-    def sample(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """n decisions drawn uniformly from the whole buffer."""
+    def sample(
+        self, n: int, rng: np.random.Generator, fields: tuple[str, ...] = BATCH_FIELDS
+    ) -> dict[str, np.ndarray]:
+        """n decisions drawn uniformly from the whole buffer: their `fields` (`Batch`'s names)."""
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
         rows = rng.integers(0, self.size, size=n)
-        return {
-            "boards": self.boards[rows],
-            "steps": self.steps[rows],
-            "mask": self.mask[rows],
-            "policy": self.policy[rows],
-            "value": self.value[rows],
-        }
+        return {k: getattr(self, k)[rows] for k in fields}

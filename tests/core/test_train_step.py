@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from bgai.bench.train import synthetic_batch
 from bgai.core.network import BgNet, init_params
-from bgai.core.train_step import init_train_state, losses, make_optimizer, make_train_step
+from bgai.core.train_step import (
+    Batch,
+    TrainState,
+    batch_fields,
+    batch_of,
+    init_train_state,
+    losses,
+    make_optimizer,
+    make_train_step,
+)
 
 
 def test_losses_match_reference() -> None:
@@ -53,3 +64,37 @@ def test_step_learns_a_fixed_batch() -> None:
     assert int(state.step) == 201
     assert float(m["loss"]) < 0.7 * float(first["loss"]), (float(first["loss"]), float(m["loss"]))
     assert all(np.isfinite(float(x)) for x in m.values())
+
+
+def test_a_value_only_step_makes_the_updates_of_a_zero_policy_weight() -> None:
+    """With policy_weight 0 the step leaves the policy loss out (its gradient is zeros) and reads
+    only `batch_fields(0)`: its parameters after ten steps equal those of a step that computes
+    the policy loss and weights it by zero (and a test that could not tell them apart would pass
+    a step that still learned the policy: that one is checked against a weight of 1)."""
+    net = BgNet((16,))
+    opt = make_optimizer(3e-3, "cosine", warmup_steps=2, decay_steps=50, weight_decay=1e-4, grad_clip=1.0)
+    start = init_train_state(init_params(net, jax.random.key(2)), opt)
+    full = synthetic_batch(32, 16, seed=5)
+    value_only = batch_of({k: getattr(full, k) for k in batch_fields(0.0)})
+    assert batch_fields(0.0) == ("boards", "value") and value_only.steps is None
+
+    def reference(params: Any, batch: Batch) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        p, v = losses(net.apply, params, batch)
+        return 0.0 * p + v, (p, v)
+
+    @jax.jit
+    def weighted_by_zero(state: TrainState, batch: Batch) -> TrainState:
+        grads = jax.grad(reference, has_aux=True)(state.params, batch)[0]
+        updates, opt_state = opt.update(grads, state.opt_state, state.params)
+        return TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1)
+
+    step, with_policy = make_train_step(net.apply, opt, 0.0), make_train_step(net.apply, opt, 1.0)
+    a, b, c = start, start, start
+    for _ in range(10):
+        a, m = step(a, value_only)
+        b = weighted_by_zero(b, full)
+        c, _ = with_policy(c, full)
+    assert np.isnan(float(m["policy_loss"])) and np.isfinite(float(m["value_loss"]))
+    flat = [jax.tree_util.tree_leaves(s.params) for s in (a, b, c)]
+    assert all(np.allclose(x, y, atol=1e-6) for x, y in zip(flat[0], flat[1], strict=True))
+    assert not all(np.allclose(x, z, atol=1e-6) for x, z in zip(flat[0], flat[2], strict=True))
