@@ -366,13 +366,17 @@ def episode_rows(blob: bytes) -> list[bytes]:
     return [raw[int(a) : int(b)] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
 
 
-def decode_rows(data: bytes | np.ndarray, starts: np.ndarray, max_plays: int) -> dict[str, np.ndarray]:
+def decode_rows(
+    data: bytes | np.ndarray, starts: np.ndarray, max_plays: int, plays: bool = True
+) -> dict[str, np.ndarray]:
     """Training arrays from rows laid end to end in `data`, row i beginning at `starts[i]`.
 
     Returns boards [N, 28] int8, steps [N, K, 4] uint8, mask [N, K] bool, policy [N, K] float32,
     value [N, 6] float32 (the value target, a distribution), outcome [N] int32 with K = max_plays
     (plays beyond K are dropped). Vectorised over the
-    stored plays only (no per-row loop, no gather over the padding).
+    stored plays only (no per-row loop, no gather over the padding). With `plays` False, the
+    rows' plays (steps, mask, policy) are checked for length but not decoded: a value-only train
+    step reads none of them.
     """
     buf = np.frombuffer(data, np.uint8)
     starts = np.asarray(starts, np.int64)
@@ -392,6 +396,9 @@ def decode_rows(data: bytes | np.ndarray, starts: np.ndarray, max_plays: int) ->
     n_stored = fixed[:, 30].astype(np.int64) | (fixed[:, 31].astype(np.int64) << 8)
     if rows and (starts + ROW_FIXED + n_stored * (_STEPS + 1)).max() > len(buf):
         raise CorruptDataError("episode rows: play data past the end")
+    value = {"boards": boards, "value": quant_value / value_sum, "outcome": outcome}
+    if not plays:
+        return value
     n = np.minimum(n_stored, max_plays)
     row = np.repeat(np.arange(rows), n)  # [P] the row of each kept play
     j = np.arange(len(row)) - np.repeat(np.cumsum(n) - n, n)  # [P] its index within the row
@@ -407,10 +414,8 @@ def decode_rows(data: bytes | np.ndarray, starts: np.ndarray, max_plays: int) ->
     policy[flat] = np.where(total > 0, quant / np.maximum(total, 1e-9), uniform)
     mask = np.arange(max_plays)[None, :] < n[:, None]
     return {
-        "boards": boards,
+        **value,
         "steps": steps.view(np.uint8).reshape(rows, max_plays, _STEPS),
         "mask": mask,
         "policy": policy.reshape(rows, max_plays),
-        "value": quant_value / value_sum,
-        "outcome": outcome,
     }

@@ -197,9 +197,9 @@ class ReplayMirror:
         return np.searchsorted(row0, idx, side="right") - 1 + self.first_id
 
     def sample(
-        self, n: int, rng: np.random.Generator, surprise_fraction: float = 0.0
+        self, n: int, rng: np.random.Generator, surprise_fraction: float = 0.0, plays: bool = True
     ) -> dict[str, np.ndarray]:
-        """Refresh, then `n` training positions (arrays as `codec.decode_rows`)."""
+        """Refresh, then `n` training positions (arrays as `codec.decode_rows`, `plays` too)."""
         self.refresh()
         idx = self.draw(n, rng, surprise_fraction)
-        return decode_rows(self.arena.view(), self.pos_start.data[idx], self.max_plays)
+        return decode_rows(self.arena.view(), self.pos_start.data[idx], self.max_plays, plays)

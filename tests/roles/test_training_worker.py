@@ -8,6 +8,7 @@ stands by; and a trainer restarted after Redis lost its last second never re-use
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from collections.abc import Iterator
@@ -181,6 +182,22 @@ def test_a_checkpoint_says_how_many_games_the_run_had_and_its_training_time(env:
     clock.advance(5.0)
     restarted.run_once()
     assert read_meta(restarted.checkpoint())["elapsed_s"] == 35.0
+
+
+def test_without_a_policy_loss_the_trainer_trains_the_value_head_from_the_buffer(env: tuple) -> None:
+    """training.policy_weight 0 (the configs' setting): the trainer samples positions and value
+    targets only and steps value-only; the weights it publishes moved, the policy loss is not
+    reported as a number."""
+    cfg, r, keys = env
+    cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, policy_weight=0.0))
+    tw = trainer(cfg, r, keys)
+    tw.run_once()  # initial weights
+    first = tw.state.params
+    fill_buffer(cfg, r, keys)
+    for _ in range(3):
+        unit = tw.run_once()
+    assert tw.step > 0 and not same(first, tw.state.params)
+    assert "(value " in str(unit) and "policy" not in str(unit), unit
 
 
 def test_a_buffer_of_only_unusable_episodes_makes_the_trainer_wait(env: tuple) -> None:

@@ -44,6 +44,13 @@ def test_episode_codec_round_trip() -> None:
     assert len(blob) / len(ep) < 32 + 5 * K + 8
     with pytest.raises(CorruptDataError):
         episode_rows(blob[:-5])
+    # a value-only train step's rows: the same positions, targets and outcomes, no plays decoded
+    value_only = decode_rows(b"".join(rows), starts, K, plays=False)
+    assert set(value_only) == {"boards", "value", "outcome"}
+    for key, want in value_only.items():
+        np.testing.assert_array_equal(want, got[key])
+    with pytest.raises(CorruptDataError, match="past the end"):  # still checked for length
+        decode_rows(b"".join(rows)[:-3], starts, K, plays=False)
 
 
 def test_a_corrupt_episode_is_skipped_not_fatal(r: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
