@@ -34,7 +34,7 @@ from bgai.core.episodes import EpisodeAssembler
 from bgai.core.evaluate import MatchResult, play_match
 from bgai.core.network import init_params
 from bgai.core.selfplay import play_chunk, start_games
-from bgai.core.train_step import TrainState, batch_fields, batch_of, init_train_state
+from bgai.core.train_step import BATCH_FIELDS, TrainState, batch_fields, batch_of, init_train_state
 from bgai.opponent_names import parse_opponent
 from bgai.opponents.players import build_opponent
 from bgai.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
@@ -79,7 +79,8 @@ class LocalRun:
             partial(play_chunk, decide, length=s.chunk_turns, max_turns=s.max_turns, movegen=self.movegen)
         )
         self.assembler = EpisodeAssembler()
-        self.replay = LocalReplay(self.cfg.buffer.capacity_positions, self.movegen.max_plays)
+        plays = batch_fields(t.policy_weight) == BATCH_FIELDS  # a value-only step reads no plays
+        self.replay = LocalReplay(self.cfg.buffer.capacity_positions, self.movegen.max_plays, plays)
         self.rng = np.random.default_rng(t.seed)
         self.key = jax.random.key(t.seed)
         params = init_params(self.net, jax.random.fold_in(self.key, 1))
@@ -140,9 +141,8 @@ class LocalRun:
         }
         if self.replay.size >= min(tc.min_buffer_positions, self.replay.capacity):
             steps = max(1, round(new_positions * tc.samples_per_position / tc.batch_size))
-            fields = batch_fields(tc.policy_weight)
             for _ in range(steps):
-                batch = batch_of(self.replay.sample(tc.batch_size, self.rng, fields))
+                batch = batch_of(self.replay.sample(tc.batch_size, self.rng))
                 self._state, m = self.train_step(self.state, batch)
             metrics = {k: float(v) for k, v in m.items()}
             now_step = int(self.state.step)

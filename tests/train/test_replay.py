@@ -48,3 +48,42 @@ def test_uniform_sampling_and_empty() -> None:
     batch = r.sample(20_000, np.random.default_rng(0))
     counts = np.bincount(batch["boards"][:, 0], minlength=10)
     assert counts.min() > 1_700 and counts.max() < 2_300
+
+
+def test_episodes_wrap_around_the_ring_row_for_row() -> None:
+    """An episode that runs past the end of the ring continues at its start: every field of the
+    newest `capacity` positions is where a position-by-position ring would put it."""
+    rng = np.random.default_rng(1)
+    r = LocalReplay(capacity=17, max_plays=K)
+    want = {k: np.zeros_like(getattr(r, k)) for k in ("boards", "steps", "mask", "policy", "value")}
+    at = 0
+    for n in (5, 9, 7, 16, 3, 17):
+        ep = _episode(n, 0)
+        ep = Episode(
+            boards=rng.integers(-5, 6, (n, 28)).astype(np.int8),
+            dice=ep.dice,
+            mask=rng.random((n, K)) < 0.5,
+            steps=rng.integers(0, 150, (n, K, 4)).astype(np.uint8),
+            policy=rng.random((n, K)).astype(np.float32),
+            player=ep.player,
+            result=ep.result,
+            model_version=0,
+        ).labelled(rng.random((n, 6)).astype(np.float32))
+        r.add(ep)
+        for i in range(n):
+            for k in want:
+                want[k][at] = getattr(ep, "value_targets" if k == "value" else k)[i]
+            at = (at + 1) % 17
+        for k, w in want.items():
+            np.testing.assert_array_equal(getattr(r, k), w, err_msg=k)
+    assert r.next == at and r.size == 17
+
+
+def test_a_ring_for_a_value_only_step_keeps_positions_and_targets_only() -> None:
+    r = LocalReplay(capacity=30, max_plays=K, plays=False)
+    for tag in range(4):
+        r.add(_episode(10, tag))
+    assert not hasattr(r, "steps") and r.size == 30
+    batch = r.sample(50, np.random.default_rng(0))
+    assert set(batch) == {"boards", "value"} and batch["boards"].shape == (50, 28)
+    assert set(np.unique(batch["boards"][:, 0])) <= {1, 2, 3}, "tag 0 was overwritten"
