@@ -57,12 +57,12 @@ def movegen_of(cfg: Config) -> rules.MoveGenConfig:
     return rules.MoveGenConfig(**{**dataclasses.asdict(cfg.movegen), "backend": backend})
 
 
-def optimizer_of(cfg: Config) -> Any:
-    """The configured Optax optimizer (`training` section)."""
+def optimizer_of(cfg: Config, decay_steps: int | None = None) -> Any:
+    """The configured Optax optimizer (`training` section); `decay_steps` replaces the config's
+    (train-local fits it to its minutes)."""
     t = cfg.training
-    return make_optimizer(
-        t.learning_rate, t.lr_schedule, t.warmup_steps, t.decay_steps, t.weight_decay, t.grad_clip
-    )
+    decay = t.decay_steps if decay_steps is None else decay_steps
+    return make_optimizer(t.learning_rate, t.lr_schedule, t.warmup_steps, decay, t.weight_decay, t.grad_clip)
 
 
 def net_of(cfg: Config) -> BgNet:

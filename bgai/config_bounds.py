@@ -68,6 +68,7 @@ CEILINGS: dict[str, float] = {
     "local.minutes": 366 * 24 * 60.0,
     "local.log_every_s": DAY_S,
     "local.eval_games": 1_000_000,
+    "local.decay_share": 1.0,
     "redis.db": 1023,
     "redis.socket_timeout_s": 300.0,
     "redis.backoff_base_s": 60.0,

@@ -38,6 +38,7 @@ from bgai.core.train_step import BATCH_FIELDS, TrainState, batch_fields, batch_o
 from bgai.opponent_names import parse_opponent
 from bgai.opponents.players import build_opponent
 from bgai.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from bgai.train.decay_fit import DecayFitter
 from bgai.train.replay import LocalReplay
 
 
@@ -67,12 +68,12 @@ class LocalRun:
         self.positions = 0
         self._state: TrainState | None = None
         self.elapsed_s = 0.0  # wall-clock training time, carried across resumes
+        self.decay_steps = cfg.training.decay_steps  # fitted to the run's minutes by run()
 
     def setup(self) -> None:
         """Build the compiled functions; resume from the newest checkpoint if any."""
         t, s = self.cfg.training, self.cfg.selfplay
-        self.optimizer = optimizer_of(self.cfg)
-        self.train_step = train_step_of(self.cfg, self.net, self.optimizer)
+        self.fit_decay(self.decay_steps)
         self.values = EpisodeValues(self.cfg, self.net)
         decide = self_play_decider(self.cfg, self.net)
         self.selfplay = jax.jit(
@@ -98,7 +99,16 @@ class LocalRun:
         self.key = jax.random.wrap_key_data(jnp.asarray(restored["rng"]))
         self.games, self.positions = int(meta["games"]), int(meta["positions"])
         self.elapsed_s = float(meta.get("elapsed_s", 0.0))
+        if "decay_steps" in meta:  # the schedule the run was on
+            self.fit_decay(int(meta["decay_steps"]))
         return meta
+
+    def fit_decay(self, steps: int) -> None:
+        """Build the optimizer and the train step with a decay `steps` long. The optimizer's
+        state keeps its shape (only the schedule changes), so training goes on from it."""
+        self.decay_steps = steps
+        self.optimizer = optimizer_of(self.cfg, steps)
+        self.train_step = train_step_of(self.cfg, self.net, self.optimizer)
 
     @property
     def state(self) -> TrainState:
@@ -169,6 +179,7 @@ class LocalRun:
             "games": self.games,
             "elapsed_s": self.elapsed_s,
             "positions": self.positions,
+            "decay_steps": self.decay_steps,
         }
         return save_checkpoint(
             self.dir,
@@ -212,16 +223,31 @@ class LocalRun:
         log_every_s: float,
         on_progress: Callable[[Report, float], None],
         max_games: int | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         """The timed loop: run_once until `minutes` have passed (or the run has played
-        `max_games` games in all), reporting every `log_every_s`."""
-        start = last = time.perf_counter()
+        `max_games` games in all), reporting every `log_every_s`. With `local.decay_share` the
+        learning-rate decay is fitted to end at that share of the run's time (resumes included)."""
+        start = last = clock()
         base = self.elapsed_s
-        while time.perf_counter() - start < minutes * 60 and (max_games is None or self.games < max_games):
+        fitter = self._decay_fitter(base + minutes * 60)
+        while clock() - start < minutes * 60 and (max_games is None or self.games < max_games):
             report = self.run_once()
-            now = time.perf_counter()
+            now = clock()
             self.elapsed_s = base + now - start
+            if fitter and (fitted := fitter.observe(self.elapsed_s, int(self.state.step))) is not None:
+                self.fit_decay(fitted)
+                self.log(
+                    f"learning-rate decay fitted to the run: the floor at step {fitted} "
+                    f"(~{fitter.end_s / 60:.1f} min)"
+                )
             if now - last >= log_every_s:
                 on_progress(report, now - start)
                 last = now
         self.checkpoint()
+
+    def _decay_fitter(self, total_s: float) -> DecayFitter | None:
+        share, t = self.cfg.local.decay_share, self.cfg.training
+        if share == 0 or t.lr_schedule != "cosine":
+            return None
+        return DecayFitter(share, total_s, t.warmup_steps + 1)
