@@ -35,10 +35,15 @@ BATCH_FIELDS = ("boards", "steps", "mask", "policy", "value")
 VALUE_FIELDS = ("boards", "value")
 
 
+def reads_plays(policy_weight: float) -> bool:
+    """Whether a train step reads a sample's plays: only for a policy loss (its weight not 0)."""
+    return bool(policy_weight)
+
+
 def batch_fields(policy_weight: float) -> tuple[str, ...]:
     """The fields a train step reads: without a policy loss, the position and its value target
     (a sample's plays, ~1 kB of its ~1.1 kB, are then neither sampled nor copied)."""
-    return BATCH_FIELDS if policy_weight else VALUE_FIELDS
+    return BATCH_FIELDS if reads_plays(policy_weight) else VALUE_FIELDS
 
 
 def batch_of(arrays: Mapping[str, Any]) -> Batch:
@@ -112,7 +117,7 @@ def make_train_step(
     With `policy_weight` 0 the step is value-only: the policy loss, whose gradient would be zeros,
     is not computed (2.3x fewer seconds a step here, the same updates: `tests/core/test_train_step.py`),
     its metric is NaN, and the batch needs only `batch_fields(0)`."""
-    policy = bool(policy_weight)
+    policy = reads_plays(policy_weight)
 
     def loss_fn(params: Any, batch: Batch) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         p, v = losses(apply_fn, params, batch, policy)

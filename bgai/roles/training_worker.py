@@ -40,7 +40,7 @@ from bgai.agent import movegen_of, net_of, optimizer_of, train_step_of
 from bgai.clock import Clock, SystemClock
 from bgai.config import Config, config_hash, model_hash
 from bgai.core.network import init_params
-from bgai.core.train_step import VALUE_FIELDS, batch_fields, batch_of, init_train_state, loss_text
+from bgai.core.train_step import batch_fields, batch_of, init_train_state, loss_text, reads_plays
 from bgai.errors import BgaiError, NonFiniteWeightsError
 from bgai.obs.metrics import RoleMetrics
 from bgai.obs.tracking import TrackingQueue
@@ -301,7 +301,10 @@ class TrainingWorker:
         while done < steps:
             n = min(per_block, steps - done)
             block = self.mirror.sample(
-                n * t.batch_size, self.rng, self.cfg.buffer.surprise_fraction, plays=fields != VALUE_FIELDS
+                n * t.batch_size,
+                self.rng,
+                self.cfg.buffer.surprise_fraction,
+                plays=reads_plays(t.policy_weight),
             )
             for i in range(n):
                 part = {k: block[k][i * t.batch_size : (i + 1) * t.batch_size] for k in fields}

@@ -34,7 +34,7 @@ from bgai.core.episodes import EpisodeAssembler
 from bgai.core.evaluate import MatchResult, play_match
 from bgai.core.network import init_params
 from bgai.core.selfplay import play_chunk, start_games
-from bgai.core.train_step import BATCH_FIELDS, TrainState, batch_fields, batch_of, init_train_state
+from bgai.core.train_step import TrainState, batch_of, init_train_state, reads_plays
 from bgai.opponent_names import parse_opponent
 from bgai.opponents.players import build_opponent
 from bgai.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
@@ -80,7 +80,7 @@ class LocalRun:
             partial(play_chunk, decide, length=s.chunk_turns, max_turns=s.max_turns, movegen=self.movegen)
         )
         self.assembler = EpisodeAssembler()
-        plays = batch_fields(t.policy_weight) == BATCH_FIELDS  # a value-only step reads no plays
+        plays = reads_plays(t.policy_weight)  # a value-only step reads no plays
         self.replay = LocalReplay(self.cfg.buffer.capacity_positions, self.movegen.max_plays, plays)
         self.rng = np.random.default_rng(t.seed)
         self.key = jax.random.key(t.seed)

@@ -13,6 +13,7 @@ import optax
 from bgai.bench.train import synthetic_batch
 from bgai.core.network import BgNet, init_params
 from bgai.core.train_step import (
+    BATCH_FIELDS,
     Batch,
     TrainState,
     batch_fields,
@@ -21,6 +22,7 @@ from bgai.core.train_step import (
     losses,
     make_optimizer,
     make_train_step,
+    reads_plays,
 )
 
 
@@ -77,6 +79,7 @@ def test_a_value_only_step_makes_the_updates_of_a_zero_policy_weight() -> None:
     full = synthetic_batch(32, 16, seed=5)
     value_only = batch_of({k: getattr(full, k) for k in batch_fields(0.0)})
     assert batch_fields(0.0) == ("boards", "value") and value_only.steps is None
+    assert not reads_plays(0.0) and reads_plays(0.5) and batch_fields(0.5) == BATCH_FIELDS
 
     def reference(params: Any, batch: Batch) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         p, v = losses(net.apply, params, batch)
