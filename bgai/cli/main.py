@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from bgai.cli.average import average_checkpoints_command
 from bgai.cli.common import config_option, load_for_compute, load_or_exit, set_option
 from bgai.cli.cube import build_cubes
 from bgai.cli.doctor import doctor
@@ -296,7 +297,16 @@ def redis_maxmemory(config: str | None, sets: tuple[str, ...]) -> None:
     click.echo(budget(load_or_exit(config, sets)))
 
 
-for _command in (*ROLE_COMMANDS, *JOIN_COMMANDS, check_config, status, doctor, eval_command, export_games):
+for _command in (
+    *ROLE_COMMANDS,
+    *JOIN_COMMANDS,
+    check_config,
+    status,
+    doctor,
+    eval_command,
+    export_games,
+    average_checkpoints_command,
+):
     cli.add_command(_command)
 
 

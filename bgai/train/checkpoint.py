@@ -155,6 +155,12 @@ def _read(path: Path, model_hash: str | None) -> tuple[Any, dict]:
     return serialization.msgpack_restore(body), meta
 
 
+def read_state(path: Path, model_hash: str | None = None) -> tuple[Any, dict]:
+    """(the raw state dict, meta) of a checkpoint, checked as a load checks it, without a template
+    (`bgai average-checkpoints` reads any run's checkpoints this way)."""
+    return _read(path, model_hash)
+
+
 def load_checkpoint(path: Path, template: dict[str, Any], model_hash: str | None = None) -> tuple[dict, dict]:
     """(state restored into `template`'s structure, meta). Refuses corrupt or foreign files."""
     loaded, meta = _read(path, model_hash)
