@@ -134,6 +134,16 @@ def train_step_of(
     return make_train_step(net.apply, optimizer, t.policy_weight, t.value_weight)
 
 
+def learner_of(
+    cfg: Config, net: BgNet, decay_steps: int
+) -> tuple[Any, Callable[..., tuple[TrainState, dict]]]:
+    """(optimizer, jitted train step) with a cosine decay `decay_steps` long: what a trainer
+    rebuilds when it fits its decay (the optimizer's state keeps its shape, only the schedule
+    changes, so training goes on from it)."""
+    optimizer = optimizer_of(cfg, decay_steps)
+    return optimizer, train_step_of(cfg, net, optimizer)
+
+
 def _padded(boards: np.ndarray, bucket: int) -> np.ndarray:
     out = np.zeros((-(-len(boards) // bucket) * bucket, rules.BOARD_SIZE), np.int8)
     out[: len(boards)] = boards

@@ -186,8 +186,15 @@ class TrainingConfig(_Section):
     lr_schedule: str = "cosine"
     # Linear warm-up steps from 0 to `learning_rate`.
     warmup_steps: int = 200
-    # Length of the cosine decay in steps.
+    # Length of the cosine decay in steps, unless the run's length is known (below).
     decay_steps: int = 200_000
+    # With the run's length known (train-local's --minutes, the fleet's `run_minutes`), the cosine
+    # decay ends after this share of it: its length in steps is fitted from the measured train
+    # steps a second (bgai/train/decay_fit.py). 0 = always `decay_steps`.
+    decay_share: float = 0.85
+    # The fleet's planned training minutes (the trainer's `elapsed_s`, resumes included), for
+    # `decay_share`; `scripts/fleet-local --minutes N` sets N. 0 = open-ended: `decay_steps`.
+    run_minutes: float = 0.0
     # AdamW decoupled weight decay.
     weight_decay: float = 1e-4
     # Global gradient-norm clip (0 = no clipping).
@@ -225,7 +232,8 @@ class TrainingConfig(_Section):
         self._positive("publish_every", "checkpoint_every", "keep_checkpoints")
         self._choice("lr_schedule", ("constant", "cosine"))
         self._choice("value_target", ("td", "one_ply"))
-        self._fraction("td_lambda")
+        self._fraction("td_lambda", "decay_share")
+        self._non_negative("run_minutes")
         self._non_negative("warmup_steps", "weight_decay", "grad_clip", "value_weight", "policy_weight")
         self._non_negative("min_buffer_positions")
         self._positive("sample_block")

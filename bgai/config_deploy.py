@@ -197,13 +197,9 @@ class LocalConfig(_Section):
     log_every_s: float = 10.0
     # Games per opponent in the final evaluation (0 = skip it).
     eval_games: int = 200
-    # The cosine decay ends after this share of the run's minutes: its length in steps is fitted
-    # from the run's measured step rate (bgai/train/decay_fit.py). 0 = `training.decay_steps`.
-    decay_share: float = 0.85
 
     def _validate(self) -> None:
         self._positive("minutes", "log_every_s")
-        self._fraction("decay_share")
         self._need("checkpoint_dir", bool(self.checkpoint_dir.strip()), "must be non-empty")
         self._non_negative("eval_games")
 

@@ -46,6 +46,7 @@ class Start:
     rng_state: dict[str, Any] | None
     note: str
     elapsed_s: float = 0.0  # the run's training time when it was saved (0: unknown)
+    decay_steps: int | None = None  # the length of the decay it was trained on (None: unknown)
 
 
 def as_tree(state: TrainState) -> dict[str, Any]:
@@ -74,7 +75,9 @@ def from_checkpoint(directory: Path, template: TrainState, model_hash: str, how:
     state = TrainState(restored["params"], restored["opt_state"], jnp.asarray(restored["step"]))
     version = int(meta.get("model_version", 0))
     note = f"{how} {path} at step {meta['step']}, version {version}, state {state_digest(as_tree(state))}"
-    return Start(state, version, meta.get("rng"), note, float(meta.get("elapsed_s", 0.0)))
+    decay = meta.get("decay_steps")
+    elapsed = float(meta.get("elapsed_s", 0.0))
+    return Start(state, version, meta.get("rng"), note, elapsed, None if decay is None else int(decay))
 
 
 def from_redis(

@@ -36,7 +36,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from bgai.agent import movegen_of, net_of, optimizer_of, train_step_of
+from bgai.agent import learner_of, movegen_of, net_of
 from bgai.clock import Clock, SystemClock
 from bgai.config import Config, config_hash, model_hash
 from bgai.core.network import init_params
@@ -57,6 +57,7 @@ from bgai.store.registry import WorkerInfo
 from bgai.store.replay import ReplayStore
 from bgai.store.sampler import ReplayMirror
 from bgai.train.checkpoint import list_checkpoints, save_checkpoint
+from bgai.train.decay_fit import decay_fitter
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,7 @@ class TrainingWorker:
     def setup(self) -> None:
         cfg, t = self.cfg, self.cfg.training
         self.net = net_of(cfg)
-        self.optimizer = optimizer_of(cfg)
-        self.train_step = train_step_of(cfg, self.net, self.optimizer)
+        self.decay_steps: int | None = None
         self.fresh_state()
         self.dir = Path(t.checkpoint_dir)
         self.lock = TrainerLock(self.keys, self.identity.owner, cfg.head.trainer_lock_ttl_s)
@@ -105,6 +105,8 @@ class TrainingWorker:
 
     def fresh_state(self) -> None:
         t = self.cfg.training
+        self.fit_decay(t.decay_steps)
+        self.fitter = decay_fitter(t, t.run_minutes * 60)  # a new run's plan
         self.state = init_train_state(init_params(self.net, jax.random.key(t.seed)), self.optimizer)
         self.rng = np.random.default_rng(t.seed)
         self.version = None
@@ -142,7 +144,15 @@ class TrainingWorker:
         self.base_step = self.step
         self.base_pushed = None
 
+    def fit_decay(self, steps: int) -> None:
+        """The optimizer and the train step with a decay `steps` long (`agent.learner_of`)."""
+        if steps != self.decay_steps:
+            self.decay_steps = steps
+            self.optimizer, self.train_step = learner_of(self.cfg, self.net, steps)
+
     def _start_from(self, start: trainer_start.Start) -> None:
+        if start.decay_steps is not None:  # the schedule the run was on
+            self.fit_decay(start.decay_steps)
         self.state, self.version = start.state, start.version
         self.elapsed_s = max(self.elapsed_s, start.elapsed_s)  # a roll back keeps the time spent
         self.rng = np.random.default_rng(self.cfg.training.seed)
@@ -195,6 +205,7 @@ class TrainingWorker:
             "rng": self.rng.bit_generator.state,
             **self.pushed,
             "elapsed_s": self.elapsed_s,
+            "decay_steps": self.decay_steps,
         }
         before = {p.name for p in list_checkpoints(self.dir)}
         path = save_checkpoint(
@@ -274,10 +285,10 @@ class TrainingWorker:
             return Unit(f"step {self.step}: {self.roll_back(str(exc))}")
         losses = {"total": metrics["loss"], "policy": metrics["policy_loss"], "value": metrics["value_loss"]}
         self.metrics.training(losses, steps / took, steps * t.batch_size / took)
-        note = ""
+        note = self._refit()
         if self.step % t.publish_every == 0:
             try:
-                note = f", published version {self.publish()}"
+                note += f", published version {self.publish()}"
             except weights.NotLockHolderError as exc:
                 return self.stand_by(exc)
         if self.tracking is not None:
@@ -291,6 +302,14 @@ class TrainingWorker:
             note += f", checkpoint {self.checkpoint().name}"
         losses_now = loss_text(metrics["loss"], metrics["policy_loss"], metrics["value_loss"])
         return Unit(f"step {self.step} {losses_now}{note}")
+
+    def _refit(self) -> str:
+        """Fit the decay to the run's planned minutes where a fit point has passed (the note)."""
+        fitted = self.fitter.observe(self.elapsed_s, self.step) if self.fitter else None
+        if fitted is None:
+            return ""
+        self.fit_decay(fitted)
+        return f", learning-rate decay fitted to the run: the floor at step {fitted}"
 
     def _train(self, steps: int) -> dict[str, float]:
         t = self.cfg.training

@@ -1,8 +1,9 @@
-"""train-local's learning-rate decay fitted to the run's minutes.
+"""The learning-rate decay fitted to the run's length.
 
 A fixed `training.decay_steps` suits one run length on one machine: a longer run, or a faster
 host, spends its last part at the floor rate, a shorter one stops with the rate still high.
-With `local.decay_share` s > 0, train-local measures its own train steps a second and sets the
+With `training.decay_share` s > 0 and the run's length known (train-local's --minutes, the
+fleet's `training.run_minutes`), the trainer measures its own train steps a second and sets the
 cosine decay's length so that the rate reaches its floor after s of the run's time. It refits at
 a few points early in the run (the rate barely moves there, so a refit changes it little) and
 keeps the last fit for the rest of the run and in the checkpoints, which a resume continues.
@@ -10,8 +11,18 @@ keeps the last fit for the rest of the run and in the checkpoints, which a resum
 
 from __future__ import annotations
 
+from bgai.config import TrainingConfig
+
 # Shares of the run's time at which the decay is refitted.
 FIT_POINTS = (0.05, 0.1, 0.2, 0.35, 0.5)
+
+
+def decay_fitter(t: TrainingConfig, total_s: float) -> DecayFitter | None:
+    """The fitter of a run of `total_s` seconds of training, or None where the decay stays
+    `decay_steps` long (no share, no known length, or no cosine schedule)."""
+    if t.decay_share == 0 or total_s <= 0 or t.lr_schedule != "cosine":
+        return None
+    return DecayFitter(t.decay_share, total_s, t.warmup_steps + 1)
 
 
 def fitted_decay_steps(step: int, rate: float, elapsed_s: float, end_s: float, floor: int) -> int:

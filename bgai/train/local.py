@@ -22,12 +22,11 @@ import numpy as np
 from bgai.agent import (
     EpisodeValues,
     eval_decider,
+    learner_of,
     movegen_of,
     net_of,
-    optimizer_of,
     playing,
     self_play_decider,
-    train_step_of,
 )
 from bgai.config import Config, config_hash, model_hash
 from bgai.core.episodes import EpisodeAssembler
@@ -38,7 +37,7 @@ from bgai.core.train_step import TrainState, batch_of, init_train_state, reads_p
 from bgai.opponent_names import parse_opponent
 from bgai.opponents.players import build_opponent
 from bgai.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from bgai.train.decay_fit import DecayFitter
+from bgai.train.decay_fit import decay_fitter
 from bgai.train.replay import LocalReplay
 
 
@@ -104,11 +103,9 @@ class LocalRun:
         return meta
 
     def fit_decay(self, steps: int) -> None:
-        """Build the optimizer and the train step with a decay `steps` long. The optimizer's
-        state keeps its shape (only the schedule changes), so training goes on from it."""
+        """The optimizer and the train step with a decay `steps` long (`agent.learner_of`)."""
         self.decay_steps = steps
-        self.optimizer = optimizer_of(self.cfg, steps)
-        self.train_step = train_step_of(self.cfg, self.net, self.optimizer)
+        self.optimizer, self.train_step = learner_of(self.cfg, self.net, steps)
 
     @property
     def state(self) -> TrainState:
@@ -226,11 +223,11 @@ class LocalRun:
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         """The timed loop: run_once until `minutes` have passed (or the run has played
-        `max_games` games in all), reporting every `log_every_s`. With `local.decay_share` the
+        `max_games` games in all), reporting every `log_every_s`. With `training.decay_share` the
         learning-rate decay is fitted to end at that share of the run's time (resumes included)."""
         start = last = clock()
         base = self.elapsed_s
-        fitter = self._decay_fitter(base + minutes * 60)
+        fitter = decay_fitter(self.cfg.training, base + minutes * 60)
         while clock() - start < minutes * 60 and (max_games is None or self.games < max_games):
             report = self.run_once()
             now = clock()
@@ -245,9 +242,3 @@ class LocalRun:
                 on_progress(report, now - start)
                 last = now
         self.checkpoint()
-
-    def _decay_fitter(self, total_s: float) -> DecayFitter | None:
-        share, t = self.cfg.local.decay_share, self.cfg.training
-        if share == 0 or t.lr_schedule != "cosine":
-            return None
-        return DecayFitter(share, total_s, t.warmup_steps + 1)

@@ -385,3 +385,29 @@ def test_an_unreadable_publish_record_is_logged_and_ignored(
         b.run_once()
         assert b.publish() == 1
     assert "ignoring unreadable publish record" in caplog.text
+
+
+def test_a_run_of_planned_minutes_fits_the_decay_and_its_checkpoints_carry_it(env: tuple) -> None:
+    """training.run_minutes (scripts/fleet-local --minutes): from its measured steps a second the
+    trainer fits the decay to end at `decay_share` of the run; a restarted trainer keeps the fit."""
+    cfg, r, keys = env
+    t = dataclasses.replace(
+        cfg.training, lr_schedule="cosine", warmup_steps=0, run_minutes=1.0, decay_share=0.5
+    )
+    cfg = dataclasses.replace(cfg, training=t)
+    clock = FakeClock()
+    tw = trainer(cfg, r, keys, clock=clock)
+    tw.run_once()  # initial weights
+    fill_buffer(cfg, r, keys)
+    notes = []
+    for _ in range(5):  # 3 s a unit; fit points at 3, 6 and 12 s of the 60 (3 s: the rate's start)
+        clock.advance(3.0)
+        notes.append(str(tw.run_once()))
+    fitted = [n for n in notes if "decay fitted" in n]
+    assert len(fitted) == 2 and tw.decay_steps not in (None, t.decay_steps), notes
+    assert read_meta(tw.checkpoint())["decay_steps"] == tw.decay_steps
+    tw.lock.release(r)
+    restarted = trainer(cfg, r, keys, "training2", clock=clock)
+    assert restarted.decay_steps == t.decay_steps
+    restarted.run_once()
+    assert restarted.decay_steps == tw.decay_steps

@@ -99,7 +99,7 @@ def test_the_timed_loop_fits_the_decay(tmp_path: Path) -> None:
     run.run(1.0, 1e9, lambda *_: None, clock=lambda: float(next(ticks)))
     assert any("decay fitted" in line for line in lines), lines
     assert run.decay_steps != 123_456
-    off = _run(tmp_path / "c", **{"training.decay_steps": 123_456, "local.decay_share": 0})
+    off = _run(tmp_path / "c", **{"training.decay_steps": 123_456, "training.decay_share": 0})
     ticks = iter(np.arange(0.0, 1e6, 5.0))
     off.run(1.0, 1e9, lambda *_: None, clock=lambda: float(next(ticks)))
     assert off.decay_steps == 123_456
