@@ -97,8 +97,9 @@ def test_equals_a_slow_reference_built_on_legal_plays(db: tuple[np.ndarray, np.n
 def test_race_values_agree_with_gnubg(db: tuple[np.ndarray, np.ndarray]) -> None:
     """gnubg 0-ply evaluates a bear-off race with its one-sided database (gnubg_os0.bd) unless both
     sides have at most 6 checkers left (then two-sided, exactly): our five probabilities equal
-    its to within its 16-bit storage on the first kind, and are near on the second."""
-    boards = random_races(seed=3, n=80)
+    its to within its 16-bit storage on the first kind, and are near on the second. 1,000 races
+    (issue 19 asks for at least that many; ~10 s of gnubg here)."""
+    boards = random_races(seed=3, n=1000)
     assert bool(jnp.all(bearoff.in_database(jnp.asarray(boards))))
     mine, theirs = ours(*db, boards), gnubg_five(boards)
     assert (mine[:, 1] > 0.05).sum() >= 5 and (mine[:, 3] > 0.05).sum() >= 5  # gammons both ways
