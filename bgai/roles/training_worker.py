@@ -309,6 +309,11 @@ class TrainingWorker:
         if fitted is None:
             return ""
         self.fit_decay(fitted)
+        log.info(
+            "learning-rate decay fitted to the run's %g minutes: the floor at step %d",
+            self.cfg.training.run_minutes,
+            fitted,
+        )
         return f", learning-rate decay fitted to the run: the floor at step {fitted}"
 
     def _train(self, steps: int) -> dict[str, float]:

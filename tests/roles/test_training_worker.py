@@ -387,7 +387,9 @@ def test_an_unreadable_publish_record_is_logged_and_ignored(
     assert "ignoring unreadable publish record" in caplog.text
 
 
-def test_a_run_of_planned_minutes_fits_the_decay_and_its_checkpoints_carry_it(env: tuple) -> None:
+def test_a_run_of_planned_minutes_fits_the_decay_and_its_checkpoints_carry_it(
+    env: tuple, caplog: pytest.LogCaptureFixture
+) -> None:
     """training.run_minutes (scripts/fleet-local --minutes): from its measured steps a second the
     trainer fits the decay to end at `decay_share` of the run; a restarted trainer keeps the fit."""
     cfg, r, keys = env
@@ -400,9 +402,11 @@ def test_a_run_of_planned_minutes_fits_the_decay_and_its_checkpoints_carry_it(en
     tw.run_once()  # initial weights
     fill_buffer(cfg, r, keys)
     notes = []
-    for _ in range(5):  # 3 s a unit; fit points at 3, 6 and 12 s of the 60 (3 s: the rate's start)
-        clock.advance(3.0)
-        notes.append(str(tw.run_once()))
+    with caplog.at_level(logging.INFO):
+        for _ in range(5):  # 3 s a unit; fit points at 3, 6 and 12 s of the 60 (3 s: the rate's start)
+            clock.advance(3.0)
+            notes.append(str(tw.run_once()))
+    assert "decay fitted to the run's 1 minutes" in caplog.text
     fitted = [n for n in notes if "decay fitted" in n]
     assert len(fitted) == 2 and tw.decay_steps not in (None, t.decay_steps), notes
     assert read_meta(tw.checkpoint())["decay_steps"] == tw.decay_steps
