@@ -1,9 +1,10 @@
 """A run's last checkpoints averaged weight by weight into one model.
 
 Late in a run the learning rate sits at its floor and the weights wander around a good point;
-their mean over that stretch is often better than any one of them (stochastic weight averaging).
-At stop 42 the mean of a 90-minute run's last four checkpoints (its last ~8 minutes) gave up
-0.53 less equity per decision than the last one ([-1.01, -0.04], paired on the decision set).
+their mean over that stretch can be better than any one of them (stochastic weight averaging).
+Measured on two 90-minute runs (paired on the decision set against the last checkpoint): ER
+-0.53 [-1.01, -0.04] at stop 42, -0.39 [-0.97, +0.20] at stop 43; level or behind in play
+against gnubg 0-ply both times. So it is a tool, not part of training.
 
 `average_checkpoints` writes the mean of the checkpoints' params with the newest's other state
 (optimizer, step, rng) to a directory of its own: into the run's directory it would replace the
