@@ -16,7 +16,13 @@ import pytest
 from click.testing import CliRunner
 
 from bgai.bench.decisions import BEAROFF, CONTACT, RACE, DecisionSet
-from bgai.bench.strength import error_rate, evaluate_er, gnubg_0ply_scorer, random_scorer
+from bgai.bench.strength import (
+    error_rate,
+    evaluate_er,
+    gnubg_0ply_scorer,
+    paired_difference,
+    random_scorer,
+)
 from bgai.cli.main import cli
 from bgai.config import load_config, model_hash
 from bgai.core import rules
@@ -75,6 +81,23 @@ def test_error_rate_refuses_scores_that_do_not_fit() -> None:
         error_rate(s, np.array([0.0, np.nan, 0.0, 0.0, 0.0]))
 
 
+def test_the_paired_difference_is_taken_decision_by_decision() -> None:
+    s = two_decisions()
+    ours = np.array([0.0, 1.0, 0.5, 7.0, 7.0])  # loses 300 and 200 (the tie)
+    theirs = s.equity  # the best plays: loses 0 and 0
+    p = paired_difference(s, ours, theirs)
+    assert p["all"]["diff"] == pytest.approx(250.0, abs=1e-4)  # ER 250 minus ER 0
+    assert p["all"]["decisions"] == 2
+    assert p["all"]["ci"] == pytest.approx(1.96 * np.std([300.0, 200.0], ddof=1) / np.sqrt(2), abs=1e-3)
+    assert p["contact"]["diff"] == pytest.approx(300.0, abs=1e-4) and p["contact"]["ci"] == 0.0
+    assert p["race"]["diff"] == pytest.approx(200.0, abs=1e-4)
+    assert p["bearoff"] is None
+    back = paired_difference(s, theirs, ours)  # the other way round: the sign flips
+    assert back["all"]["diff"] == pytest.approx(-250.0, abs=1e-4)
+    # the same losses on both sides: no difference and no spread, however large the ER
+    assert paired_difference(s, ours, ours)["all"] == {"diff": 0.0, "ci": 0.0, "decisions": 2}
+
+
 def test_head_keeps_whole_decisions() -> None:
     s = two_decisions().head(1)
     s.check()
@@ -107,6 +130,33 @@ def test_bench_strength_on_300_decisions(ckpt: Path) -> None:
         assert all(math.isfinite(r[k]) and r[k] >= 0 for k in KEYS), r
     anchors = res["anchors"]
     assert anchors["random"]["er"] > anchors["gnubg_0ply"]["er"]  # fixed by the file alone
+
+
+def test_bench_strength_against_a_second_checkpoint(ckpt: Path, tmp_path: Path) -> None:
+    import jax
+
+    from bgai.agent import net_of
+    from bgai.core.network import init_params
+
+    cfg = load_config(None, env={}, overrides=SETS)
+    other = train_template(cfg)
+    other["params"] = init_params(net_of(cfg), jax.random.key(7))  # another untrained net
+    meta = {"model_hash": model_hash(cfg), "model_version": 1}
+    theirs = save_checkpoint(tmp_path, 1, other, meta)  # the same file name as `ckpt`'s
+    code, out = strength("--checkpoint", str(ckpt), "--against", str(theirs), "--decisions", "300")
+    assert code == 0, out
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["player"] == str(ckpt) and res["against"] == str(theirs)  # told apart by path
+    paired = res["paired"]
+    assert paired["all"]["decisions"] == 300
+    assert paired["all"]["diff"] == pytest.approx(res["er"] - res["against_er"]["er"], abs=1e-3)
+    assert paired["all"]["diff"] != 0.0  # two different nets: not the same plays everywhere
+    assert "paired" in out and "minus" in out
+    code, out = strength("--checkpoint", str(ckpt), "--against", str(ckpt), "--decisions", "50")
+    assert code == 0, out
+    assert json.loads(out.strip().splitlines()[-1])["paired"]["all"]["diff"] == 0.0
+    code, out = strength("--checkpoint", str(ckpt), "--against", str(tmp_path / "none.bgai"))
+    assert code == 2 and "cannot use" in out
 
 
 def test_bench_strength_refuses_bad_input(ckpt: Path, tmp_path: Path) -> None:

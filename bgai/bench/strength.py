@@ -214,6 +214,25 @@ def er_of_sums(sums: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def paired_difference(s: DecisionSet, ours: np.ndarray, theirs: np.ndarray) -> dict[str, Any]:
+    """The paired ER difference of two players on the same decisions, ours minus theirs (their
+    scores of each play [P]; below 0: ours loses less): the mean of the per-decision differences,
+    x1000, with its 95% interval (normal), overall and per class. It covers the sampling of the
+    decisions, not the spread between training runs."""
+    d = 1000 * (decision_losses(s, ours)[0] - decision_losses(s, theirs)[0])  # [N]
+
+    def stats(x: np.ndarray) -> dict[str, float] | None:
+        if len(x) == 0:
+            return None
+        ci = 1.96 * float(x.std(ddof=1)) / np.sqrt(len(x)) if len(x) > 1 else 0.0
+        return {"diff": float(x.mean()), "ci": ci, "decisions": len(x)}
+
+    out: dict[str, Any] = {"all": stats(d)}
+    for c, name in enumerate(CLASSES):
+        out[name] = stats(d[s.classes == c])
+    return out
+
+
 def evaluate_er(s: DecisionSet, scorer: Scorer) -> ErReport:
     return error_rate(s, scorer(s))
 
@@ -228,9 +247,11 @@ def bench_strength(
     set_name: str,
     log: Callable[[str], None] = print,
     plies: int = 0,
+    against: tuple[str, Scorer] | None = None,
 ) -> dict[str, Any]:
-    """ER of `player` (label, scorer; its lookahead `plies`) and of the anchors on `s`; prints a
-    table; the JSON dict."""
+    """ER of `player` (label, scorer; its lookahead `plies`) and of the anchors on `s`, and with
+    `against` (a second player) the paired difference between the two; prints a table; the JSON
+    dict."""
     counts = s.counts()
     log(
         f"decision set {set_name}: {s.size} decisions ("
@@ -240,8 +261,15 @@ def bench_strength(
     log(f"reference: {s.meta.get('reference', '?')}")
     label, scorer = player
     t0 = time.perf_counter()
-    reports = {label: evaluate_er(s, scorer)}
+    ours = scorer(s)
+    reports = {label: error_rate(s, ours)}
     seconds = time.perf_counter() - t0  # compiling included: a few seconds
+    paired, their_label = None, ""
+    if against is not None:
+        their_label = against[0] if against[0] != label else f"{against[0]} (against)"
+        theirs = against[1](s)
+        paired = paired_difference(s, ours, theirs)
+        reports[their_label] = error_rate(s, theirs)
     reports |= {name: evaluate_er(s, f) for name, f in ANCHORS.items()}
     log(
         f"{'player':28s} {'ER':>8s} {'95% CI':>15s} "
@@ -253,7 +281,15 @@ def bench_strength(
         row = " ".join(_fmt(x) for x in (r.er_contact, r.er_race, r.er_bearoff))
         log(f"{name[:28]:28s} {_fmt(r.er)} {ci:>15s} {row} {100 * r.best:7.1f}")
     log(f"{label}: {s.size} decisions in {seconds:.1f} s ({s.size / seconds:.1f} decisions/s)")
-    ours = reports.pop(label)
+    extra: dict[str, Any] = {}
+    if paired is not None:
+        log(f"paired, {label} minus {their_label} (below 0: {label} loses less):")
+        for name, st in paired.items():
+            if st is not None:
+                lo, hi = st["diff"] - st["ci"], st["diff"] + st["ci"]
+                log(f"  {name:8s} {st['diff']:+6.2f} [{lo:+6.2f}, {hi:+6.2f}] over {st['decisions']}")
+        extra = {"against": their_label, "against_er": reports.pop(their_label).as_dict(), "paired": paired}
+    report = reports.pop(label)
     return {
         "bench": "strength",
         "player": label,
@@ -262,6 +298,7 @@ def bench_strength(
         "decisions_per_s": round(s.size / seconds, 1),
         "set": set_name,
         "classes": counts,
-        **ours.as_dict(),
+        **report.as_dict(),
         "anchors": {name: r.as_dict() for name, r in reports.items()},
+        **extra,
     }

@@ -19,6 +19,7 @@ from bgai.cli.fleet import ROLE_COMMANDS, check_config, status
 from bgai.cli.fleetbench import bench_fleet
 from bgai.cli.join import JOIN_COMMANDS
 from bgai.cli.play import gnubg_player
+from bgai.cli.strength import bench_strength_command
 from bgai.errors import BgaiError
 from bgai.store.keys import Keys
 
@@ -351,95 +352,6 @@ def bench_propagation(config: str | None, sets: tuple[str, ...], workers: int, r
     click.echo(json.dumps(result))
 
 
-@bench.command("strength")
-@config_option
-@set_option
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="A checkpoint file.")
-@click.option("--version", type=int, default=None, help="Model version N of the current run.")
-@click.option(
-    "--plies",
-    type=click.IntRange(0, 2),
-    default=0,
-    show_default=True,
-    help="Our player's lookahead (1, 2: eval.one_ply_candidates and eval.finalists filter the plays).",
-)
-@click.option("--decisions", type=click.IntRange(min=1), default=None, help="Use the set's first N only.")
-@click.option(
-    "--set-file",
-    type=click.Path(dir_okay=False, exists=True),
-    default=None,
-    help="Decision set (default: the one bgai ships, bgai/bench/data/decisions.npz or cubes.npz).",
-)
-@click.option("--cube", is_flag=True, help="Cube decisions: the cube ER on the cube decision set.")
-def bench_strength(
-    config: str | None,
-    sets: tuple[str, ...],
-    checkpoint: str | None,
-    version: int | None,
-    plies: int,
-    decisions: int | None,
-    set_file: str | None,
-    cube: bool,
-) -> None:
-    """Error rate on the decision set (equity lost per decision x1000, against gnubg 2-ply):
-    our greedy player (a checkpoint, --version N, or an untrained net) and the anchors. With
-    --cube: the cube ER of our cube decisions (--plies 0 or 1) against gnubg's 2-ply analysis."""
-    import jax
-
-    from bgai.agent import net_of
-    from bgai.bench.decisions import DEFAULT_SET, DecisionSet
-    from bgai.bench.strength import bench_strength as run_bench
-    from bgai.bench.strength import network_scorer
-    from bgai.cli.eval import from_checkpoint, from_version
-    from bgai.core.network import init_params
-
-    cfg = load_for_compute(config, sets)
-    if checkpoint is not None and version is not None:
-        raise click.UsageError("give --checkpoint PATH or --version N, not both")
-    if cube and plies > 1:
-        raise click.UsageError("cube decisions look ahead 0 or 1 ply")
-    path = Path(set_file) if set_file else DEFAULT_SET
-    try:
-        dset = None if cube else DecisionSet.load(path)
-    except (OSError, ValueError, KeyError) as exc:
-        raise click.UsageError(f"cannot read the decision set {path}: {exc}") from exc
-    if dset is not None and decisions is not None:
-        dset = dset.head(decisions)
-    net = net_of(cfg)
-    label = "untrained (seed 0)"
-    try:
-        if checkpoint is not None:
-            label, params = Path(checkpoint).name, from_checkpoint(cfg, Path(checkpoint))
-        elif version is not None:
-            label, params = f"version {version}", from_version(cfg, version)
-        else:
-            params = init_params(net, jax.random.key(0))
-    except (BgaiError, OSError) as exc:
-        raise click.UsageError(f"cannot use {checkpoint or f'version {version}'}: {exc}") from exc
-    from bgai.agent import playing
-
-    params = playing(cfg, params)
-    if cube:
-        from bgai.cli.cube import cube_strength
-
-        cube_strength(cfg, net, params, label, plies, decisions, set_file)
-        return
-    if plies > 0:
-        from bgai.agent import movegen_of
-        from bgai.bench.strength import lookahead_scorer
-
-        label += f" {plies}-ply"
-        e = cfg.eval
-        scorer = lookahead_scorer(
-            net.apply, params, movegen_of(cfg), plies, e.one_ply_candidates, e.finalists
-        )
-    else:
-        scorer = network_scorer(net.apply, params)
-    assert dset is not None
-    result = run_bench(dset, (label, scorer), str(path), log=click.echo, plies=plies)
-    click.echo(json.dumps(result))
-
-
 @bench.command("curve")
 @config_option
 @set_option
@@ -548,6 +460,7 @@ def bench_bearoff(directory: str | None, gnubg_positions: int) -> None:
 
 
 bench.add_command(build_cubes)
+bench.add_command(bench_strength_command)
 bench.add_command(bench_fleet)
 cli.add_command(gnubg_player)
 

@@ -1,0 +1,119 @@
+"""`bgai bench strength`: the ER of a player on the decision set, the anchors', and with
+`--against` the paired difference of two checkpoints on the same decisions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bgai.cli.common import config_option, load_for_compute, set_option
+from bgai.config import Config
+from bgai.errors import BgaiError
+
+
+def _params(cfg: Config, checkpoint: str | None, version: int | None) -> tuple[str, Any]:
+    """(label, params) of a checkpoint, a version of the current run, or an untrained net."""
+    import jax
+
+    from bgai.agent import net_of
+    from bgai.cli.eval import from_checkpoint, from_version
+    from bgai.core.network import init_params
+
+    try:
+        if checkpoint is not None:
+            return Path(checkpoint).name, from_checkpoint(cfg, Path(checkpoint))
+        if version is not None:
+            return f"version {version}", from_version(cfg, version)
+    except (BgaiError, OSError) as exc:
+        raise click.UsageError(f"cannot use {checkpoint or f'version {version}'}: {exc}") from exc
+    return "untrained (seed 0)", init_params(net_of(cfg), jax.random.key(0))
+
+
+@click.command("strength")
+@config_option
+@set_option
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="A checkpoint file.")
+@click.option("--version", type=int, default=None, help="Model version N of the current run.")
+@click.option(
+    "--plies",
+    type=click.IntRange(0, 2),
+    default=0,
+    show_default=True,
+    help="Our player's lookahead (1, 2: eval.one_ply_candidates and eval.finalists filter the plays).",
+)
+@click.option("--decisions", type=click.IntRange(min=1), default=None, help="Use the set's first N only.")
+@click.option(
+    "--set-file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Decision set (default: the one bgai ships, bgai/bench/data/decisions.npz or cubes.npz).",
+)
+@click.option("--cube", is_flag=True, help="Cube decisions: the cube ER on the cube decision set.")
+@click.option(
+    "--against",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A second checkpoint: also the paired ER difference (ours minus its) on the same decisions.",
+)
+def bench_strength_command(
+    config: str | None,
+    sets: tuple[str, ...],
+    checkpoint: str | None,
+    version: int | None,
+    plies: int,
+    decisions: int | None,
+    set_file: str | None,
+    cube: bool,
+    against: str | None,
+) -> None:
+    """Error rate on the decision set (equity lost per decision x1000, against gnubg 2-ply):
+    our greedy player (a checkpoint, --version N, or an untrained net) and the anchors. With
+    --against: the paired difference to a second checkpoint, with its 95% interval. With
+    --cube: the cube ER of our cube decisions (--plies 0 or 1) against gnubg's 2-ply analysis."""
+    from bgai.agent import net_of, playing
+    from bgai.bench.decisions import DEFAULT_SET, DecisionSet
+    from bgai.bench.strength import bench_strength, lookahead_scorer, network_scorer
+
+    cfg = load_for_compute(config, sets)
+    if checkpoint is not None and version is not None:
+        raise click.UsageError("give --checkpoint PATH or --version N, not both")
+    if cube and (plies > 1 or against is not None):
+        raise click.UsageError("cube decisions look ahead 0 or 1 ply, with no --against")
+    path = Path(set_file) if set_file else DEFAULT_SET
+    try:
+        dset = None if cube else DecisionSet.load(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise click.UsageError(f"cannot read the decision set {path}: {exc}") from exc
+    if dset is not None and decisions is not None:
+        dset = dset.head(decisions)
+    net = net_of(cfg)
+    label, params = _params(cfg, checkpoint, version)
+    params = playing(cfg, params)
+    if cube:
+        from bgai.cli.cube import cube_strength
+
+        cube_strength(cfg, net, params, label, plies, decisions, set_file)
+        return
+    assert dset is not None
+
+    def scorer_of(p: Any) -> Any:
+        if plies == 0:
+            return network_scorer(net.apply, p)
+        from bgai.agent import movegen_of
+
+        e = cfg.eval
+        return lookahead_scorer(net.apply, p, movegen_of(cfg), plies, e.one_ply_candidates, e.finalists)
+
+    suffix = f" {plies}-ply" if plies else ""
+    other = None
+    if against is not None:
+        name, theirs = _params(cfg, against, None)
+        if name == label:  # two runs' checkpoints of the same step: tell them apart by the path
+            label, name = str(checkpoint), str(against)
+        other = (name + suffix, scorer_of(playing(cfg, theirs)))
+    player = (label + suffix, scorer_of(params))
+    result = bench_strength(dset, player, str(path), log=click.echo, plies=plies, against=other)
+    click.echo(json.dumps(result))
