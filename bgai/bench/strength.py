@@ -178,8 +178,13 @@ def error_rate(s: DecisionSet, scores: np.ndarray) -> ErReport:
     if s.size == 0:
         raise ValueError("the decision set is empty")
     contact, race, bearoff = (mean(s.classes == c) for c in range(len(CLASSES)))
-    ci = 1.96 * 1000 * float(lost.std(ddof=1)) / np.sqrt(s.size) if s.size > 1 else 0.0
+    ci = 1000 * half_width(lost)
     return ErReport(s.size, float(1000 * lost.mean()), contact, race, bearoff, float(best.mean()), ci)
+
+
+def half_width(x: np.ndarray) -> float:
+    """Half-width of the 95% interval (normal) of the mean of `x` (0 for fewer than 2 values)."""
+    return 1.96 * float(x.std(ddof=1)) / float(np.sqrt(len(x))) if len(x) > 1 else 0.0
 
 
 MICRO = 1_000_000  # ER sums are whole micro-points: they add up exactly in Redis (store/evals.py)
@@ -222,10 +227,7 @@ def paired_difference(s: DecisionSet, ours: np.ndarray, theirs: np.ndarray) -> d
     d = 1000 * (decision_losses(s, ours)[0] - decision_losses(s, theirs)[0])  # [N]
 
     def stats(x: np.ndarray) -> dict[str, float] | None:
-        if len(x) == 0:
-            return None
-        ci = 1.96 * float(x.std(ddof=1)) / np.sqrt(len(x)) if len(x) > 1 else 0.0
-        return {"diff": float(x.mean()), "ci": ci, "decisions": len(x)}
+        return {"diff": float(x.mean()), "ci": half_width(x), "decisions": len(x)} if len(x) else None
 
     out: dict[str, Any] = {"all": stats(d)}
     for c, name in enumerate(CLASSES):
@@ -264,31 +266,32 @@ def bench_strength(
     ours = scorer(s)
     reports = {label: error_rate(s, ours)}
     seconds = time.perf_counter() - t0  # compiling included: a few seconds
-    paired, their_label = None, ""
-    if against is not None:
-        their_label = against[0] if against[0] != label else f"{against[0]} (against)"
+    rows = [(label, reports[label])]
+    paired = None
+    if against is not None:  # its row apart from `reports`: the two labels may be equal
         theirs = against[1](s)
         paired = paired_difference(s, ours, theirs)
-        reports[their_label] = error_rate(s, theirs)
+        rows.append((against[0], error_rate(s, theirs)))
     reports |= {name: evaluate_er(s, f) for name, f in ANCHORS.items()}
+    rows += [(name, r) for name, r in reports.items() if name != label]
     log(
         f"{'player':28s} {'ER':>8s} {'95% CI':>15s} "
         + " ".join(f"{c:>8s}" for c in CLASSES)
         + f" {'best %':>7s}"
     )
-    for name, r in reports.items():
+    for name, r in rows:
         ci = f"[{r.er - r.er_ci:5.1f}, {r.er + r.er_ci:5.1f}]"
         row = " ".join(_fmt(x) for x in (r.er_contact, r.er_race, r.er_bearoff))
         log(f"{name[:28]:28s} {_fmt(r.er)} {ci:>15s} {row} {100 * r.best:7.1f}")
     log(f"{label}: {s.size} decisions in {seconds:.1f} s ({s.size / seconds:.1f} decisions/s)")
     extra: dict[str, Any] = {}
-    if paired is not None:
-        log(f"paired, {label} minus {their_label} (below 0: {label} loses less):")
+    if against is not None and paired is not None:
+        log(f"paired, {label} minus {against[0]} (below 0: {label} loses less):")
         for name, st in paired.items():
             if st is not None:
                 lo, hi = st["diff"] - st["ci"], st["diff"] + st["ci"]
                 log(f"  {name:8s} {st['diff']:+6.2f} [{lo:+6.2f}, {hi:+6.2f}] over {st['decisions']}")
-        extra = {"against": their_label, "against_er": reports.pop(their_label).as_dict(), "paired": paired}
+        extra = {"against": against[0], "against_er": rows[1][1].as_dict(), "paired": paired}
     report = reports.pop(label)
     return {
         "bench": "strength",
