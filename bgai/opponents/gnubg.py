@@ -20,6 +20,7 @@ that callers wait on with deadlines.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
@@ -107,10 +108,11 @@ class GnubgProcess:
 
     def _read(self) -> None:
         assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
+        with contextlib.suppress(ValueError):  # the pipe closed under us (close() gave up joining)
+            for line in self._proc.stdout:
+                with self._cond:
+                    self.lines.append(line.rstrip("\n"))
+                    self._cond.notify_all()
         with self._cond:
             self._eof = True
             self._cond.notify_all()
@@ -168,10 +170,14 @@ class GnubgProcess:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-        for stream in (self._proc.stdin, self._proc.stdout):
-            if stream is not None:
-                stream.close()
+        if self._proc.stdin is not None:
+            with contextlib.suppress(OSError):  # unflushed input to a dead process
+                self._proc.stdin.close()
+        # The process is dead, so its stdout reaches EOF: let the reader finish before the pipe
+        # closes under it (closing first raced the reader: "I/O operation on closed file").
         self._reader.join(5.0)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
 
 
 class GnubgExternal:

@@ -132,3 +132,30 @@ def _state(pid: int) -> str:
             return next((line for line in f if line.startswith("State:")), "").lower()
     except OSError:
         return "zombie"
+
+
+def test_close_ends_the_reader_before_its_pipe(tmp_path: os.PathLike[str]) -> None:
+    """close() closed stdout while the reader thread still drained it, and the thread died with
+    "I/O operation on closed file" (CI, stop 44). A stand-in that prints 20,000 lines and exits
+    leaves the reader draining the pipe when close() comes: about one close in twenty hit the
+    race, so a hundred rounds all but always did. No thread may die, and the reader is gone."""
+    import threading
+
+    from bgai.opponents.gnubg import GnubgProcess
+
+    stand_in = os.path.join(os.fspath(tmp_path), "prints-and-exits")
+    with open(stand_in, "w") as f:
+        f.write("#!/bin/sh\nseq 1 20000\n")
+    os.chmod(stand_in, 0o755)
+    died: list[str] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: died.append(f"{args.thread}: {args.exc_value!r}")
+    try:
+        for _ in range(100):
+            proc = GnubgProcess(stand_in)
+            proc.wait_exit(30.0)
+            proc.close()
+            assert not proc._reader.is_alive()
+    finally:
+        threading.excepthook = previous
+    assert died == []
