@@ -92,7 +92,14 @@ def test_a_small_build_and_our_cube_er(tmp_path: Path) -> None:
         "bearoff",
     }
     out = runner.invoke(cli, ["bench", "strength", "--cube", "--plies", "2", "--set-file", str(path), *SETS])
-    assert out.exit_code == 2 and "0 or 1 ply" in out.output
+    assert out.exit_code == 0, out.output
+    res = json.loads(out.output.strip().splitlines()[-1])
+    assert res["player"].endswith(" 2-ply") and res["decisions"] == 12 and res["plies"] == 2
+    out = runner.invoke(cli, ["bench", "strength", "--cube", "--plies", "3", "--set-file", str(path), *SETS])
+    assert out.exit_code == 2 and "--plies" in out.output
+    againsts = ["--against", str(path), "--set-file", str(path), *SETS]
+    out = runner.invoke(cli, ["bench", "strength", "--cube", *againsts])
+    assert out.exit_code == 2 and "--cube takes no --against" in out.output
 
 
 @pytest.mark.skipif(not os.access("/usr/games/gnubg", os.X_OK), reason="needs Debian's gnubg")

@@ -139,7 +139,7 @@ def model_decisions(
     apply_fn: Any, variables: Any, s: CubeSet, plies: int = 0, movegen: Any = None, batch: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
     """Our cube decisions (double, take) [N] on `s`: Janowski's cubeful equity from the net's
-    probabilities (`bgai.core.cube`) at 0-ply, or at 1-ply (`movegen` needed)."""
+    probabilities (`bgai.core.cube`) at 0, 1 or 2 plies (`movegen` needed from 1 on)."""
     import jax
     import jax.numpy as jnp
 

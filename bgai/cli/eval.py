@@ -70,7 +70,7 @@ if TYPE_CHECKING:  # JAX loads only when a command computes: `bgai --help` stays
     "paired), else in the compiled loop with paired dice (pubeval, random, self: our own model).",
 )
 @click.option(
-    "--cube-plies", type=click.IntRange(0, 1), default=0, help="--cube: our cube decisions' lookahead."
+    "--cube-plies", type=click.IntRange(0, 2), default=0, help="--cube: our cube decisions' lookahead."
 )
 @click.option("--jacoby", is_flag=True, help="--cube: the Jacoby rule.")
 @click.option(

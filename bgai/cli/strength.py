@@ -42,7 +42,8 @@ def _params(cfg: Config, checkpoint: str | None, version: int | None) -> tuple[s
     type=click.IntRange(0, 2),
     default=0,
     show_default=True,
-    help="Our player's lookahead (1, 2: eval.one_ply_candidates and eval.finalists filter the plays).",
+    help="Our player's lookahead (1, 2: eval.one_ply_candidates and eval.finalists filter the plays;"
+    " with --cube, the cube decisions').",
 )
 @click.option("--decisions", type=click.IntRange(min=1), default=None, help="Use the set's first N only.")
 @click.option(
@@ -72,7 +73,7 @@ def bench_strength_command(
     """Error rate on the decision set (equity lost per decision x1000, against gnubg 2-ply):
     our greedy player (a checkpoint, --version N, or an untrained net) and the anchors. With
     --against: the paired difference to a second checkpoint, with its 95% interval. With
-    --cube: the cube ER of our cube decisions (--plies 0 or 1) against gnubg's 2-ply analysis."""
+    --cube: the cube ER of our cube decisions (--plies 0, 1 or 2) against gnubg's 2-ply analysis."""
     from bgai.agent import net_of, playing
     from bgai.bench.decisions import DEFAULT_SET, DecisionSet
     from bgai.bench.strength import bench_strength, lookahead_scorer, network_scorer
@@ -80,8 +81,8 @@ def bench_strength_command(
     cfg = load_for_compute(config, sets)
     if checkpoint is not None and version is not None:
         raise click.UsageError("give --checkpoint PATH or --version N, not both")
-    if cube and (plies > 1 or against is not None):
-        raise click.UsageError("cube decisions look ahead 0 or 1 ply, with no --against")
+    if cube and against is not None:
+        raise click.UsageError("--cube takes no --against")
     path = Path(set_file) if set_file else DEFAULT_SET
     try:
         dset = None if cube else DecisionSet.load(path)

@@ -22,8 +22,8 @@ P(win), P(win gammon+), P(win backgammon), P(lose gammon+), P(lose backgammon) -
 Equities are per unit of the cube's value (multiply by the cube for points). The cube is seen
 from the side on roll: `CENTRED`, `OWNED` (it may redouble) or `UNAVAILABLE` (the opponent owns
 it). `decide` gives the cube actions of the side on roll and of its opponent from probabilities;
-`zero_ply_decision` and `one_ply_decision` from the net (1-ply: the 21 rolls, the best play to
-each, the opponent's own cube action at the leaves).
+`model_decision` from the net at 0, 1 or 2 plies (n plies: the 21 rolls, the best play to each,
+the opponent's own cube action at n - 1 plies at the leaves).
 
 Match play (a match equity table, score-dependent gammon values, Crawford) needs the same
 shape with other take and cash points; nothing here assumes money beyond the formulas.
@@ -180,46 +180,48 @@ def zero_ply_decision(
     return decide(p, cube_efficiency(boards), cube, jacoby, beavers)
 
 
-def leaf_equity(
-    apply_fn: ApplyFn, params: Any, after: jax.Array, their_cube: jax.Array | int, jacoby: bool, beavers: bool
-) -> jax.Array:
-    """Our equity [N] per unit cube after playing to `after` [N, 28] (our view), the opponent on
-    roll with the cube `their_cube` (its view): the points when our play bore off the last
-    checker, else minus the opponent's equity after its own best cube action at 0-ply."""
-    theirs = zero_ply_decision(apply_fn, params, rules.flip(after), their_cube, jacoby, beavers)
-    won = jax.vmap(rules.win_points)(after).astype(jnp.float32)
-    return jnp.where(won > 0, won, -theirs.equity)
+# The opponent's cube after we roll without doubling, by ours (CENTRED, OWNED, UNAVAILABLE): a
+# centred cube stays centred, ours is out of its reach, its own it may redouble.
+_KEPT = (CENTRED, UNAVAILABLE, OWNED)
+_STATES = (CENTRED, OWNED, UNAVAILABLE)
 
 
-def one_ply_decision(
+def _no_double_equities(
     apply_fn: ApplyFn,
     params: Any,
     boards: jax.Array,
-    cube: jax.Array | int,
-    movegen: rules.MoveGenConfig,
-    jacoby: bool = False,
-    beavers: bool = False,
-    eval_slots: int | None = 32,
-) -> CubeDecision:
-    """The cube decision of the side on roll of each board [N, 28] at 1-ply: for each of its 21
-    rolls its best play by 0-ply (cubeless) equity, then the opponent's cube action and equity at
-    0-ply in that position, with the cube as no double leaves it (centred stays centred; ours is
-    out of its reach) and as a take leaves it (the opponent owns a cube of 2). Averaged over the
-    rolls. Costs 21 move generations and about 21 x (plays + 1) network rows per board."""
-    boards = boards.astype(jnp.int32)
-    theirs_if_kept = jnp.where(jnp.asarray(cube) == OWNED, UNAVAILABLE, CENTRED)
+    plies: int,
+    movegen: rules.MoveGenConfig | None,
+    jacoby: bool,
+    beavers: bool,
+    eval_slots: int | None,
+) -> jax.Array:
+    """[N, 3]: the equity per unit cube of the side on roll of each board [N, 28] if it does not
+    double, with the cube CENTRED, OWNED and UNAVAILABLE (the columns, in that order). At 0-ply
+    Janowski's from the net's probabilities; at n plies the 21 rolls, the best play to each by
+    0-ply cubeless equity, then the opponent's best cube action at n - 1 plies with the cube as
+    ours leaves it (the points where our play bore off the last checker), weighted by the rolls.
+    The three cube states share the move generation and the network rows, the bulk of the cost."""
+    if plies == 0:
+        p = _probabilities(apply_fn, params, boards)
+        x = cube_efficiency(boards)
+        return jnp.stack([cubeful_equity(p, x, c, jacoby) for c in _STATES], -1)
+    assert movegen is not None
 
-    def after_roll(roll: jax.Array) -> jax.Array:  # [N, 2]: no double, doubled and taken
+    def after_roll(roll: jax.Array) -> jax.Array:  # [N, 3]
         plays = rules.legal_plays_batch(boards, jnp.full(boards.shape[0], roll, jnp.int32), movegen)
         values = afterstate_values(apply_fn, params, plays, eval_slots)
-        best = jnp.argmax(values, axis=-1)
-        after = rules.play_boards(plays, best)
-        kept = leaf_equity(apply_fn, params, after, theirs_if_kept, jacoby, beavers)
-        return jnp.stack([kept, leaf_equity(apply_fn, params, after, OWNED, jacoby, beavers)], -1)
+        after = rules.play_boards(plays, jnp.argmax(values, axis=-1))
+        theirs = _no_double_equities(
+            apply_fn, params, rules.flip(after), plies - 1, movegen, jacoby, beavers, eval_slots
+        )
+        taken = 2.0 * theirs[:, UNAVAILABLE]
+        best = jnp.stack([_decision(theirs[:, c], taken, c, beavers).equity for c in _KEPT], -1)
+        won = jax.vmap(rules.win_points)(after).astype(jnp.float32)[:, None]
+        return jnp.where(won > 0, won, -best)
 
-    eq = jax.lax.map(after_roll, jnp.arange(rules.NUM_ROLLS, dtype=jnp.int32))  # [21, N, 2]
-    mean = jnp.einsum("rnk,r->nk", eq, jnp.asarray(rules.DICE_PROBS))
-    return _decision(mean[:, 0], 2.0 * mean[:, 1], cube, beavers)
+    eq = jax.lax.map(after_roll, jnp.arange(rules.NUM_ROLLS, dtype=jnp.int32))  # [21, N, 3]
+    return jnp.einsum("rnk,r->nk", eq, jnp.asarray(rules.DICE_PROBS))
 
 
 def model_decision(
@@ -231,10 +233,18 @@ def model_decision(
     movegen: rules.MoveGenConfig | None = None,
     jacoby: bool = False,
     beavers: bool = False,
+    eval_slots: int | None = 32,
 ) -> CubeDecision:
-    """The net's cube decision at `plies`: 0 (`zero_ply_decision`) or 1 (`one_ply_decision`)."""
-    if plies == 0:
-        return zero_ply_decision(apply_fn, params, boards, cube, jacoby, beavers)
-    if plies != 1 or movegen is None:
-        raise ValueError(f"cube decisions look ahead 0 or 1 ply (1 with a move generator), got {plies}")
-    return one_ply_decision(apply_fn, params, boards, cube, movegen, jacoby, beavers)
+    """The cube decision of the side on roll of each board [N, 28], its cube `cube` (one state or
+    one per board), looking ahead `plies` (0, 1 or 2; a move generator from 1 on). 1-ply costs 21
+    move generations and about 21 x (plays + 1) network rows per board; 2-ply 21 + 21 x 21 and
+    about 21 x 21 x (plays + 1) rows."""
+    if plies not in (0, 1, 2) or (plies > 0 and movegen is None):
+        raise ValueError(
+            f"cube decisions look ahead 0, 1 or 2 plies (1, 2 need a move generator), got {plies}"
+        )
+    boards = boards.astype(jnp.int32)
+    nd = _no_double_equities(apply_fn, params, boards, plies, movegen, jacoby, beavers, eval_slots)
+    state = jnp.broadcast_to(jnp.asarray(cube, jnp.int32), nd.shape[:1])
+    mine = jnp.take_along_axis(nd, state[:, None], -1)[:, 0]
+    return _decision(mine, 2.0 * nd[:, UNAVAILABLE], state, beavers)

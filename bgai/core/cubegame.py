@@ -55,7 +55,7 @@ def naive_cube_policy() -> CubePolicy:
 def model_cube_policy(
     apply_fn: ApplyFn, plies: int = 0, movegen: rules.MoveGenConfig | None = None, jacoby: bool = False
 ) -> CubePolicy:
-    """The net's cube decisions (Janowski's cubeful equity, `cube.model_decision`) at 0 or 1 ply."""
+    """The net's cube decisions (Janowski's cubeful equity, `cube.model_decision`) at 0, 1 or 2 plies."""
 
     def policy(params: Any, boards: jax.Array, access: jax.Array) -> tuple[jax.Array, jax.Array]:
         d = cube.model_decision(apply_fn, params, boards, access, plies, movegen, jacoby)

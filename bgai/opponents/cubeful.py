@@ -96,7 +96,7 @@ def play_cubeful(
 
 
 def cube_policy(cfg: Config, naive: bool = False, plies: int = 0, jacoby: bool = False) -> Any:
-    """Our model's `cubegame.CubePolicy` at `plies` (0 or 1), or the naive one."""
+    """Our model's `cubegame.CubePolicy` at `plies` (0, 1 or 2), or the naive one."""
     from bgai.core.cubegame import model_cube_policy, naive_cube_policy
 
     if naive:

@@ -115,7 +115,7 @@ class ExternalAgent:
     answers a move (eval.player, the configured move generator) as (afterstate, gnubg move
     text); `cube` answers a `fibs.FibsPosition` before our roll with "double" or "roll", one
     where we are doubled with "take" or "drop": Janowski's cubeful equity from the net's
-    probabilities (`bgai.core.cube`) at `cube_plies` 0 or 1, or with `naive_cube` never double
+    probabilities (`bgai.core.cube`) at `cube_plies` 0, 1 or 2, or with `naive_cube` never double
     and always take. `load` swaps the weights (an argument of the compiled code, not a constant)."""
 
     def __init__(

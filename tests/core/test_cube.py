@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -147,7 +148,7 @@ def test_one_ply_decision_equals_the_roll_by_roll_reference() -> None:
     race[[23, 22, 20]], race[rules.OPP_OFF] = [-4, -4, -2], -5
     boards = jnp.asarray(np.stack([start, race, start]).astype(np.int32))
     states = jnp.asarray([cube.CENTRED, cube.CENTRED, cube.OWNED])
-    got = jax.jit(lambda p, b, c: cube.one_ply_decision(net.apply, p, b, c, mg, eval_slots=16))(
+    got = jax.jit(lambda p, b, c: cube.model_decision(net.apply, p, b, c, 1, mg, eval_slots=16))(
         params, boards, states
     )
 
@@ -174,6 +175,62 @@ def test_one_ply_decision_equals_the_roll_by_roll_reference() -> None:
         assert float(got.no_double[i]) == pytest.approx(nd, abs=1e-5), i
         assert float(got.double_take[i]) == pytest.approx(dt, abs=1e-5), i
         assert bool(got.double[i]) == (min(dt, 1.0) > nd)
+
+
+def test_two_ply_decision_is_one_ply_at_the_leaves() -> None:
+    """At 2-ply: the 21 rolls, our best 0-ply play to each, then the opponent's own cube action
+    and equity at 1-ply there, with the cube as no double (each of the three states) and as a
+    take leave it; an opponent-owned cube leaves us nothing to double."""
+    from bgai.core import network, targets
+
+    mg = rules.MoveGenConfig(max_plays=32, frontier2=24, frontier3=48)
+    net = network.BgNet((8,))
+    params = network.init_params(net, jax.random.key(6))
+    race = np.zeros(28, np.int32)
+    race[[0, 1, 2, 4]], race[rules.OFF] = [3, 2, 2, 1], 7
+    race[[23, 22, 20]], race[rules.OPP_OFF] = [-4, -4, -2], -5
+    boards = jnp.asarray(np.stack([race, np.asarray(rules.start_board()), race]).astype(np.int32))
+    states = jnp.asarray([cube.CENTRED, cube.OWNED, cube.UNAVAILABLE])
+    got = jax.jit(lambda p, b, c: cube.model_decision(net.apply, p, b, c, 2, mg, eval_slots=16))(
+        params, boards, states
+    )
+    assert not bool(got.double[2])
+
+    legal = jax.jit(rules.legal_plays, static_argnums=2)
+    after_equity = jax.jit(
+        lambda p, a: targets.afterstate_distribution(net.apply, p, a) @ network.OUTCOME_POINTS
+    )
+    one_ply = partial(cube.model_decision, net.apply, plies=1, movegen=mg, eval_slots=16)
+    theirs = jax.jit(lambda p, a, c: one_ply(p, rules.flip(a)[None], c).equity[0])
+    kept = {cube.CENTRED: cube.CENTRED, cube.OWNED: cube.UNAVAILABLE, cube.UNAVAILABLE: cube.OWNED}
+
+    def leaf(after: np.ndarray, c: int) -> float:
+        won = int(rules.win_points(jnp.asarray(after)))
+        return float(won) if won else -float(theirs(params, jnp.asarray(after), jnp.int32(c)))
+
+    for i, state in enumerate(states.tolist()):
+        nd = dt = 0.0
+        for r in range(rules.NUM_ROLLS):
+            plays = jax.tree.map(np.asarray, legal(boards[i], jnp.int32(r), mg))
+            live = np.flatnonzero(plays.mask)
+            eq = np.asarray(after_equity(params, jnp.asarray(plays.boards)))[live]
+            best = plays.boards[live[int(np.argmax(eq))]]
+            nd += rules.DICE_PROBS[r] * leaf(best, kept[state])
+            dt += rules.DICE_PROBS[r] * 2 * leaf(best, cube.OWNED)
+        assert float(got.no_double[i]) == pytest.approx(nd, abs=1e-5), i
+        assert float(got.double_take[i]) == pytest.approx(dt, abs=1e-5), i
+
+
+def test_lookahead_beyond_two_plies_is_refused() -> None:
+    from bgai.core import network
+
+    net = network.BgNet((8,))
+    params = network.init_params(net, jax.random.key(0))
+    board = jnp.asarray(rules.start_board())[None]
+    with pytest.raises(ValueError, match="0, 1 or 2 plies"):
+        cube.model_decision(net.apply, params, board, cube.CENTRED, 3, rules.MoveGenConfig())
+    with pytest.raises(ValueError, match="move generator"):
+        cube.model_decision(net.apply, params, board, cube.CENTRED, 1)
 
 
 @pytest.mark.skipif(not os.access("/usr/games/gnubg", os.X_OK), reason="needs Debian's gnubg")

@@ -122,3 +122,12 @@ def test_the_models_cube_policy_follows_its_decision() -> None:
     np.testing.assert_array_equal(double, d.double)
     np.testing.assert_array_equal(take, d.take)
     assert not bool(double[2])  # no access, no double
+    zero = cube.model_decision(net.apply, params, boards, access, 0)
+    np.testing.assert_allclose(zero.no_double, d.no_double, atol=1e-6)
+    np.testing.assert_allclose(zero.double_take, d.double_take, atol=1e-6)
+    mg = rules.MoveGenConfig(max_plays=32, frontier2=24, frontier3=48)
+    double, take = jax.jit(cubegame.model_cube_policy(net.apply, 2, mg))(params, boards, access)
+    d = cube.model_decision(net.apply, params, boards, access, 2, mg)
+    np.testing.assert_array_equal(double, d.double)
+    np.testing.assert_array_equal(take, d.take)
+    assert not bool(double[2])
