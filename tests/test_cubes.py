@@ -95,6 +95,13 @@ def test_a_small_build_and_our_cube_er(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     res = json.loads(out.output.strip().splitlines()[-1])
     assert res["player"].endswith(" 2-ply") and res["decisions"] == 12 and res["plies"] == 2
+    # the shallower depths' rows, and the paired differences: on the same positions, the mean
+    # of the per-position differences is the difference of the two cube ERs
+    for k in ("0", "1"):
+        row = res["rows"][res["player"].replace(" 2-ply", f" {k}-ply")]
+        p = res["paired_vs_shallower"][k]
+        assert p["decisions"] == 12 and p["ci"] >= 0
+        assert p["diff"] == pytest.approx(res["er"] - row["er"], abs=1e-6)
     out = runner.invoke(cli, ["bench", "strength", "--cube", "--plies", "3", "--set-file", str(path), *SETS])
     assert out.exit_code == 2 and "--plies" in out.output
     againsts = ["--against", str(path), "--set-file", str(path), *SETS]

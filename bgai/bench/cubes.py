@@ -105,6 +105,24 @@ def cube_losses(equities: np.ndarray, double: np.ndarray, take: np.ndarray) -> t
     return lose_double, lose_take
 
 
+def position_losses(s: CubeSet, double: np.ndarray, take: np.ndarray) -> np.ndarray:
+    """Per position of `s`, the mean of its double and take decisions' losses x1000: its share
+    of the cube ER (whose mean it is)."""
+    ld, lt = cube_losses(s.equities, np.asarray(double, bool), np.asarray(take, bool))
+    return 500.0 * (ld + lt)
+
+
+def paired_cube_difference(
+    s: CubeSet, ours: tuple[np.ndarray, np.ndarray], theirs: tuple[np.ndarray, np.ndarray]
+) -> dict[str, float | int]:
+    """The cube ER of the decisions `ours` (double, take) minus that of `theirs` on the same
+    positions of `s`: the mean of the per-position differences and its 95% half-width."""
+    from bgai.bench.strength import half_width
+
+    d = position_losses(s, *ours) - position_losses(s, *theirs)
+    return {"diff": float(d.mean()), "ci": half_width(d), "decisions": len(d)}
+
+
 def gnubg_decisions(equities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The decisions that `equities` [N, 3] call for: double when it gains, take when it pays."""
     nd, dt, dp = equities[:, ND], equities[:, DT], equities[:, DP]

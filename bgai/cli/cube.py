@@ -50,7 +50,13 @@ def cube_strength(
 ) -> None:
     """`bench strength --cube`: our cube decisions' ER and gnubg 0-ply's on the cube set."""
     from bgai.agent import movegen_of
-    from bgai.bench.cubes import DEFAULT_CUBES, CubeSet, bench_cube_strength, model_decisions
+    from bgai.bench.cubes import (
+        DEFAULT_CUBES,
+        CubeSet,
+        bench_cube_strength,
+        model_decisions,
+        paired_cube_difference,
+    )
 
     path = Path(set_file) if set_file else DEFAULT_CUBES
     try:
@@ -60,14 +66,24 @@ def cube_strength(
     if decisions is not None:
         s = s.head(decisions)
     double, take = model_decisions(net.apply, params, s, plies, movegen_of(cfg))
+    # at 1 or 2 plies, the shallower depths too, and what the lookahead gains on each decision
+    shallower = {k: model_decisions(net.apply, params, s, k, movegen_of(cfg)) for k in range(plies)}
+    paired = {k: paired_cube_difference(s, (double, take), dt) for k, dt in shallower.items()}
     extra, gap = _against_gnubgs_probabilities(cfg, net, params, s)
+    extra = {**{f"{label} {k}-ply": dt for k, dt in shallower.items()}, **extra}
     result = bench_cube_strength(s, f"{label} {plies}-ply", double, take, log=click.echo, extra=extra)
+    for k, p in paired.items():
+        lo, hi = p["diff"] - p["ci"], p["diff"] + p["ci"]
+        click.echo(
+            f"  {plies}-ply minus {k}-ply, paired by position: {p['diff']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+        )
     for name, g in gap.items():
         click.echo(
             f"  {name}: our 0-ply P(win) - gnubg 0-ply's: mean |d| {g['win_abs']:.3f}, "
             f"mean {g['win_bias']:+.3f}; P(gammon): {g['gammon_abs']:.3f}, {g['gammon_bias']:+.3f}"
         )
-    click.echo(json.dumps({**result, "set": str(path), "plies": plies, "probability_gap": gap}))
+    more = {"paired_vs_shallower": {str(k): p for k, p in paired.items()}} if paired else {}
+    click.echo(json.dumps({**result, "set": str(path), "plies": plies, "probability_gap": gap, **more}))
 
 
 def _against_gnubgs_probabilities(cfg: Config, net: Any, params: Any, s: Any) -> tuple[dict, dict]:
