@@ -134,91 +134,65 @@ def test_cube_efficiency_by_class() -> None:
     np.testing.assert_allclose(got, [0.55 + 0.00125 * 100, 0.6, 0.7], atol=1e-6)
 
 
-def test_one_ply_decision_equals_the_roll_by_roll_reference() -> None:
-    """At 1-ply: the 21 rolls, our best 0-ply play to each, the opponent's own 0-ply cube action
-    and equity there (the cube as no double and as a take leave it), weighted by the rolls."""
-    from bgai.core import network, targets
+_KEPT = {cube.CENTRED: cube.CENTRED, cube.OWNED: cube.UNAVAILABLE, cube.UNAVAILABLE: cube.OWNED}
 
-    mg = rules.MoveGenConfig(max_plays=64, frontier2=48, frontier3=96)
-    net = network.BgNet((8,))
-    params = network.init_params(net, jax.random.key(5))
-    start = np.asarray(rules.start_board())
+
+def _race_board() -> np.ndarray:
     race = np.zeros(28, np.int32)
     race[[0, 1, 2, 4]], race[rules.OFF] = [3, 2, 2, 1], 7
     race[[23, 22, 20]], race[rules.OPP_OFF] = [-4, -4, -2], -5
-    boards = jnp.asarray(np.stack([start, race, start]).astype(np.int32))
-    states = jnp.asarray([cube.CENTRED, cube.CENTRED, cube.OWNED])
-    got = jax.jit(lambda p, b, c: cube.model_decision(net.apply, p, b, c, 1, mg, eval_slots=16))(
-        params, boards, states
-    )
+    return race
 
+
+def _check_roll_by_roll(plies: int, boards: np.ndarray, states: list[int], mg: rules.MoveGenConfig) -> None:
+    """`model_decision` at `plies` against a reference written roll by roll: the 21 rolls, our
+    best 0-ply play to each, the opponent's own cube action at `plies` - 1 there (the cube as no
+    double and as a take leave it), weighted by the rolls."""
+    from bgai.core import network, targets
+
+    net = network.BgNet((8,))
+    params = network.init_params(net, jax.random.key(4 + plies))
+    decide = partial(cube.model_decision, net.apply, movegen=mg, eval_slots=16)
+    got = jax.jit(lambda p, b, c: decide(p, b, c, plies))(params, jnp.asarray(boards), jnp.asarray(states))
     legal = jax.jit(rules.legal_plays, static_argnums=2)
     after_equity = jax.jit(
         lambda p, a: targets.afterstate_distribution(net.apply, p, a) @ network.OUTCOME_POINTS
     )
-    theirs = jax.jit(lambda p, a, c: cube.zero_ply_decision(net.apply, p, rules.flip(a)[None], c).equity[0])
-
-    def leaf(after: np.ndarray, c: int) -> float:
-        won = int(rules.win_points(jnp.asarray(after)))
-        return float(won) if won else -float(theirs(params, jnp.asarray(after), c))
-
-    for i, state in enumerate(states.tolist()):
-        nd = dt = 0.0
-        for r in range(rules.NUM_ROLLS):
-            plays = jax.tree.map(np.asarray, legal(boards[i], jnp.int32(r), mg))
-            live = np.flatnonzero(plays.mask)
-            eq = np.asarray(after_equity(params, jnp.asarray(plays.boards)))[live]
-            best = plays.boards[live[int(np.argmax(eq))]]
-            kept = cube.UNAVAILABLE if state == cube.OWNED else cube.CENTRED
-            nd += rules.DICE_PROBS[r] * leaf(best, kept)
-            dt += rules.DICE_PROBS[r] * 2 * leaf(best, cube.OWNED)
-        assert float(got.no_double[i]) == pytest.approx(nd, abs=1e-5), i
-        assert float(got.double_take[i]) == pytest.approx(dt, abs=1e-5), i
-        assert bool(got.double[i]) == (min(dt, 1.0) > nd)
-
-
-def test_two_ply_decision_is_one_ply_at_the_leaves() -> None:
-    """At 2-ply: the 21 rolls, our best 0-ply play to each, then the opponent's own cube action
-    and equity at 1-ply there, with the cube as no double (each of the three states) and as a
-    take leave it; an opponent-owned cube leaves us nothing to double."""
-    from bgai.core import network, targets
-
-    mg = rules.MoveGenConfig(max_plays=32, frontier2=24, frontier3=48)
-    net = network.BgNet((8,))
-    params = network.init_params(net, jax.random.key(6))
-    race = np.zeros(28, np.int32)
-    race[[0, 1, 2, 4]], race[rules.OFF] = [3, 2, 2, 1], 7
-    race[[23, 22, 20]], race[rules.OPP_OFF] = [-4, -4, -2], -5
-    boards = jnp.asarray(np.stack([race, np.asarray(rules.start_board()), race]).astype(np.int32))
-    states = jnp.asarray([cube.CENTRED, cube.OWNED, cube.UNAVAILABLE])
-    got = jax.jit(lambda p, b, c: cube.model_decision(net.apply, p, b, c, 2, mg, eval_slots=16))(
-        params, boards, states
-    )
-    assert not bool(got.double[2])
-
-    legal = jax.jit(rules.legal_plays, static_argnums=2)
-    after_equity = jax.jit(
-        lambda p, a: targets.afterstate_distribution(net.apply, p, a) @ network.OUTCOME_POINTS
-    )
-    one_ply = partial(cube.model_decision, net.apply, plies=1, movegen=mg, eval_slots=16)
-    theirs = jax.jit(lambda p, a, c: one_ply(p, rules.flip(a)[None], c).equity[0])
-    kept = {cube.CENTRED: cube.CENTRED, cube.OWNED: cube.UNAVAILABLE, cube.UNAVAILABLE: cube.OWNED}
+    theirs = jax.jit(lambda p, a, c: decide(p, rules.flip(a)[None], c, plies - 1).equity[0])
 
     def leaf(after: np.ndarray, c: int) -> float:
         won = int(rules.win_points(jnp.asarray(after)))
         return float(won) if won else -float(theirs(params, jnp.asarray(after), jnp.int32(c)))
 
-    for i, state in enumerate(states.tolist()):
+    for i, state in enumerate(states):
         nd = dt = 0.0
         for r in range(rules.NUM_ROLLS):
-            plays = jax.tree.map(np.asarray, legal(boards[i], jnp.int32(r), mg))
+            plays = jax.tree.map(np.asarray, legal(jnp.asarray(boards[i]), jnp.int32(r), mg))
             live = np.flatnonzero(plays.mask)
             eq = np.asarray(after_equity(params, jnp.asarray(plays.boards)))[live]
             best = plays.boards[live[int(np.argmax(eq))]]
-            nd += rules.DICE_PROBS[r] * leaf(best, kept[state])
+            nd += rules.DICE_PROBS[r] * leaf(best, _KEPT[state])
             dt += rules.DICE_PROBS[r] * 2 * leaf(best, cube.OWNED)
         assert float(got.no_double[i]) == pytest.approx(nd, abs=1e-5), i
         assert float(got.double_take[i]) == pytest.approx(dt, abs=1e-5), i
+        assert bool(got.double[i]) == (state != cube.UNAVAILABLE and min(dt, 1.0) > nd)
+
+
+def test_one_ply_decision_equals_the_roll_by_roll_reference() -> None:
+    """At 1-ply the opponent's 0-ply cube action at the leaves."""
+    start = np.asarray(rules.start_board())
+    boards = np.stack([start, _race_board(), start]).astype(np.int32)
+    mg = rules.MoveGenConfig(max_plays=64, frontier2=48, frontier3=96)
+    _check_roll_by_roll(1, boards, [cube.CENTRED, cube.CENTRED, cube.OWNED], mg)
+
+
+def test_two_ply_decision_is_one_ply_at_the_leaves() -> None:
+    """At 2-ply the opponent's 1-ply cube action at the leaves, each of the three cube states;
+    an opponent-owned cube leaves us nothing to double."""
+    race = _race_board()
+    boards = np.stack([race, np.asarray(rules.start_board()), race]).astype(np.int32)
+    mg = rules.MoveGenConfig(max_plays=32, frontier2=24, frontier3=48)
+    _check_roll_by_roll(2, boards, [cube.CENTRED, cube.OWNED, cube.UNAVAILABLE], mg)
 
 
 def test_lookahead_beyond_two_plies_is_refused() -> None:
