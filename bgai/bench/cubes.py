@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from bgai.bench.decisions import CLASSES, load_arrays, save_arrays
+from bgai.bench.strength import half_width
 
 DEFAULT_CUBES = Path(__file__).parent / "data" / "cubes.npz"
 ND, DT, DP = range(3)
@@ -117,8 +118,6 @@ def paired_cube_difference(
 ) -> dict[str, float | int]:
     """The cube ER of the decisions `ours` (double, take) minus that of `theirs` on the same
     positions of `s`: the mean of the per-position differences and its 95% half-width."""
-    from bgai.bench.strength import half_width
-
     d = position_losses(s, *ours) - position_losses(s, *theirs)
     return {"diff": float(d.mean()), "ci": half_width(d), "decisions": len(d)}
 

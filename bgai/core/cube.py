@@ -166,20 +166,6 @@ def _probabilities(apply_fn: ApplyFn, params: Any, boards: jax.Array) -> jax.Arr
     return gnubg_probabilities(jax.nn.softmax(logits, axis=-1))
 
 
-def zero_ply_decision(
-    apply_fn: ApplyFn,
-    params: Any,
-    boards: jax.Array,
-    cube: jax.Array | int,
-    jacoby: bool = False,
-    beavers: bool = False,
-) -> CubeDecision:
-    """The cube decision of the side on roll of each board [N, 28] from the net's probabilities."""
-    boards = boards.astype(jnp.int32)
-    p = _probabilities(apply_fn, params, boards)
-    return decide(p, cube_efficiency(boards), cube, jacoby, beavers)
-
-
 # The opponent's cube after we roll without doubling, by ours (CENTRED, OWNED, UNAVAILABLE): a
 # centred cube stays centred, ours is out of its reach, its own it may redouble.
 _KEPT = (CENTRED, UNAVAILABLE, OWNED)

@@ -113,12 +113,16 @@ def test_final_points_by_hand() -> None:
 
 
 def test_the_models_cube_policy_follows_its_decision() -> None:
+    from bgai.bench.cubes import probabilities
+
     net = network.BgNet((8,))
     params = network.init_params(net, jax.random.key(5))
     boards = jnp.stack([rules.start_board()] * 3)
     access = jnp.asarray([cube.CENTRED, cube.OWNED, cube.UNAVAILABLE])
     double, take = cubegame.model_cube_policy(net.apply)(params, boards, access)
-    d = cube.zero_ply_decision(net.apply, params, boards, access)
+    # at 0-ply: Janowski's decision (`decide`) from the net's probabilities
+    p = jnp.asarray(probabilities(net.apply, params, np.asarray(boards)))
+    d = cube.decide(p, cube.cube_efficiency(boards), access)
     np.testing.assert_array_equal(double, d.double)
     np.testing.assert_array_equal(take, d.take)
     assert not bool(double[2])  # no access, no double
