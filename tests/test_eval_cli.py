@@ -61,11 +61,21 @@ def test_cubeful_games_against_gnubg(ckpt: Path) -> None:
     assert code == 0, out
     assert "cubeful money" in out and "2 games, ppg" in out and "refereed" in out
     assert re.search(r"ours +doubles \d+, takes \d+, drops \d+", out)
+    # both cube policies on the same dice: the paired difference is the difference of the ppgs
     code, out = run(
-        "--checkpoint", str(ckpt), "--opponent", "gnubg", "--cube", "--games", "2", "--cube-policy", "naive"
+        "--checkpoint", str(ckpt), "--opponent", "gnubg", "--cube", "--games", "4", "--cube-policy", "both"
     )
     assert code == 0, out
-    assert re.search(r"ours +doubles 0, takes \d+, drops 0", out)
+    ppg = {
+        m[1]: float(m[2]) for m in re.finditer(r"\((0-ply cube|naive cube)\) vs gnubg .*?ppg ([-+.\d]+)", out)
+    }
+    assert set(ppg) == {"0-ply cube", "naive cube"}, out
+    assert re.search(r"ours +doubles 0, takes \d+, drops 0", out)  # the naive session
+    diff = re.search(r"0-ply cube minus naive cube, paired by game \(the same dice\): ([-+.\d]+) \[", out)
+    assert diff is not None and "over 4 games" in out, out
+    assert float(diff[1]) == pytest.approx(ppg["0-ply cube"] - ppg["naive cube"], abs=1e-3)
+    code, out = run("--checkpoint", str(ckpt), "--opponent", "self", "--cube", "--cube-policy", "both")
+    assert code == 2 and "against gnubg only" in out
 
 
 def test_cubeful_games_in_the_compiled_loop(ckpt: Path) -> None:

@@ -66,8 +66,8 @@ if TYPE_CHECKING:  # JAX loads only when a command computes: `bgai --help` stays
 @click.option(
     "--cube",
     is_flag=True,
-    help="Cubeful money games: against gnubg through its external player (Debian's binary, not "
-    "paired), else in the compiled loop with paired dice (pubeval, random, self: our own model).",
+    help="Cubeful money games: against gnubg through its external player (Debian's binary; its "
+    "dice seeded per game), else in the compiled loop with paired dice (pubeval, random, self).",
 )
 @click.option(
     "--cube-plies", type=click.IntRange(0, 2), default=0, help="--cube: our cube decisions' lookahead."
@@ -75,9 +75,10 @@ if TYPE_CHECKING:  # JAX loads only when a command computes: `bgai --help` stays
 @click.option("--jacoby", is_flag=True, help="--cube: the Jacoby rule.")
 @click.option(
     "--cube-policy",
-    type=click.Choice(["model", "naive"]),
+    type=click.Choice(["model", "naive", "both"]),
     default="model",
-    help="--cube: our cube decisions from the model, or naive (never double, always take).",
+    help="--cube: our cube decisions from the model, or naive (never double, always take); both: "
+    "against gnubg, a session of each on the same dice and their difference paired by game.",
 )
 @click.option(
     "--opponent-cube",
@@ -147,7 +148,10 @@ def eval_command(
     if cube:
         naive = cube_policy == "naive"
         if op.kind == "gnubg":
-            _eval_cubeful(cfg, models, games, plies, cube_plies, seed, jacoby, naive)
+            policies = (False, True) if cube_policy == "both" else (naive,)
+            _eval_cubeful(cfg, models, games, plies, cube_plies, seed, jacoby, policies)
+        elif cube_policy == "both":
+            raise click.BadParameter("both plays against gnubg only", param_hint="--cube-policy")
         else:
             theirs = "self" if opponent == "self" else op.kind
             _eval_cubeful_in_graph(
@@ -217,28 +221,43 @@ def _eval_cubeful(
     cube_plies: int,
     seed: int,
     jacoby: bool,
-    naive: bool,
+    policies: tuple[bool, ...],
 ) -> None:
-    from bgai.opponents.cubeful import play_cubeful
+    """A cubeful session against gnubg per model and cube policy (naive or not), all on the
+    dice of `seed`; with both policies, their difference paired by game."""
+    from bgai.opponents.cubeful import paired_by_game, play_cubeful
     from bgai.opponents.players import ExternalAgent
 
-    agent = ExternalAgent(cfg, cube_plies, jacoby, naive)
+    agent = ExternalAgent(cfg, cube_plies, jacoby)
     for label, load in models:
         agent.load(load_model(label, load))
-        t0 = time.perf_counter()
-        s = play_cubeful(
-            agent,
-            games,
-            opponent_plies=plies,
-            seed=seed,
-            jacoby=jacoby,
-            binary=cfg.eval.gnubg_path,
-        )
-        _cube_report(f"{label} ({_policy(naive, cube_plies)})", f"gnubg {plies}-ply", s, jacoby, t0)
-        assert s.referee is not None
-        if s.referee.mismatches:
-            raise click.ClickException(f"gnubg did not play {len(s.referee.mismatches)} of our moves as sent")
-        click.echo(f"  refereed: {s.referee.checked} of our moves, all played as sent")
+        sessions = []
+        for naive in policies:
+            agent.naive_cube = naive
+            t0 = time.perf_counter()
+            s = play_cubeful(
+                agent,
+                games,
+                opponent_plies=plies,
+                seed=seed,
+                jacoby=jacoby,
+                binary=cfg.eval.gnubg_path,
+            )
+            _cube_report(f"{label} ({_policy(naive, cube_plies)})", f"gnubg {plies}-ply", s, jacoby, t0)
+            assert s.referee is not None
+            if s.referee.mismatches:
+                raise click.ClickException(
+                    f"gnubg did not play {len(s.referee.mismatches)} of our moves as sent"
+                )
+            click.echo(f"  refereed: {s.referee.checked} of our moves, all played as sent")
+            sessions.append(s)
+        if len(sessions) == 2:
+            d = paired_by_game(*sessions)
+            lo, hi = d.ppg_ci()
+            click.echo(
+                f"{label}: {_policy(False, cube_plies)} minus naive cube, paired by game (the same dice): "
+                f"{d.ppg:+.3f} [{lo:+.3f}, {hi:+.3f}] ppg over {d.games} games"
+            )
 
 
 def _policy(naive: bool, plies: int) -> str:

@@ -3,9 +3,11 @@ against an in-graph opponent (pubeval, random, or our own model) in the compiled
 
 Against gnubg (`play_cubeful`): our moves and cube decisions answer gnubg's external-player
 protocol, gnubg is the opponent and the referee (`referee.play_session` with the cube in use).
-The dice are gnubg's (its seeded generator, one session): the protocol has no way to replay a
-game's dice with the sides swapped, so these games are not paired; the interval on points per
-game is the plain normal one over games. Points are cube x result, as gnubg scores them.
+The dice are gnubg's, its generator seeded per game (`referee.game_seed`): the protocol has no
+way to replay a game's dice with the sides swapped, so a session's games are not paired and the
+interval on its points per game is the plain normal one over games; but two sessions of one
+seed roll the same dice game by game, so two cube policies of ours compare paired by game
+(`paired_by_game`). Points are cube x result, as gnubg scores them.
 
 In-graph (`cubeful_match`, `run_cubeful`): `bgai.core.cubegame.play_cubeful`, paired dice; the
 opponent's cube policy is naive (never double, always take) unless it is our model's.
@@ -93,6 +95,15 @@ def play_cubeful(
     ours, theirs, max_cube = tally(lines, name)
     result = MatchResult.of_points(session_points(lines, name))
     return CubeSession(result, ours, theirs, max_cube, check_games(requests, lines, name))
+
+
+def paired_by_game(a: CubeSession, b: CubeSession) -> MatchResult:
+    """Session `a`'s points minus `b`'s, game by game: two sessions of one seed against gnubg
+    (the same dice in their g-th games); its ppg and `ppg_ci` are the paired difference."""
+    pa, pb = a.result.points, b.result.points
+    if pa is None or pb is None or len(pa) != len(pb):
+        raise ValueError("paired sessions need the points of as many games each")
+    return MatchResult.of_points(pa - pb)
 
 
 def cube_policy(cfg: Config, naive: bool = False, plies: int = 0, jacoby: bool = False) -> Any:

@@ -21,6 +21,7 @@ gnubg's external player protocol (GNU Backgammon 1.07, found by experiment):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import socket
 import threading
@@ -198,6 +199,11 @@ def play_session(
 ) -> tuple[list[Request], list[str]]:
     """Play `games` money games in gnubg: `choose` as player 1, gnubg as player 0.
 
+    Game g's dice come from gnubg's generator seeded `game_seed(seed, g)` just before it starts,
+    so they depend on (seed, g) alone: two sessions with the same seed roll the same dice in
+    their g-th games, turn for turn, whatever either side decided in the games before (how two
+    cube policies are compared on the same dice, `bgai eval --cube-policy both`).
+
     Cubeless, or with the cube when `cube` answers our cube decisions (gnubg then plays
     cubefully at `opponent_plies`, beavers off; the Jacoby rule if `jacoby`): the player's
     `cube_requests` are lost here, `session_points` reads the points from gnubg's output.
@@ -221,7 +227,6 @@ def play_session(
             f"set cube use {'on' if cubeful else 'off'}",
             "set beavers 0",
             "set automatic game off",  # one game per `new game`: play stops after each
-            f"set seed {seed}",
             "set player 0 gnubg",
             f"set player 0 chequerplay evaluation plies {opponent_plies}",
             f"set player 0 chequerplay evaluation cubeful {'on' if cubeful else 'off'}",
@@ -233,7 +238,10 @@ def play_session(
         i = 0
         for ack in _setup_acks(jacoby, cubeful):
             i = gnubg.wait_for(ack, i, timeout)
-        gnubg.send("new session", *["new game"] * (games - 1))
+        starts: list[str] = []
+        for g in range(games):
+            starts += [f"set seed {game_seed(seed, g)}", "new session" if g == 0 else "new game"]
+        gnubg.send(*starts)
         for _ in range(games):
             i = gnubg.wait_for(rf"{_WIN.pattern}|^Error", i + 1, timeout)
             if gnubg.lines[i].startswith("Error"):  # our player's reply: play stopped
@@ -244,6 +252,13 @@ def play_session(
             gnubg.close()
         if player is not None:
             player.close()
+
+
+def game_seed(seed: int, game: int) -> int:
+    """gnubg's seed for game `game` of a session seeded `seed` (31 bits of a hash of both: the
+    sessions of different seeds share no game's dice, as consecutive integers would)."""
+    digest = hashlib.blake2b(f"bgai:{seed}:{game}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
 
 
 def _setup_acks(jacoby: bool, cubeful: bool) -> tuple[str, ...]:

@@ -18,9 +18,17 @@ from random_positions import legal
 
 from bgai.core import rules
 from bgai.core.rules import BAR, NUM_CHECKERS, OFF
-from bgai.opponents.fibs import apply_hops, apply_move, board_line, format_play
+from bgai.opponents.fibs import FibsPosition, apply_hops, apply_move, board_line, format_play
 from bgai.opponents.gnubg import GnubgNN
-from bgai.opponents.referee import Choose, ExternalPlayer, Request, check_games, play_session
+from bgai.opponents.referee import (
+    Choose,
+    ExternalPlayer,
+    Request,
+    check_games,
+    game_seed,
+    play_session,
+    session_points,
+)
 
 GAMES = 10
 
@@ -112,8 +120,6 @@ def test_our_agent_never_plays_illegally(gnubg_binary: str) -> None:
 def test_a_cubeful_session_with_our_cube_decisions(gnubg_binary: str) -> None:
     """The cube in use: gnubg asks us before our rolls and when it doubles us, and acts on each
     answer (a double, a take, a drop); moves are still refereed; the points are cube x result."""
-    from bgai.opponents.fibs import FibsPosition
-    from bgai.opponents.referee import session_points
 
     answers: list[tuple[FibsPosition, str]] = []
 
@@ -139,6 +145,47 @@ def test_a_cubeful_session_with_our_cube_decisions(gnubg_binary: str) -> None:
     assert any(abs(p) >= 2 for p in points)  # we doubled in every game we could: cubes were turned
 
 
+def _openings(lines: list[str]) -> list[tuple[str, ...]]:
+    """Each game's opening rolls, ties included: a run of gnubg's "X rolls a, Y rolls b." lines."""
+    games: list[list[str]] = []
+    before = ""
+    for line in lines:
+        if re.match(r"^\S+ rolls \d, \S+ rolls \d\.", line):
+            if not re.match(r"^\S+ rolls \d, \S+ rolls \d\.", before):
+                games.append([])
+            games[-1].append(line)
+        before = line
+    return [tuple(g) for g in games]
+
+
+def test_a_session_rolls_each_game_from_its_own_seed(gnubg_binary: str) -> None:
+    """Two sessions with one seed and opposite cube answers (one drops every double and never
+    doubles, the other doubles whenever it may and takes): their games end at different times,
+    yet game g of each has the same opening: its dice come from (seed, g) alone."""
+
+    def passive(pos: FibsPosition) -> str:
+        return "drop" if pos.doubled else "roll"
+
+    def active(pos: FibsPosition) -> str:
+        return "take" if pos.doubled else "double"
+
+    runs = [
+        play_session(random_player(4), 6, seed=9, binary=gnubg_binary, cube=c)[1] for c in (passive, active)
+    ]
+    assert session_points(runs[0]) != session_points(runs[1])
+    first, second = (_openings(r) for r in runs)
+    assert len(first) == 6 and first == second
+    assert len(set(first)) > 1  # each game its own dice
+    other = _openings(play_session(random_player(4), 2, seed=10, binary=gnubg_binary, cube=passive)[1])
+    assert other != first[:2]
+
+
+def test_game_seeds_are_per_session_and_game() -> None:
+    seeds = {game_seed(s, g) for s in range(20) for g in range(50)}
+    assert len(seeds) == 1000 and all(0 <= x < 2**31 for x in seeds)
+    assert game_seed(3, 4) == game_seed(3, 4)
+
+
 def test_our_agent_plays_with_the_cube(gnubg_binary: str) -> None:
     """Our model's moves and cube decisions (0-ply Janowski) in a cubeful session: refereed, and
     every cube answer one that fits the request."""
@@ -148,7 +195,6 @@ def test_our_agent_plays_with_the_cube(gnubg_binary: str) -> None:
     from bgai.config import load_config
     from bgai.core.network import init_params
     from bgai.opponents.players import agent_choose, agent_cube
-    from bgai.opponents.referee import session_points
 
     cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "local.yaml", env={})
     params = init_params(net_of(cfg), jax.random.key(7))
