@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from bgai.bench.cubes import CubeSet, cube_error_rate, gnubg_decisions
 from bgai.bench.decisions import BEAROFF, CONTACT, RACE, DecisionSet
 from bgai.bench.strength import (
     error_rate,
@@ -205,13 +206,20 @@ def test_bench_curve_measures_each_checkpoint(tmp_path: Path) -> None:
     out = CliRunner().invoke(
         cli,
         ["bench", "curve", "--checkpoint-dir", str(tmp_path), "--games", "4", "--points", "2"]
-        + ["--decisions", "40", "--out", str(png), *ARGS],
+        + ["--decisions", "40", "--out", str(png), "--cube", *ARGS],
     )
     assert out.exit_code == 0, out.output
     res = json.loads(out.output.strip().splitlines()[-1])
     assert [p["games"] for p in res["points"]] == [10, 30]  # the oldest and the newest
     assert [p["minutes"] for p in res["points"]] == [1.0, 3.0]
     assert all(math.isfinite(p["er"]) and 0 <= p["win_rate"] <= 1 for p in res["points"])
+    # --cube: each checkpoint's cube ER, gnubg 0-ply's as the anchor
+    cubes = CubeSet.load()
+    assert res["cube_plies"] == 0 and res["cube_decisions"] == cubes.size
+    anchor = cube_error_rate(cubes, *gnubg_decisions(cubes.equities_0ply)).er
+    assert res["anchors"]["gnubg 0-ply cube ER"] == pytest.approx(anchor)
+    assert all(p["cube_er"] >= 0 and p["cube_er_contact"] >= 0 for p in res["points"])
+    assert "cube ER" in out.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     empty = tmp_path / "none"
     empty.mkdir()

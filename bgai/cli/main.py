@@ -380,6 +380,10 @@ def bench_propagation(config: str | None, sets: tuple[str, ...], workers: int, r
     show_default=True,
     help="Whom each checkpoint plays: pubeval, random, or gnubg_0ply / gnubg_1ply / gnubg_2ply.",
 )
+@click.option("--cube", is_flag=True, help="Also each checkpoint's cube ER on the cube decision set.")
+@click.option(
+    "--cube-plies", type=click.IntRange(0, 2), default=0, help="--cube: the cube decisions' lookahead."
+)
 def bench_curve(
     config: str | None,
     sets: tuple[str, ...],
@@ -390,8 +394,12 @@ def bench_curve(
     out: str | None,
     mlflow_run: str | None,
     opponent: str,
+    cube: bool,
+    cube_plies: int,
 ) -> None:
     """A run's learning curve: ER and win rate against an opponent by minutes and games (PNG)."""
+    from bgai.bench.cubes import CubeSet
+    from bgai.bench.curve import CubeCurve
     from bgai.bench.curve import bench_curve as run_bench
     from bgai.bench.decisions import DEFAULT_SET, DecisionSet
 
@@ -405,8 +413,9 @@ def bench_curve(
         dset = dset.head(decisions)
     png = Path(out) if out else Path(checkpoint_dir) / "curve.png"
     try:
+        cubes = CubeCurve(CubeSet.load(), cube_plies) if cube else None
         result = run_bench(
-            cfg, Path(checkpoint_dir), dset, games, points, png, log=click.echo, opponent=opponent
+            cfg, Path(checkpoint_dir), dset, games, points, png, log=click.echo, opponent=opponent, cube=cubes
         )
     except (BgaiError, FileNotFoundError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
@@ -420,7 +429,7 @@ def bench_curve(
         rows = [
             (key, float(p[key]), int(p["games"]), now)
             for p in result["points"]
-            for key in ("er", "win_rate")
+            for key in ("er", "win_rate", "cube_er")
             if p[key] is not None
         ]
         tracker.log_rows(mlflow_run, [(f"curve_{k}_by_games", v, s, t) for k, v, s, t in rows])
