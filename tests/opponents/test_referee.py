@@ -147,11 +147,12 @@ def test_a_cubeful_session_with_our_cube_decisions(gnubg_binary: str) -> None:
 
 def _openings(lines: list[str]) -> list[tuple[str, ...]]:
     """Each game's opening rolls, ties included: a run of gnubg's "X rolls a, Y rolls b." lines."""
+    rolls = re.compile(r"^\S+ rolls \d, \S+ rolls \d\.")
     games: list[list[str]] = []
     before = ""
     for line in lines:
-        if re.match(r"^\S+ rolls \d, \S+ rolls \d\.", line):
-            if not re.match(r"^\S+ rolls \d, \S+ rolls \d\.", before):
+        if rolls.match(line):
+            if not rolls.match(before):
                 games.append([])
             games[-1].append(line)
         before = line
