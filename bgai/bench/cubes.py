@@ -24,7 +24,9 @@ and its cube ER is the mean loss over both decisions of every position, x1000 (p
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -157,16 +159,11 @@ def model_decisions(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Our cube decisions (double, take) [N] on `s`: Janowski's cubeful equity from the net's
     probabilities (`bgai.core.cube`) at 0, 1 or 2 plies (`movegen` needed from 1 on)."""
-    import jax
     import jax.numpy as jnp
 
     from bgai.core import cube
 
-    @jax.jit
-    def decide(v: Any, boards: jax.Array, state: jax.Array) -> tuple[jax.Array, jax.Array]:
-        d = cube.model_decision(apply_fn, v, boards, state, plies, movegen)
-        return d.double, d.take
-
+    decide = _jitted_decision(apply_fn, plies, movegen)
     state = np.where(s.owned, cube.OWNED, cube.CENTRED).astype(np.int32)
     double, take = np.zeros(s.size, bool), np.zeros(s.size, bool)
     for lo in range(0, s.size, batch):
@@ -178,20 +175,36 @@ def model_decisions(
     return double, take
 
 
+@functools.cache
+def _jitted_decision(apply_fn: Any, plies: int, movegen: Any) -> Any:
+    """One compiled cube-decision program per net, depth and move generator: `bench curve --cube`
+    scores every checkpoint of a run with it, and a jit per call would compile it again each time."""
+    import jax
+
+    from bgai.core import cube
+
+    def decide(v: Any, boards: Any, state: Any) -> tuple[Any, Any]:
+        d = cube.model_decision(apply_fn, v, boards, state, plies, movegen)
+        return d.double, d.take
+
+    return jax.jit(decide)
+
+
 def probabilities(apply_fn: Any, variables: Any, boards: np.ndarray) -> np.ndarray:
     """The net's five cubeless probabilities [N, 5] of the side on roll of `boards` [N, 28]
     before its roll (gnubg's order; exact in the bear-off database)."""
-    import jax
     import jax.numpy as jnp
 
-    from bgai.core.evaluator import net_outputs
-    from bgai.core.network import gnubg_probabilities
+    return np.asarray(_jitted_probabilities(apply_fn)(variables, jnp.asarray(boards, jnp.int32)))
 
-    @jax.jit
-    def probs(v: Any, b: jax.Array) -> jax.Array:
-        return gnubg_probabilities(jax.nn.softmax(net_outputs(apply_fn, v, b)[1], axis=-1))
 
-    return np.asarray(probs(variables, jnp.asarray(boards, jnp.int32)))
+@functools.cache
+def _jitted_probabilities(apply_fn: Any) -> Any:
+    import jax
+
+    from bgai.core import cube
+
+    return jax.jit(partial(cube.probabilities, apply_fn))
 
 
 def janowski_decisions(s: CubeSet, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -160,7 +160,7 @@ def decide(
     return _decision(no_double, taken, cube, beavers)
 
 
-def _probabilities(apply_fn: ApplyFn, params: Any, boards: jax.Array) -> jax.Array:
+def probabilities(apply_fn: ApplyFn, params: Any, boards: jax.Array) -> jax.Array:
     """gnubg's five probabilities [N, 5] of boards [N, 28] (exact in the bear-off database)."""
     _, logits = net_outputs(apply_fn, params, boards)
     return gnubg_probabilities(jax.nn.softmax(logits, axis=-1))
@@ -189,7 +189,7 @@ def _no_double_equities(
     ours leaves it (the points where our play bore off the last checker), weighted by the rolls.
     The three cube states share the move generation and the network rows, the bulk of the cost."""
     if plies == 0:
-        p = _probabilities(apply_fn, params, boards)
+        p = probabilities(apply_fn, params, boards)
         x = cube_efficiency(boards)
         return jnp.stack([cubeful_equity(p, x, c, jacoby) for c in _STATES], -1)
     assert movegen is not None
