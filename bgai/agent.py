@@ -59,7 +59,13 @@ def movegen_of(cfg: Config) -> rules.MoveGenConfig:
 
 def optimizer_of(cfg: Config, decay_steps: int | None = None) -> Any:
     """The configured Optax optimizer (`training` section); `decay_steps` replaces the config's
-    (train-local fits it to its minutes)."""
+    (train-local fits it to its minutes). Every trainer builds one: an ensemble is refused here."""
+    if cfg.model.ensemble != 1:
+        raise ConfigError(
+            "model.ensemble",
+            f"is {cfg.model.ensemble}: training takes one net (1); an ensemble is stacked from a "
+            "run's checkpoints by `bgai ensemble-checkpoints`, for evaluation and play",
+        )
     t = cfg.training
     decay = t.decay_steps if decay_steps is None else decay_steps
     return make_optimizer(t.learning_rate, t.lr_schedule, t.warmup_steps, decay, t.weight_decay, t.grad_clip)
@@ -67,7 +73,7 @@ def optimizer_of(cfg: Config, decay_steps: int | None = None) -> Any:
 
 def net_of(cfg: Config) -> BgNet:
     m = cfg.model
-    return BgNet(tuple(m.hidden), m.inputs, m.value_heads, tuple(m.race_hidden))
+    return BgNet(tuple(m.hidden), m.inputs, m.value_heads, tuple(m.race_hidden), m.ensemble)
 
 
 def params_template(cfg: Config) -> Any:

@@ -67,6 +67,10 @@ class ModelConfig(_Section):
     value_heads: str = "one"
     # Widths of the race net's hidden layers (value_heads: race_net only), input side first.
     race_hidden: tuple[int, ...] = ()
+    # Nets of this shape played as one: the mean of their outcome probabilities. 1: one net (the
+    # only kind that trains); K > 1: a checkpoint of K nets stacked by `bgai ensemble-checkpoints`
+    # from a run's checkpoints, for evaluation and play (`--set model.ensemble=K` to load it).
+    ensemble: int = 1
 
     def _validate(self) -> None:
         self._need("hidden", len(self.hidden) > 0, "must list at least one layer")
@@ -78,6 +82,7 @@ class ModelConfig(_Section):
             "race_hidden", bool(self.race_hidden) == race_net, "is set with value_heads: race_net only"
         )
         self._need("race_hidden", all(h > 0 for h in self.race_hidden), "every width must be > 0")
+        self._need("ensemble", 1 <= self.ensemble <= 64, "must be 1 (one net) to 64")
 
 
 # The version of each input scheme's features (`bgai.core.features.VERSION` for "extended",
@@ -504,7 +509,7 @@ def model_hash(cfg: Config) -> str:
     """12 hex chars of sha256 over only what fixes the weights' shapes (the `model` section)."""
     model = config_to_dict(cfg)["model"]
     # fields added later are left out at their defaults: weights made before keep their hash
-    for name, default in (("inputs", "raw"), ("value_heads", "one"), ("race_hidden", [])):
+    for name, default in (("inputs", "raw"), ("value_heads", "one"), ("race_hidden", []), ("ensemble", 1)):
         if model[name] == default:
             del model[name]
     if "inputs" in model:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from bgai.cli.average import average_checkpoints_command
+from bgai.cli.average import average_checkpoints_command, ensemble_checkpoints_command
 from bgai.cli.common import config_option, load_for_compute, load_or_exit, set_option
 from bgai.cli.cube import build_cubes
 from bgai.cli.doctor import doctor
@@ -307,6 +307,7 @@ for _command in (
     eval_command,
     export_games,
     average_checkpoints_command,
+    ensemble_checkpoints_command,
 ):
     cli.add_command(_command)
 

@@ -44,16 +44,24 @@ class BgNet(nn.Module):
     `value_heads`: "one" outcome head for every position; "by_class": one for contact positions
     and one for races (`pubeval.is_race`, gnubg's split), on the same trunk; "race_net": races
     valued by a second MLP of `race_hidden` widths on the same inputs, with its own head (gnubg's
-    separate race net). The step logits always come from the main trunk."""
+    separate race net). The step logits always come from the main trunk.
+
+    `ensemble` > 1: that many such nets side by side (their weights stacked under `members`),
+    the outcome probabilities their mean (returned as its log: a softmax of it gives the mean)
+    and the step logits their mean. The members are trained one at a time and stacked
+    afterwards (`bgai.train.ensemble`); a mean of several nets' predictions errs less than each."""
 
     hidden: Sequence[int] = (128, 128)
     inputs: str = "raw"
     value_heads: str = "one"
     race_hidden: Sequence[int] = ()
+    ensemble: int = 1
 
     @nn.compact
     def __call__(self, boards: jax.Array) -> tuple[jax.Array, jax.Array]:
         boards = boards.astype(jnp.int32)
+        if self.ensemble > 1:
+            return self._ensemble(boards)
         inputs = encode_as(self.inputs, boards)
         x = mlp_trunk(inputs, self.hidden)
         step_logits = nn.Dense(NUM_STEPS)(x)
@@ -71,6 +79,20 @@ class BgNet(nn.Module):
             raise ValueError(f"unknown value_heads {self.value_heads!r} (one, by_class, race_net)")
         race = jax.vmap(is_race)(boards.reshape(-1, BOARD_SIZE)).reshape(boards.shape[:-1])
         return step_logits, jnp.where(race[..., None], race_logits, value_logits)
+
+    def _ensemble(self, boards: jax.Array) -> tuple[jax.Array, jax.Array]:
+        members = nn.vmap(
+            BgNet,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=None,
+            out_axes=0,
+            axis_size=self.ensemble,
+        )(self.hidden, self.inputs, self.value_heads, self.race_hidden, name="members")
+        step_logits, value_logits = members(boards)  # [K, ..., 150], [K, ..., 6]
+        logp = jax.nn.log_softmax(value_logits, axis=-1)
+        mean = jax.scipy.special.logsumexp(logp, axis=0) - jnp.log(float(self.ensemble))
+        return jnp.mean(step_logits, axis=0), mean
 
 
 def init_params(net: BgNet, key: jax.Array) -> Any:

@@ -149,8 +149,10 @@ def _read(path: Path, model_hash: str | None) -> tuple[Any, dict]:
     if hashlib.sha256(body).hexdigest() != meta.get("sha256"):
         raise CorruptDataError(f"{path}: checksum mismatch (truncated or corrupt)")
     if model_hash is not None and meta.get("model_hash") != model_hash:
+        members = len(meta.get("ensemble_steps", ()))
+        hint = f" (an ensemble of {members} nets: --set model.ensemble={members})" if members else ""
         raise IncompatibleError(
-            f"{path}: model hash {meta.get('model_hash')} differs from the configured {model_hash}"
+            f"{path}: model hash {meta.get('model_hash')} differs from the configured {model_hash}{hint}"
         )
     return serialization.msgpack_restore(body), meta
 
