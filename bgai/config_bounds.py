@@ -25,6 +25,7 @@ MAX_ROWS = 2**16 - 1  # decisions an episode can store (its header's u16 row cou
 CEILINGS: dict[str, float] = {
     "model.hidden": 8192,
     "model.race_hidden": 8192,
+    "model.ensemble": 64,  # nets evaluated side by side for every position
     "movegen.max_plays": MAX_PLAYS,
     "movegen.frontier2": 16_384,
     "movegen.frontier3": 16_384,
