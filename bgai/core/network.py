@@ -49,7 +49,7 @@ class BgNet(nn.Module):
     `ensemble` > 1: that many such nets side by side (their weights stacked under `members`),
     the outcome probabilities their mean (returned as its log: a softmax of it gives the mean)
     and the step logits their mean. The members are trained one at a time and stacked
-    afterwards (`bgai.train.ensemble`); a mean of several nets' predictions errs less than each."""
+    afterwards (`bgai.train.ensemble`, which says what the mean gains)."""
 
     hidden: Sequence[int] = (128, 128)
     inputs: str = "raw"

@@ -13,6 +13,7 @@ newest checkpoint, and a resume would start from it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,23 +24,32 @@ from bgai.errors import IncompatibleError
 from bgai.train.checkpoint import list_checkpoints, read_state, save_checkpoint
 
 
-def mean_params(trees: list[Any]) -> Any:
-    """The leafwise mean of params pytrees of one structure (computed in float64, stored in
-    each leaf's own dtype)."""
-    shapes = {str(jax.tree.structure(t)) for t in trees}
-    if len(shapes) != 1:
+def leafwise(trees: list[Any], fn: Callable[..., np.ndarray]) -> Any:
+    """`fn` over the leaves of params pytrees of one structure, leaf by leaf; IncompatibleError
+    if the trees differ in structure or a leaf in shape (the average's and the ensemble's check)."""
+    if len({str(jax.tree.structure(t)) for t in trees}) != 1:
         raise IncompatibleError("the checkpoints' params differ in structure")
 
-    def mean(*leaves: np.ndarray) -> np.ndarray:
+    def checked(*leaves: np.ndarray) -> np.ndarray:
         if len({np.shape(x) for x in leaves}) != 1:
             raise IncompatibleError(
                 f"the checkpoints' params differ in shape: {[np.shape(x) for x in leaves]}"
             )
+        return fn(*leaves)
+
+    return jax.tree.map(checked, *trees)
+
+
+def mean_params(trees: list[Any]) -> Any:
+    """The leafwise mean of params pytrees of one structure (computed in float64, stored in
+    each leaf's own dtype)."""
+
+    def mean(*leaves: np.ndarray) -> np.ndarray:
         return np.mean(np.stack([np.asarray(x, np.float64) for x in leaves]), 0).astype(
             np.asarray(leaves[0]).dtype
         )
 
-    return jax.tree.map(mean, *trees)
+    return leafwise(trees, mean)
 
 
 def average_checkpoints(paths: list[Path], out_dir: Path, model_hash: str | None = None) -> Path:
