@@ -171,6 +171,7 @@ class EpisodeValues:
         self.cfg = cfg
         self.kind = cfg.training.value_target
         self.lam = cfg.training.td_lambda
+        self.share = cfg.training.one_ply_share
         self._values = jax.jit(partial(outcome_distribution, net.apply))
         movegen, slots = movegen_of(cfg), cfg.selfplay.eval_slots
         self._one_ply = jax.jit(
@@ -205,8 +206,33 @@ class EpisodeValues:
             float(np.mean(np.abs(vi @ points - np.where(ep.player == 0, ep.result, -ep.result))) / 3.0)
             for vi, ep in zip(per_ep, episodes, strict=True)
         ]
-        if self.kind == "one_ply":
-            targets = np.split(self.one_ply(params, boards), cuts)
-        else:
-            targets = td_lambda_targets(per_ep, [int(ep.outcome[-1]) for ep in episodes], self.lam)
+        if self.kind == "one_ply" and self.share >= 1.0:
+            return Labelled(np.split(self.one_ply(params, boards), cuts), surprise)
+        targets = td_lambda_targets(per_ep, [int(ep.outcome[-1]) for ep in episodes], self.lam)
+        if self.kind == "one_ply":  # a share of the rows: their TD(lambda) return replaced
+            rows = np.flatnonzero(np.concatenate([one_ply_rows(ep.dice, self.share) for ep in episodes]))
+            flat = np.concatenate(targets)
+            flat[rows] = self.one_ply(params, boards[rows])
+            targets = np.split(flat, cuts)
         return Labelled(targets, surprise)
+
+
+_MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
+
+
+def one_ply_rows(dice: np.ndarray, share: float) -> np.ndarray:
+    """[T] bool: the rows of an episode whose target is the 1-ply expectation, ~`share` of them.
+
+    Drawn from the rolls at and after each row (a splitmix64 hash of the next six rolls and the
+    row's index), which the board before the roll does not depend on: the chosen positions are an
+    unbiased sample, the same on a resume or on another host, and no generator state is kept.
+    """
+    n = len(dice)
+    padded = np.concatenate([np.asarray(dice, np.uint64), np.full(6, 21, np.uint64)])
+    key = np.arange(n, dtype=np.uint64)
+    for j in range(6):
+        key = key * np.uint64(22) + padded[j : j + n]
+    for shift, mult in zip((30, 27), _MIX, strict=True):
+        key = (key ^ (key >> np.uint64(shift))) * mult
+    key ^= key >> np.uint64(31)
+    return (key >> np.uint64(11)).astype(np.float64) < share * 2.0**53

@@ -212,6 +212,9 @@ class TrainingConfig(_Section):
     # weights that played it) or `one_ply` (the exact 1-ply expectation of each position: the
     # average over the 21 rolls of the best play's value; ~20x the cost of a self-play decision).
     value_target: str = "td"
+    # With `value_target: one_ply`: the share of positions (drawn by their dice, not their boards)
+    # labelled by the exact 1-ply expectation; the others keep their TD(lambda) return. 1: all.
+    one_ply_share: float = 1.0
     # lambda of the TD(lambda) returns: 1 = the final outcome (Monte-Carlo), 0 = TD(0). Measured
     # (docs/results.md, 15-20k games): 0.9 with 4 samples per position beats 1.0, 0.7 and 0.
     td_lambda: float = 0.9
@@ -237,7 +240,7 @@ class TrainingConfig(_Section):
         self._positive("publish_every", "checkpoint_every", "keep_checkpoints")
         self._choice("lr_schedule", ("constant", "cosine"))
         self._choice("value_target", ("td", "one_ply"))
-        self._fraction("td_lambda", "decay_share")
+        self._fraction("td_lambda", "decay_share", "one_ply_share")
         self._non_negative("run_minutes")
         self._non_negative("warmup_steps", "weight_decay", "grad_clip", "value_weight", "policy_weight")
         self._non_negative("min_buffer_positions")

@@ -68,6 +68,7 @@ CEILINGS: dict[str, float] = {
     "eval.busy_share": 1.0,
     "local.minutes": 366 * 24 * 60.0,
     "training.decay_share": 1.0,
+    "training.one_ply_share": 1.0,
     "training.run_minutes": 366 * 24 * 60.0,
     "local.log_every_s": DAY_S,
     "local.eval_games": 1_000_000,
