@@ -241,6 +241,8 @@ class TrainingConfig(_Section):
         self._choice("lr_schedule", ("constant", "cosine"))
         self._choice("value_target", ("td", "one_ply"))
         self._fraction("td_lambda", "decay_share", "one_ply_share")
+        only = self.value_target == "one_ply" or self.one_ply_share == 1.0
+        self._need("one_ply_share", only, "takes effect only with training.value_target: one_ply")
         self._non_negative("run_minutes")
         self._non_negative("warmup_steps", "weight_decay", "grad_clip", "value_weight", "policy_weight")
         self._non_negative("min_buffer_positions")

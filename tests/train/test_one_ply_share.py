@@ -90,6 +90,9 @@ def test_chosen_rows_carry_the_one_ply_expectation_the_rest_their_td_return(para
         np.testing.assert_allclose(n, t, atol=1e-6)
 
 
-def test_a_share_outside_zero_to_one_names_the_key() -> None:
+def test_a_share_outside_zero_to_one_or_without_one_ply_targets_names_the_key() -> None:
     with pytest.raises(ConfigError, match="training.one_ply_share"):
         _cfg("one_ply", 1.5)
+    with pytest.raises(ConfigError, match="training.one_ply_share.*value_target: one_ply"):
+        _cfg("td", 0.2)  # it would change nothing: refused, not ignored
+    assert _cfg("td", 1.0).training.one_ply_share == 1.0
