@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 from bgai.agent import EpisodeValues, net_of, one_ply_rows
+from bgai.bench.decisions import DEFAULT_SET
 from bgai.config import Config, MoveGenConfig, ValuesConfig
 from bgai.core.episodes import Episode
 from bgai.core.network import init_params
 from bgai.errors import ConfigError
 
-BOARDS = np.load("bgai/bench/data/decisions.npz")["boards"]
+BOARDS = np.load(DEFAULT_SET)["boards"]  # real positions, from any working directory
 
 
 def _cfg(kind: str, share: float = 1.0) -> Config:
@@ -31,21 +32,19 @@ def _cfg(kind: str, share: float = 1.0) -> Config:
 
 
 def _episodes(rng: np.random.Generator, lengths: list[int]) -> list[Episode]:
-    out = []
-    for n in lengths:
-        out.append(
-            Episode(
-                boards=BOARDS[rng.integers(0, len(BOARDS), n)],
-                dice=rng.integers(0, 21, n).astype(np.int8),
-                mask=np.ones((n, 2), bool),
-                steps=np.zeros((n, 2, 4), np.uint8),
-                policy=np.full((n, 2), 0.5, np.float32),
-                player=(np.arange(n) % 2).astype(np.int8),
-                result=int(rng.choice([-3, -2, -1, 1, 2, 3])),
-                model_version=0,
-            )
+    return [
+        Episode(
+            boards=BOARDS[rng.integers(0, len(BOARDS), n)],
+            dice=rng.integers(0, 21, n).astype(np.int8),
+            mask=np.ones((n, 2), bool),
+            steps=np.zeros((n, 2, 4), np.uint8),
+            policy=np.full((n, 2), 0.5, np.float32),
+            player=(np.arange(n) % 2).astype(np.int8),
+            result=int(rng.choice([-3, -2, -1, 1, 2, 3])),
+            model_version=0,
         )
-    return out
+        for n in lengths
+    ]
 
 
 @pytest.fixture(scope="module")
