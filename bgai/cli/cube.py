@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import click
 
+from bgai.cli.common import config_option, load_for_compute, set_option
 from bgai.config import Config
 
 
@@ -104,3 +106,81 @@ def _against_gnubgs_probabilities(cfg: Config, net: Any, params: Any, s: Any) ->
     ours = probabilities(net.apply, params, s.boards)
     rows = {"ours on gnubg 0-ply probs": janowski_decisions(s, theirs)}
     return rows, probability_gap(s, ours, theirs)
+
+
+@click.command("cube-bound")
+@config_option
+@set_option
+@click.option(
+    "--checkpoint",
+    "checkpoints",
+    type=click.Path(dir_okay=False, exists=True),
+    multiple=True,
+    required=True,
+    help="A checkpoint (repeat it: each one's error and cube ER; the tables use the last).",
+)
+@click.option(
+    "--seeds", type=click.IntRange(min=1), default=5, show_default=True, help="Noise draws per sigma."
+)
+@click.option("--decisions", type=click.IntRange(min=1), default=None, help="Use the set's first N only.")
+def cube_bound(
+    config: str | None, sets: tuple[str, ...], checkpoints: tuple[str, ...], seeds: int, decisions: int | None
+) -> None:
+    """How small the net's probability error must be for the cube ER target (1.5x gnubg 0-ply's):
+    the 0-ply cube ER of gnubg 0-ply's probabilities with a share of our net's error added, and
+    with random logit noise, against the contact P(win) error. Needs Debian's gnubg."""
+    import numpy as np
+
+    from bgai.agent import net_of, playing
+    from bgai.bench import cube_bound as cb
+    from bgai.bench.cubes import CubeSet, cube_error_rate, gnubg_decisions, probabilities
+    from bgai.cli.strength import _params
+    from bgai.opponents.gnubg import GnubgExternal, GnubgUnavailable
+
+    cfg = load_for_compute(config, sets)
+    s = CubeSet.load()
+    s = s.head(decisions) if decisions else s
+    try:
+        with GnubgExternal(binary=cfg.eval.gnubg_path) as gnubg:
+            reference = np.stack([gnubg.evaluate(b.astype(np.int32), 0) for b in s.boards])
+    except GnubgUnavailable as exc:
+        raise click.UsageError(str(exc)) from exc
+    anchor = cube_error_rate(s, *gnubg_decisions(s.equities_0ply)).er
+    target = 1.5 * anchor
+    net = net_of(cfg)
+    click.echo(
+        f"cube decision set: {s.size} positions; gnubg 0-ply cube ER {anchor:.2f}, target {target:.2f}"
+    )
+    checkpoint_rows = []
+    for path in checkpoints:
+        label, params = _params(cfg, path, None)
+        ours = probabilities(net.apply, playing(cfg, params), s.boards)
+        checkpoint_rows.append(cb.row(s, label, reference, ours))
+    shrink, noise = cb.shrink_rows(s, reference, ours), cb.noise_rows(s, reference, seeds=seeds)
+    tables = {
+        "checkpoints": checkpoint_rows,
+        f"our error shrunk ({label})": shrink,
+        "random logit noise": noise,
+    }
+    for title, rows in tables.items():
+        click.echo(f"{title}:\n  {'':24s} {'|dP(win)| contact':>17s} {'cube ER':>8s} {'contact':>8s}")
+        for r in rows:
+            click.echo(f"  {r.label[:24]:24s} {r.win_abs:17.4f} {r.cube_er:8.2f} {r.cube_er_contact:8.2f}")
+    cross = {name: cb.crossing(rows, target) for name, rows in (("shrunk", shrink), ("noise", noise))}
+    for name, x in cross.items():
+        at = f"{x:.4f}" if x is not None else "outside the rows"
+        click.echo(f"  {name}: the cube ER reaches the target at a contact |dP(win)| of {at}")
+    click.echo(
+        json.dumps(
+            {
+                "bench": "cube-bound",
+                "anchor_gnubg_0ply": anchor,
+                "target": target,
+                **{
+                    k: [asdict(r) for r in v]
+                    for k, v in (("checkpoints", checkpoint_rows), ("shrunk", shrink), ("noise", noise))
+                },
+                "crossing": cross,
+            }
+        )
+    )

@@ -11,7 +11,7 @@ import click
 
 from bgai.cli.average import average_checkpoints_command, ensemble_checkpoints_command
 from bgai.cli.common import config_option, load_for_compute, load_or_exit, set_option
-from bgai.cli.cube import build_cubes
+from bgai.cli.cube import build_cubes, cube_bound
 from bgai.cli.doctor import doctor
 from bgai.cli.eval import eval_command
 from bgai.cli.export import export_games
@@ -470,6 +470,7 @@ def bench_bearoff(directory: str | None, gnubg_positions: int) -> None:
 
 
 bench.add_command(build_cubes)
+bench.add_command(cube_bound)
 bench.add_command(bench_strength_command)
 bench.add_command(bench_fleet)
 cli.add_command(gnubg_player)
