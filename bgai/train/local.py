@@ -68,6 +68,7 @@ class LocalRun:
         self._state: TrainState | None = None
         self.elapsed_s = 0.0  # wall-clock training time, carried across resumes
         self.decay_steps = cfg.training.decay_steps  # fitted to the run's minutes by run()
+        self._built_for: int | None = None  # the decay the optimizer and train step were built with
 
     def setup(self) -> None:
         """Build the compiled functions; resume from the newest checkpoint if any."""
@@ -103,8 +104,13 @@ class LocalRun:
         return meta
 
     def fit_decay(self, steps: int) -> None:
-        """The optimizer and the train step with a decay `steps` long (`agent.learner_of`)."""
+        """The optimizer and the train step with a decay `steps` long (`agent.learner_of`); kept
+        as they are where the decay is unchanged (a resume on its own schedule, a refit to the
+        same step), so nothing is rebuilt or recompiled for nothing."""
         self.decay_steps = steps
+        if steps == self._built_for:
+            return
+        self._built_for = steps
         self.optimizer, self.train_step = learner_of(self.cfg, self.net, steps)
 
     @property

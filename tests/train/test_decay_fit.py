@@ -103,3 +103,15 @@ def test_the_timed_loop_fits_the_decay(tmp_path: Path) -> None:
     ticks = iter(np.arange(0.0, 1e6, 5.0))
     off.run(1.0, 1e9, lambda *_: None, clock=lambda: float(next(ticks)))
     assert off.decay_steps == 123_456
+
+
+def test_an_unchanged_decay_keeps_the_built_train_step(tmp_path: Path) -> None:
+    run = _run(tmp_path / "d", **{"training.decay_steps": 1000})
+    built = run.train_step
+    run.fit_decay(1000)  # the schedule it is on: nothing rebuilt, nothing recompiled
+    assert run.train_step is built
+    path = run.checkpoint()
+    run.restore(path)  # a resume on its own schedule
+    assert run.train_step is built and run.decay_steps == 1000
+    run.fit_decay(700)
+    assert run.train_step is not built and run.decay_steps == 700
