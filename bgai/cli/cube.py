@@ -134,7 +134,8 @@ def cube_bound(
     from bgai.agent import net_of, playing
     from bgai.bench import cube_bound as cb
     from bgai.bench.cubes import CubeSet, cube_error_rate, gnubg_decisions, probabilities
-    from bgai.cli.strength import _params
+    from bgai.cli.eval import from_checkpoint
+    from bgai.errors import BgaiError
     from bgai.opponents.gnubg import GnubgExternal, GnubgUnavailable
 
     cfg = load_for_compute(config, sets)
@@ -153,7 +154,11 @@ def cube_bound(
     )
     checkpoint_rows = []
     for path in checkpoints:
-        label, params = _params(cfg, path, None)
+        label = Path(path).name
+        try:
+            params = from_checkpoint(cfg, Path(path))
+        except (BgaiError, OSError) as exc:
+            raise click.UsageError(f"cannot use {path}: {exc}") from exc
         ours = probabilities(net.apply, playing(cfg, params), s.boards)
         checkpoint_rows.append(cb.row(s, label, reference, ours))
     shrink, noise = cb.shrink_rows(s, reference, ours), cb.noise_rows(s, reference, seeds=seeds)
