@@ -92,3 +92,7 @@ def test_the_command_on_a_checkpoint(tmp_path: Path) -> None:
     assert len(res["noise"]) == len(cb.SIGMAS) and set(res["crossing"]) == {"shrunk", "noise"}
     out = CliRunner().invoke(cli, ["bench", "cube-bound", "--checkpoint", str(tmp_path / "none.bgai"), *ARGS])
     assert out.exit_code == 2
+    bad = tmp_path / "ckpt_000000009.bgai"
+    bad.write_bytes(b"not a checkpoint")
+    out = CliRunner().invoke(cli, ["bench", "cube-bound", "--checkpoint", str(bad), *ARGS])
+    assert out.exit_code == 2 and f"cannot use {bad}" in out.output and "Traceback" not in out.output

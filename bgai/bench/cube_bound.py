@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bgai.bench.cubes import CubeSet, cube_error_rate, janowski_decisions
+from bgai.bench.cubes import CubeSet, cube_error_rate, janowski_decisions, probability_gap
 from bgai.bench.decisions import CLASSES
 
 CONTACT = CLASSES.index("contact")
@@ -59,8 +59,7 @@ def logit_noise(reference: np.ndarray, sigma: float, rng: np.random.Generator) -
 def row(s: CubeSet, label: str, reference: np.ndarray, probs: np.ndarray) -> BoundRow:
     """The cube ER of Janowski's 0-ply decisions from `probs`, and their contact P(win) error."""
     r = cube_error_rate(s, *janowski_decisions(s, probs))
-    contact = s.classes == CONTACT
-    win_abs = float(np.abs(probs[contact, 0] - reference[contact, 0]).mean())
+    win_abs = probability_gap(s, probs, reference)["contact"]["win_abs"]
     return BoundRow(label, win_abs, r.er, r.by_class["contact"] or 0.0)
 
 

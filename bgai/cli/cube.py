@@ -88,18 +88,26 @@ def cube_strength(
     click.echo(json.dumps({**result, "set": str(path), "plies": plies, "probability_gap": gap, **more}))
 
 
+def gnubg_probabilities(cfg: Config, boards: Any) -> Any:
+    """Debian gnubg 0-ply's cubeless probabilities [N, 5] of `boards` [N, 28] (GnubgUnavailable
+    where it does not run)."""
+    import numpy as np
+
+    from bgai.opponents.gnubg import GnubgExternal
+
+    with GnubgExternal(binary=cfg.eval.gnubg_path) as gnubg:
+        return np.stack([gnubg.evaluate(b.astype(np.int32), 0) for b in boards])
+
+
 def _against_gnubgs_probabilities(cfg: Config, net: Any, params: Any, s: Any) -> tuple[dict, dict]:
     """Where Debian's gnubg runs: the row of Janowski's model (our code) on gnubg 0-ply's own
     cubeless probabilities, which should score gnubg 0-ply's cube ER (the gap to our row is the
     net's, not the cube logic's), and the gap between our probabilities and gnubg's per class."""
-    import numpy as np
-
     from bgai.bench.cubes import janowski_decisions, probabilities, probability_gap
-    from bgai.opponents.gnubg import GnubgExternal, GnubgUnavailable
+    from bgai.opponents.gnubg import GnubgUnavailable
 
     try:
-        with GnubgExternal(binary=cfg.eval.gnubg_path) as gnubg:
-            theirs = np.stack([gnubg.evaluate(b.astype(np.int32), 0) for b in s.boards])
+        theirs = gnubg_probabilities(cfg, s.boards)
     except GnubgUnavailable as exc:
         click.echo(f"(no row on gnubg's probabilities: {exc})")
         return {}, {}
@@ -129,21 +137,24 @@ def cube_bound(
     """How small the net's probability error must be for the cube ER target (1.5x gnubg 0-ply's):
     the 0-ply cube ER of gnubg 0-ply's probabilities with a share of our net's error added, and
     with random logit noise, against the contact P(win) error. Needs Debian's gnubg."""
-    import numpy as np
-
     from bgai.agent import net_of, playing
     from bgai.bench import cube_bound as cb
     from bgai.bench.cubes import CubeSet, cube_error_rate, gnubg_decisions, probabilities
     from bgai.cli.eval import from_checkpoint
     from bgai.errors import BgaiError
-    from bgai.opponents.gnubg import GnubgExternal, GnubgUnavailable
+    from bgai.opponents.gnubg import GnubgUnavailable
 
     cfg = load_for_compute(config, sets)
+    loaded = []  # every checkpoint read before gnubg's work: a bad one is refused at once
+    for path in checkpoints:
+        try:
+            loaded.append((Path(path).name, playing(cfg, from_checkpoint(cfg, Path(path)))))
+        except (BgaiError, OSError) as exc:
+            raise click.UsageError(f"cannot use {path}: {exc}") from exc
     s = CubeSet.load()
     s = s.head(decisions) if decisions else s
     try:
-        with GnubgExternal(binary=cfg.eval.gnubg_path) as gnubg:
-            reference = np.stack([gnubg.evaluate(b.astype(np.int32), 0) for b in s.boards])
+        reference = gnubg_probabilities(cfg, s.boards)
     except GnubgUnavailable as exc:
         raise click.UsageError(str(exc)) from exc
     anchor = cube_error_rate(s, *gnubg_decisions(s.equities_0ply)).er
@@ -153,13 +164,8 @@ def cube_bound(
         f"cube decision set: {s.size} positions; gnubg 0-ply cube ER {anchor:.2f}, target {target:.2f}"
     )
     checkpoint_rows = []
-    for path in checkpoints:
-        label = Path(path).name
-        try:
-            params = from_checkpoint(cfg, Path(path))
-        except (BgaiError, OSError) as exc:
-            raise click.UsageError(f"cannot use {path}: {exc}") from exc
-        ours = probabilities(net.apply, playing(cfg, params), s.boards)
+    for label, params in loaded:
+        ours = probabilities(net.apply, params, s.boards)
         checkpoint_rows.append(cb.row(s, label, reference, ours))
     shrink, noise = cb.shrink_rows(s, reference, ours), cb.noise_rows(s, reference, seeds=seeds)
     tables = {
