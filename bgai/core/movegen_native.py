@@ -323,10 +323,11 @@ def generate(
     boards: np.ndarray, dice: np.ndarray, select: np.ndarray, caps: tuple[int, ...]
 ) -> tuple[np.ndarray, ...]:
     """The plays of boards [..., 28] for dice [..., 2] (high die first), selected rows only, as numpy arrays
-    (boards, steps, mask, num_plays, overflow). `caps`: see `legal_plays_batch`."""
-    lead = boards.shape[:-1]
-    b = np.ascontiguousarray(boards.reshape(-1, BOARD_SIZE), np.int8)
-    d = np.ascontiguousarray(dice.reshape(-1, 2), np.int64)
+    (boards, steps, mask, num_plays, overflow). `caps`: see `legal_plays_batch`. The three are
+    broadcast to one batch: under vmap an unbatched one arrives with a leading 1."""
+    lead = np.broadcast_shapes(boards.shape[:-1], dice.shape[:-1], np.shape(select))
+    b = np.ascontiguousarray(np.broadcast_to(boards, (*lead, BOARD_SIZE)).reshape(-1, BOARD_SIZE), np.int8)
+    d = np.ascontiguousarray(np.broadcast_to(dice, (*lead, 2)).reshape(-1, 2), np.int64)
     sel = np.ascontiguousarray(np.broadcast_to(select, lead).reshape(-1), np.bool_)
     k = caps[0]
     out_b = np.zeros((len(b), k, BOARD_SIZE), np.int8)  # narrow: the copies to and from XLA

@@ -117,6 +117,23 @@ def test_native_under_vmap_and_without_jit(positions: tuple[np.ndarray, np.ndarr
     _assert_equal(jax.tree.map(lambda x: x.reshape(64, *x.shape[2:]), vmapped), flat, "vmap")
 
 
+def test_native_under_vmap_with_one_side_unbatched(positions: tuple[np.ndarray, np.ndarray]) -> None:
+    """vmap over the dice of one board set, and over the boards of one roll: the callback gets the
+    unbatched argument with a leading 1 and must broadcast it, not size its output by it."""
+    boards, dice = positions
+    b, d = jnp.asarray(boards[:16]), jnp.asarray(dice[:16])
+    cfg = _native(rules.DEFAULT_MOVEGEN)
+    gen = partial(rules.legal_plays_batch, cfg=cfg)
+    rolls = jnp.stack([d, jnp.roll(d, 1), jnp.roll(d, 5)])  # [3, 16]: the boards fixed
+    per_roll = jax.vmap(gen, in_axes=(None, 0))(b, rolls)
+    want = rules.legal_plays_batch(jnp.tile(b, (3, 1)), rolls.reshape(-1), cfg)
+    _assert_equal(jax.tree.map(lambda x: x.reshape(48, *x.shape[2:]), per_roll), want, "dice batched")
+    sets = jnp.stack([b, jnp.roll(b, 3, axis=0)])  # [2, 16, 28]: the dice fixed
+    per_set = jax.vmap(gen, in_axes=(0, None))(sets, d)
+    want = rules.legal_plays_batch(sets.reshape(32, -1), jnp.tile(d, 2), cfg)
+    _assert_equal(jax.tree.map(lambda x: x.reshape(32, *x.shape[2:]), per_set), want, "boards batched")
+
+
 def test_self_play_plays_the_same_games_with_either_generator() -> None:
     def chunk(cfg: rules.MoveGenConfig) -> list[np.ndarray]:
         run = jax.jit(partial(play_chunk, random_decider(), length=48, max_turns=300, movegen=cfg))
