@@ -140,17 +140,11 @@ def cube_bound(
     from bgai.agent import net_of, playing
     from bgai.bench import cube_bound as cb
     from bgai.bench.cubes import CubeSet, cube_error_rate, gnubg_decisions, probabilities
-    from bgai.cli.eval import from_checkpoint
-    from bgai.errors import BgaiError
+    from bgai.cli.eval import model_params
     from bgai.opponents.gnubg import GnubgUnavailable
 
     cfg = load_for_compute(config, sets)
-    loaded = []  # every checkpoint read before gnubg's work: a bad one is refused at once
-    for path in checkpoints:
-        try:
-            loaded.append((Path(path).name, playing(cfg, from_checkpoint(cfg, Path(path)))))
-        except (BgaiError, OSError) as exc:
-            raise click.UsageError(f"cannot use {path}: {exc}") from exc
+    loaded = [model_params(cfg, path, None) for path in checkpoints]  # first: a bad one fails at once
     s = CubeSet.load()
     s = s.head(decisions) if decisions else s
     try:
@@ -165,8 +159,9 @@ def cube_bound(
     )
     checkpoint_rows = []
     for label, params in loaded:
-        ours = probabilities(net.apply, params, s.boards)
+        ours = probabilities(net.apply, playing(cfg, params), s.boards)
         checkpoint_rows.append(cb.row(s, label, reference, ours))
+    # the tables use the last checkpoint's error (`ours`, `label`: the loop's last; one is required)
     shrink, noise = cb.shrink_rows(s, reference, ours), cb.noise_rows(s, reference, seeds=seeds)
     tables = {
         "checkpoints": checkpoint_rows,

@@ -324,6 +324,24 @@ def from_checkpoint(cfg: Config, path: Path) -> Any:
     return load_params(path, _template(cfg), model_hash(cfg))[0]
 
 
+def model_params(cfg: Config, checkpoint: str | None, version: int | None) -> tuple[str, Any]:
+    """(label, params) of a checkpoint, a version of the current run, or an untrained net; one that
+    cannot be read is refused as a usage error (one line, exit 2)."""
+    import jax
+
+    from bgai.agent import net_of
+    from bgai.core.network import init_params
+
+    try:
+        if checkpoint is not None:
+            return Path(checkpoint).name, from_checkpoint(cfg, Path(checkpoint))
+        if version is not None:
+            return f"version {version}", from_version(cfg, version)
+    except (BgaiError, OSError) as exc:
+        raise click.UsageError(f"cannot use {checkpoint or f'version {version}'}: {exc}") from exc
+    return "untrained (seed 0)", init_params(net_of(cfg), jax.random.key(0))
+
+
 def registered_model(cfg: Config, spec: str) -> tuple[str, str]:
     """(model name, version number or alias) of `champion` or `models:/NAME@ALIAS|NAME/N`."""
     if spec == "champion":

@@ -10,26 +10,6 @@ from typing import Any
 import click
 
 from bgai.cli.common import config_option, load_for_compute, set_option
-from bgai.config import Config
-from bgai.errors import BgaiError
-
-
-def _params(cfg: Config, checkpoint: str | None, version: int | None) -> tuple[str, Any]:
-    """(label, params) of a checkpoint, a version of the current run, or an untrained net."""
-    import jax
-
-    from bgai.agent import net_of
-    from bgai.cli.eval import from_checkpoint, from_version
-    from bgai.core.network import init_params
-
-    try:
-        if checkpoint is not None:
-            return Path(checkpoint).name, from_checkpoint(cfg, Path(checkpoint))
-        if version is not None:
-            return f"version {version}", from_version(cfg, version)
-    except (BgaiError, OSError) as exc:
-        raise click.UsageError(f"cannot use {checkpoint or f'version {version}'}: {exc}") from exc
-    return "untrained (seed 0)", init_params(net_of(cfg), jax.random.key(0))
 
 
 @click.command("strength")
@@ -77,6 +57,7 @@ def bench_strength_command(
     from bgai.agent import net_of, playing
     from bgai.bench.decisions import DEFAULT_SET, DecisionSet
     from bgai.bench.strength import bench_strength, lookahead_scorer, network_scorer
+    from bgai.cli.eval import model_params
 
     cfg = load_for_compute(config, sets)
     if checkpoint is not None and version is not None:
@@ -91,7 +72,7 @@ def bench_strength_command(
     if dset is not None and decisions is not None:
         dset = dset.head(decisions)
     net = net_of(cfg)
-    label, params = _params(cfg, checkpoint, version)
+    label, params = model_params(cfg, checkpoint, version)
     params = playing(cfg, params)
     if cube:
         from bgai.cli.cube import cube_strength
@@ -111,7 +92,7 @@ def bench_strength_command(
     suffix = f" {plies}-ply" if plies else ""
     other = None
     if against is not None:
-        name, theirs = _params(cfg, against, None)
+        name, theirs = model_params(cfg, against, None)
         if name == label:  # two runs' checkpoints of the same step: tell them apart by the path
             label, name = str(checkpoint), str(against)
         other = (name + suffix, scorer_of(playing(cfg, theirs)))
