@@ -102,8 +102,10 @@ def test_a_small_build_and_our_cube_er(tmp_path: Path) -> None:
         p = res["paired_vs_shallower"][k]
         assert p["decisions"] == 12 and p["ci"] >= 0
         assert p["diff"] == pytest.approx(res["er"] - row["er"], abs=1e-6)
-    out = runner.invoke(cli, ["bench", "strength", "--cube", "--plies", "3", "--set-file", str(path), *SETS])
+    out = runner.invoke(cli, ["bench", "strength", "--cube", "--plies", "4", "--set-file", str(path), *SETS])
     assert out.exit_code == 2 and "--plies" in out.output
+    out = runner.invoke(cli, ["bench", "strength", "--plies", "3", *SETS])  # checker play: 2 at most
+    assert out.exit_code == 2 and "3 only with --cube" in out.output
     againsts = ["--against", str(path), "--set-file", str(path), *SETS]
     out = runner.invoke(cli, ["bench", "strength", "--cube", *againsts])
     assert out.exit_code == 2 and "--cube takes no --against" in out.output

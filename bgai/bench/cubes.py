@@ -158,7 +158,7 @@ def model_decisions(
     apply_fn: Any, variables: Any, s: CubeSet, plies: int = 0, movegen: Any = None, batch: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
     """Our cube decisions (double, take) [N] on `s`: Janowski's cubeful equity from the net's
-    probabilities (`bgai.core.cube`) at 0, 1 or 2 plies (`movegen` needed from 1 on)."""
+    probabilities (`bgai.core.cube`) at 0 to 3 plies (`movegen` needed from 1 on)."""
     import jax.numpy as jnp
 
     from bgai.core import cube

@@ -19,11 +19,11 @@ from bgai.cli.common import config_option, load_for_compute, set_option
 @click.option("--version", type=int, default=None, help="Model version N of the current run.")
 @click.option(
     "--plies",
-    type=click.IntRange(0, 2),
+    type=click.IntRange(0, 3),
     default=0,
     show_default=True,
-    help="Our player's lookahead (1, 2: eval.one_ply_candidates and eval.finalists filter the plays;"
-    " with --cube, the cube decisions').",
+    help="Our player's lookahead, 0 to 2 (1, 2: eval.one_ply_candidates and eval.finalists filter"
+    " the plays); with --cube, the cube decisions', 0 to 3 (3: ~21x 2-ply's time).",
 )
 @click.option("--decisions", type=click.IntRange(min=1), default=None, help="Use the set's first N only.")
 @click.option(
@@ -53,7 +53,7 @@ def bench_strength_command(
     """Error rate on the decision set (equity lost per decision x1000, against gnubg 2-ply):
     our greedy player (a checkpoint, --version N, or an untrained net) and the anchors. With
     --against: the paired difference to a second checkpoint, with its 95% interval. With
-    --cube: the cube ER of our cube decisions (--plies 0, 1 or 2) against gnubg's 2-ply analysis."""
+    --cube: the cube ER of our cube decisions (--plies 0 to 3) against gnubg's 2-ply analysis."""
     from bgai.agent import net_of, playing
     from bgai.bench.decisions import DEFAULT_SET, DecisionSet
     from bgai.bench.strength import bench_strength, lookahead_scorer, network_scorer
@@ -64,6 +64,8 @@ def bench_strength_command(
         raise click.UsageError("give --checkpoint PATH or --version N, not both")
     if cube and against is not None:
         raise click.UsageError("--cube takes no --against")
+    if plies > 2 and not cube:
+        raise click.UsageError("checker play looks ahead 0, 1 or 2 plies (3 only with --cube)")
     path = Path(set_file) if set_file else DEFAULT_SET
     try:
         dset = None if cube else DecisionSet.load(path)

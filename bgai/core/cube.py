@@ -22,7 +22,7 @@ P(win), P(win gammon+), P(win backgammon), P(lose gammon+), P(lose backgammon) -
 Equities are per unit of the cube's value (multiply by the cube for points). The cube is seen
 from the side on roll: `CENTRED`, `OWNED` (it may redouble) or `UNAVAILABLE` (the opponent owns
 it). `decide` gives the cube actions of the side on roll and of its opponent from probabilities;
-`model_decision` from the net at 0, 1 or 2 plies (n plies: the 21 rolls, the best play to each,
+`model_decision` from the net at 0 to 3 plies (n plies: the 21 rolls, the best play to each,
 the opponent's own cube action at n - 1 plies at the leaves).
 
 Match play (a match equity table, score-dependent gammon values, Crawford) needs the same
@@ -166,6 +166,8 @@ def probabilities(apply_fn: ApplyFn, params: Any, boards: jax.Array) -> jax.Arra
     return gnubg_probabilities(jax.nn.softmax(logits, axis=-1))
 
 
+MAX_PLIES = 3  # the deepest cube lookahead: 21 x more per ply, 3-ply ~20 minutes for the cube set
+
 # The opponent's cube after we roll without doubling, by ours (CENTRED, OWNED, UNAVAILABLE): a
 # centred cube stays centred, ours is out of its reach, its own it may redouble.
 _KEPT = (CENTRED, UNAVAILABLE, OWNED)
@@ -222,12 +224,12 @@ def model_decision(
     eval_slots: int | None = 32,
 ) -> CubeDecision:
     """The cube decision of the side on roll of each board [N, 28], its cube `cube` (one state or
-    one per board), looking ahead `plies` (0, 1 or 2; a move generator from 1 on). 1-ply costs 21
-    move generations and about 21 x (plays + 1) network rows per board; 2-ply 21 + 21 x 21 and
-    about 21 x 21 x (plays + 1) rows."""
-    if plies not in (0, 1, 2) or (plies > 0 and movegen is None):
+    one per board), looking ahead `plies` (0 to 3; a move generator from 1 on). 1-ply costs 21
+    move generations and about 21 x (plays + 1) network rows per board; each ply more 21 times
+    that (3-ply: ~9,700 move generations a board, for the benchmark rather than for play)."""
+    if plies not in range(MAX_PLIES + 1) or (plies > 0 and movegen is None):
         raise ValueError(
-            f"cube decisions look ahead 0, 1 or 2 plies (1, 2 need a move generator), got {plies}"
+            f"cube decisions look ahead 0 to {MAX_PLIES} plies (from 1 on with a move generator), got {plies}"
         )
     boards = boards.astype(jnp.int32)
     nd = _no_double_equities(apply_fn, params, boards, plies, movegen, jacoby, beavers, eval_slots)

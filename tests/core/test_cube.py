@@ -195,14 +195,22 @@ def test_two_ply_decision_is_one_ply_at_the_leaves() -> None:
     _check_roll_by_roll(2, boards, [cube.CENTRED, cube.OWNED, cube.UNAVAILABLE], mg)
 
 
-def test_lookahead_beyond_two_plies_is_refused() -> None:
+def test_three_ply_decision_is_two_ply_at_the_leaves() -> None:
+    """At 3-ply (the benchmark's deepest) the opponent's 2-ply cube action at the leaves: a race
+    (few plays a roll, so the reference's 21 two-ply decisions stay cheap), centred and owned."""
+    race = _race_board()
+    mg = rules.MoveGenConfig(max_plays=16, frontier2=16, frontier3=16)
+    _check_roll_by_roll(3, np.stack([race, race]).astype(np.int32), [cube.CENTRED, cube.OWNED], mg)
+
+
+def test_lookahead_beyond_three_plies_is_refused() -> None:
     from bgai.core import network
 
     net = network.BgNet((8,))
     params = network.init_params(net, jax.random.key(0))
     board = jnp.asarray(rules.start_board())[None]
-    with pytest.raises(ValueError, match="0, 1 or 2 plies"):
-        cube.model_decision(net.apply, params, board, cube.CENTRED, 3, rules.MoveGenConfig())
+    with pytest.raises(ValueError, match="0 to 3 plies"):
+        cube.model_decision(net.apply, params, board, cube.CENTRED, 4, rules.MoveGenConfig())
     with pytest.raises(ValueError, match="move generator"):
         cube.model_decision(net.apply, params, board, cube.CENTRED, 1)
 
