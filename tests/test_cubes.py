@@ -107,8 +107,8 @@ def test_a_small_build_and_our_cube_er(tmp_path: Path) -> None:
     out = runner.invoke(cli, ["bench", "strength", "--plies", "3", *SETS])  # checker play: 2 at most
     assert out.exit_code == 2 and "3 only with --cube" in out.output
     againsts = ["--against", str(path), "--set-file", str(path), *SETS]
-    out = runner.invoke(cli, ["bench", "strength", "--cube", *againsts])
-    assert out.exit_code == 2 and "--cube takes no --against" in out.output
+    out = runner.invoke(cli, ["bench", "strength", "--cube", *againsts])  # the set is no checkpoint
+    assert out.exit_code == 2 and "cannot use" in out.output
 
 
 @pytest.mark.skipif(not os.access("/usr/games/gnubg", os.X_OK), reason="needs Debian's gnubg")

@@ -160,6 +160,44 @@ def test_bench_strength_against_a_second_checkpoint(ckpt: Path, tmp_path: Path) 
     assert code == 2 and "cannot use" in out
 
 
+def test_an_ensemble_against_its_member_with_against_set(ckpt: Path, tmp_path: Path) -> None:
+    """--against-set gives the --against checkpoint its own model: an ensemble of two nets
+    (--set model.ensemble=2) paired with one of its members (--against-set model.ensemble=1), on
+    checker-play decisions and (--cube) on cube decisions."""
+    import jax
+
+    from bgai.agent import net_of
+    from bgai.core.network import init_params
+    from bgai.train.ensemble import ensemble_checkpoints
+
+    cfg = load_config(None, env={}, overrides=SETS)
+    other = train_template(cfg)
+    other["params"] = init_params(net_of(cfg), jax.random.key(7))
+    member = save_checkpoint(
+        tmp_path / "members", 2, other, {"model_hash": model_hash(cfg), "model_version": 2}
+    )
+    ens_cfg = load_config(None, env={}, overrides={**SETS, "model.ensemble": "2"})
+    ens = ensemble_checkpoints([ckpt, member], tmp_path / "ens", model_hash(cfg), model_hash(ens_cfg))
+    mine = ["--set", "model.ensemble=2", "--checkpoint", str(ens), "--against", str(member)]
+    code, out = strength(*mine, "--against-set", "model.ensemble=1", "--decisions", "200")
+    assert code == 0, out
+    res = json.loads(out.strip().splitlines()[-1])
+    # the ensemble sits at its newest member's step: the same file name, told apart by the path
+    assert res["paired"]["all"]["decisions"] == 200 and res["against"] == str(member)
+    assert res["paired"]["all"]["diff"] == pytest.approx(res["er"] - res["against_er"]["er"], abs=1e-3)
+    code, out = strength(*mine, "--against-set", "model.ensemble=1", "--cube", "--decisions", "12")
+    assert code == 0, out
+    res = json.loads(out.strip().splitlines()[-1])
+    vs = res["paired_vs_against"]
+    assert res["against"] == str(member) and vs["decisions"] == 12
+    assert vs["diff"] == pytest.approx(res["er"] - res["rows"][f"{member} 0-ply"]["er"], abs=1e-6)
+    assert "ours minus" in out
+    code, out = strength(*mine, "--decisions", "10")  # the member read as an ensemble: refused
+    assert code == 2
+    code, out = strength("--checkpoint", str(ckpt), "--against-set", "model.ensemble=1")
+    assert code == 2 and "--against-set needs --against" in out
+
+
 def test_bench_strength_refuses_bad_input(ckpt: Path, tmp_path: Path) -> None:
     code, out = strength("--checkpoint", str(ckpt), "--version", "3")
     assert code == 2 and "not both" in out

@@ -48,9 +48,17 @@ def build_cubes(decisions: int, candidates: int, seed: int, workers: int, out: s
 
 
 def cube_strength(
-    cfg: Config, net: Any, params: Any, label: str, plies: int, decisions: int | None, set_file: str | None
+    cfg: Config,
+    net: Any,
+    params: Any,
+    label: str,
+    plies: int,
+    decisions: int | None,
+    set_file: str | None,
+    against: tuple[str, Config, Any, Any] | None = None,
 ) -> None:
-    """`bench strength --cube`: our cube decisions' ER and gnubg 0-ply's on the cube set."""
+    """`bench strength --cube`: our cube decisions' ER and gnubg 0-ply's on the cube set; with
+    `against` (name, config, net, params), also a second model's and the paired difference."""
     from bgai.agent import movegen_of
     from bgai.bench.cubes import (
         DEFAULT_CUBES,
@@ -73,11 +81,23 @@ def cube_strength(
     paired = {k: paired_cube_difference(s, (double, take), dt) for k, dt in shallower.items()}
     extra, gap = _against_gnubgs_probabilities(cfg, net, params, s)
     extra = {**{f"{label} {k}-ply": dt for k, dt in shallower.items()}, **extra}
+    versus: dict[str, Any] = {}
+    if against is not None:
+        name, cfg_other, net_other, theirs = against
+        dt_other = model_decisions(net_other.apply, theirs, s, plies, movegen_of(cfg_other))
+        extra[f"{name} {plies}-ply"] = dt_other
+        vs = paired_cube_difference(s, (double, take), dt_other)
+        versus = {"against": name, "paired_vs_against": vs}
     result = bench_cube_strength(s, f"{label} {plies}-ply", double, take, log=click.echo, extra=extra)
     for k, p in paired.items():
         lo, hi = p["diff"] - p["ci"], p["diff"] + p["ci"]
         click.echo(
             f"  {plies}-ply minus {k}-ply, paired by position: {p['diff']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+        )
+    if versus:
+        lo, hi = vs["diff"] - vs["ci"], vs["diff"] + vs["ci"]
+        click.echo(
+            f"  ours minus {versus['against']}, paired by position: {vs['diff']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
         )
     for name, g in gap.items():
         click.echo(
@@ -85,7 +105,9 @@ def cube_strength(
             f"mean {g['win_bias']:+.3f}; P(gammon): {g['gammon_abs']:.3f}, {g['gammon_bias']:+.3f}"
         )
     more = {"paired_vs_shallower": {str(k): p for k, p in paired.items()}} if paired else {}
-    click.echo(json.dumps({**result, "set": str(path), "plies": plies, "probability_gap": gap, **more}))
+    click.echo(
+        json.dumps({**result, "set": str(path), "plies": plies, "probability_gap": gap, **more, **versus})
+    )
 
 
 def gnubg_probabilities(cfg: Config, boards: Any) -> Any:

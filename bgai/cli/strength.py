@@ -37,7 +37,16 @@ from bgai.cli.common import config_option, load_for_compute, set_option
     "--against",
     type=click.Path(dir_okay=False),
     default=None,
-    help="A second checkpoint: also the paired ER difference (ours minus its) on the same decisions.",
+    help="A second checkpoint: also the paired ER difference (ours minus its) on the same decisions"
+    " (with --cube, of the cube decisions at the same --plies).",
+)
+@click.option(
+    "--against-set",
+    "against_sets",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="A config override for the --against checkpoint only, after --set's (repeatable): e.g."
+    " model.ensemble=1 to pair an ensemble (--set model.ensemble=2) with one of its members.",
 )
 def bench_strength_command(
     config: str | None,
@@ -49,6 +58,7 @@ def bench_strength_command(
     set_file: str | None,
     cube: bool,
     against: str | None,
+    against_sets: tuple[str, ...],
 ) -> None:
     """Error rate on the decision set (equity lost per decision x1000, against gnubg 2-ply):
     our greedy player (a checkpoint, --version N, or an untrained net) and the anchors. With
@@ -62,8 +72,8 @@ def bench_strength_command(
     cfg = load_for_compute(config, sets)
     if checkpoint is not None and version is not None:
         raise click.UsageError("give --checkpoint PATH or --version N, not both")
-    if cube and against is not None:
-        raise click.UsageError("--cube takes no --against")
+    if against_sets and against is None:
+        raise click.UsageError("--against-set needs --against")
     if plies > 2 and not cube:
         raise click.UsageError("checker play looks ahead 0, 1 or 2 plies (3 only with --cube)")
     path = Path(set_file) if set_file else DEFAULT_SET
@@ -76,28 +86,33 @@ def bench_strength_command(
     net = net_of(cfg)
     label, params = model_params(cfg, checkpoint, version)
     params = playing(cfg, params)
+    other_model = None
+    if against is not None:  # its own config where --against-set changes the model (an ensemble's member)
+        cfg_other = load_for_compute(config, sets + against_sets) if against_sets else cfg
+        name, theirs = model_params(cfg_other, against, None)
+        if name == label:  # two runs' checkpoints of the same step: tell them apart by the path
+            label, name = str(checkpoint), str(against)
+        other_model = (name, cfg_other, net_of(cfg_other), playing(cfg_other, theirs))
     if cube:
         from bgai.cli.cube import cube_strength
 
-        cube_strength(cfg, net, params, label, plies, decisions, set_file)
+        cube_strength(cfg, net, params, label, plies, decisions, set_file, against=other_model)
         return
     assert dset is not None
 
-    def scorer_of(p: Any) -> Any:
+    def scorer_of(c: Any, n: Any, p: Any) -> Any:
         if plies == 0:
-            return network_scorer(net.apply, p)
+            return network_scorer(n.apply, p)
         from bgai.agent import movegen_of
 
-        e = cfg.eval
-        return lookahead_scorer(net.apply, p, movegen_of(cfg), plies, e.one_ply_candidates, e.finalists)
+        e = c.eval
+        return lookahead_scorer(n.apply, p, movegen_of(c), plies, e.one_ply_candidates, e.finalists)
 
     suffix = f" {plies}-ply" if plies else ""
     other = None
-    if against is not None:
-        name, theirs = model_params(cfg, against, None)
-        if name == label:  # two runs' checkpoints of the same step: tell them apart by the path
-            label, name = str(checkpoint), str(against)
-        other = (name + suffix, scorer_of(playing(cfg, theirs)))
-    player = (label + suffix, scorer_of(params))
+    if other_model is not None:
+        name, cfg_other, net_other, theirs = other_model
+        other = (name + suffix, scorer_of(cfg_other, net_other, theirs))
+    player = (label + suffix, scorer_of(cfg, net, params))
     result = bench_strength(dset, player, str(path), log=click.echo, plies=plies, against=other)
     click.echo(json.dumps(result))
