@@ -76,29 +76,24 @@ def cube_strength(
     if decisions is not None:
         s = s.head(decisions)
     double, take = model_decisions(net.apply, params, s, plies, movegen_of(cfg))
-    # at 1 or 2 plies, the shallower depths too, and what the lookahead gains on each decision
+    # from 1 ply on, the shallower depths too, and what the lookahead gains on each decision
     shallower = {k: model_decisions(net.apply, params, s, k, movegen_of(cfg)) for k in range(plies)}
     paired = {k: paired_cube_difference(s, (double, take), dt) for k, dt in shallower.items()}
     extra, gap = _against_gnubgs_probabilities(cfg, net, params, s)
     extra = {**{f"{label} {k}-ply": dt for k, dt in shallower.items()}, **extra}
-    versus: dict[str, Any] = {}
+    versus: dict[str, Any] = {}  # with `against`: its name and the paired difference
     if against is not None:
         name, cfg_other, net_other, theirs = against
-        dt_other = model_decisions(net_other.apply, theirs, s, plies, movegen_of(cfg_other))
-        extra[f"{name} {plies}-ply"] = dt_other
-        vs = paired_cube_difference(s, (double, take), dt_other)
-        versus = {"against": name, "paired_vs_against": vs}
+        extra[f"{name} {plies}-ply"] = dt_other = model_decisions(
+            net_other.apply, theirs, s, plies, movegen_of(cfg_other)
+        )
+        versus = {"against": name, "paired_vs_against": paired_cube_difference(s, (double, take), dt_other)}
     result = bench_cube_strength(s, f"{label} {plies}-ply", double, take, log=click.echo, extra=extra)
-    for k, p in paired.items():
+    lines = [(f"{plies}-ply minus {k}-ply", p) for k, p in paired.items()]
+    lines += [(f"ours minus {versus['against']}", versus["paired_vs_against"])] if versus else []
+    for title, p in lines:
         lo, hi = p["diff"] - p["ci"], p["diff"] + p["ci"]
-        click.echo(
-            f"  {plies}-ply minus {k}-ply, paired by position: {p['diff']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
-        )
-    if versus:
-        lo, hi = vs["diff"] - vs["ci"], vs["diff"] + vs["ci"]
-        click.echo(
-            f"  ours minus {versus['against']}, paired by position: {vs['diff']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
-        )
+        click.echo(f"  {title}, paired by position: {p['diff']:+.2f} [{lo:+.2f}, {hi:+.2f}]")
     for name, g in gap.items():
         click.echo(
             f"  {name}: our 0-ply P(win) - gnubg 0-ply's: mean |d| {g['win_abs']:.3f}, "
